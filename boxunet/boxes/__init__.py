@@ -1,0 +1,1 @@
+"""Box geometry, labels -> boxes, and (later) box-to-mask methods."""

@@ -1,0 +1,1 @@
+"""Reading and writing images, dataset descriptions, box files; verification of raw datasets."""

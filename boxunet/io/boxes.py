@@ -1,0 +1,72 @@
+"""Box files: ``boxesTr/<case>.json`` = ``{"boxes": [{"label": 2, "min": [z, y, x], "max": [z, y, x]}]}``.
+
+Coordinates are voxel indices of the raw image's array; ``min`` is inclusive, ``max`` exclusive.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from boxunet.errors import BoxunetError
+from boxunet.io.atomic import write_json
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box of one label in array index space, min inclusive, max exclusive."""
+
+    label: int
+    min: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "min": list(self.min), "max": list(self.max)}
+
+    @property
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(lo, hi) for lo, hi in zip(self.min, self.max))
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(hi - lo for lo, hi in zip(self.min, self.max))
+
+
+def parse_boxes(data, source: str) -> list[Box]:
+    """Turn the parsed JSON of a box file into boxes; malformed entries raise an error naming ``source``."""
+    if not isinstance(data, dict) or not isinstance(data.get("boxes"), list):
+        raise BoxunetError(f'file {source}: must be {{"boxes": [{{"label": L, "min": [z, y, x], "max": [z, y, x]}}]}}')
+    boxes = []
+    for index, entry in enumerate(data["boxes"]):
+        ok = (isinstance(entry, dict) and isinstance(entry.get("label"), int)
+              and all(isinstance(entry.get(key), list) and len(entry[key]) == 3
+                      and all(isinstance(v, int) and not isinstance(v, bool) for v in entry[key])
+                      for key in ("min", "max")))
+        if not ok:
+            raise BoxunetError(f"file {source}: box {index} must have an int label and 3 int min and max "
+                               f"coordinates (z, y, x); got {entry!r}")
+        boxes.append(Box(entry["label"], tuple(entry["min"]), tuple(entry["max"])))
+    return boxes
+
+
+def read_boxes(path: Path) -> list[Box]:
+    """Read a box file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BoxunetError(f"file {path}: is not valid JSON ({error})") from None
+    return parse_boxes(data, str(path))
+
+
+def write_boxes(boxes: list[Box], path: Path) -> None:
+    """Write a box file atomically."""
+    write_json({"boxes": [box.to_json() for box in boxes]}, path)
+
+
+def box_problem(box: Box, shape: tuple[int, ...], declared_box_labels: list[int]) -> str | None:
+    """Describe what is wrong with ``box`` for an image of array ``shape``, or None."""
+    if box.label not in declared_box_labels:
+        return f"box label {box.label} is not in dataset.json box_labels {declared_box_labels}"
+    if any(lo >= hi for lo, hi in zip(box.min, box.max)):
+        return f"box min {list(box.min)} must be < max {list(box.max)} on every axis (empty or inverted box)"
+    if any(lo < 0 for lo in box.min) or any(hi > s for hi, s in zip(box.max, shape)):
+        return f"box {list(box.min)}..{list(box.max)} lies outside the image of size {list(shape)}"
+    return None

@@ -1,0 +1,134 @@
+"""The raw dataset description (``dataset.json``), nnU-Net v2 compatible plus ``box_labels``."""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boxunet.errors import BoxunetError
+
+
+@dataclass
+class DatasetDescription:
+    """What ``dataset.json`` says about a dataset."""
+
+    channel_names: dict[int, str]
+    labels: dict[str, int | tuple[int, ...]]
+    num_training: int
+    file_ending: str
+    box_labels: list[int] = field(default_factory=list)
+    regions_class_order: list[int] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def label_values(self) -> list[int]:
+        """The integer label values, background included, in increasing order."""
+        values = set()
+        for value in self.labels.values():
+            values.update(value if isinstance(value, tuple) else (value,))
+        return sorted(values)
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        return [value for value in self.label_values if value != 0]
+
+    @property
+    def has_regions(self) -> bool:
+        return any(isinstance(value, tuple) for value in self.labels.values())
+
+    @property
+    def regions(self) -> dict[str, tuple[int, ...]]:
+        """Every foreground label or region as a tuple of label values (region mode)."""
+        return {name: value if isinstance(value, tuple) else (value,)
+                for name, value in self.labels.items() if value not in (0, (0,))}
+
+    def to_json(self) -> dict:
+        data = dict(self.extra)
+        data.update({
+            "channel_names": {str(k): v for k, v in self.channel_names.items()},
+            "labels": {k: list(v) if isinstance(v, tuple) else v for k, v in self.labels.items()},
+            "numTraining": self.num_training,
+            "file_ending": self.file_ending,
+        })
+        if self.box_labels:
+            data["box_labels"] = list(self.box_labels)
+        if self.regions_class_order is not None:
+            data["regions_class_order"] = list(self.regions_class_order)
+        return data
+
+
+_KNOWN_KEYS = {"channel_names", "modality", "labels", "numTraining", "file_ending", "box_labels", "regions_class_order"}
+
+
+def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescription:
+    """Validate a dataset.json dictionary and turn it into a DatasetDescription."""
+    def fail(message: str):
+        raise BoxunetError(f"file {source}: {message}")
+
+    channels = data.get("channel_names", data.get("modality"))
+    if not isinstance(channels, dict) or not channels:
+        fail('needs "channel_names", e.g. {"0": "CT"}')
+    try:
+        channel_names = {int(k): str(v) for k, v in channels.items()}
+    except ValueError:
+        fail(f'"channel_names" keys must be channel numbers "0", "1", ...; got {list(channels)}')
+    if sorted(channel_names) != list(range(len(channel_names))):
+        fail(f'"channel_names" keys must be 0..{len(channel_names) - 1}; got {sorted(channel_names)}')
+
+    raw_labels = data.get("labels")
+    if not isinstance(raw_labels, dict) or not raw_labels:
+        fail('needs "labels", e.g. {"background": 0, "kidney": 1}')
+    labels: dict[str, int | tuple[int, ...]] = {}
+    for name, value in raw_labels.items():
+        if isinstance(value, (list, tuple)):
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                fail(f'label {name!r} region must be a non-empty list of ints; got {value!r}')
+            labels[name] = tuple(value) if len(value) > 1 else value[0]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            labels[name] = value
+        else:
+            fail(f"label {name!r} must be an int or a list of ints (a region); got {value!r}")
+    description = DatasetDescription(channel_names, labels, 0, "")
+    values = description.label_values
+    if values != list(range(len(values))):
+        fail(f"label values must be consecutive ints starting at 0 (background); got {values}")
+
+    num_training = data.get("numTraining")
+    if not isinstance(num_training, int) or num_training < 0:
+        fail(f'"numTraining" must be a non-negative int; got {num_training!r}')
+    file_ending = data.get("file_ending")
+    if not isinstance(file_ending, str) or not file_ending.startswith("."):
+        fail(f'"file_ending" must be a file ending such as ".nii.gz"; got {file_ending!r}')
+
+    box_labels = data.get("box_labels", [])
+    if not isinstance(box_labels, list) or not all(isinstance(v, int) for v in box_labels):
+        fail(f'"box_labels" must be a list of label values; got {box_labels!r}')
+    undeclared = [v for v in box_labels if v not in values or v == 0]
+    if undeclared:
+        fail(f'"box_labels" {undeclared} are not declared foreground labels {values[1:]}')
+
+    regions_class_order = data.get("regions_class_order")
+    if description.has_regions and regions_class_order is None:
+        fail('labels define regions, so "regions_class_order" is required (the label written for each region, '
+             'in the order regions are painted)')
+
+    description.num_training = num_training
+    description.file_ending = file_ending
+    description.box_labels = sorted(box_labels)
+    description.regions_class_order = list(regions_class_order) if regions_class_order is not None else None
+    description.extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+    return description
+
+
+def load_dataset_json(dataset_folder: Path) -> DatasetDescription:
+    """Read and validate ``dataset_folder/dataset.json``."""
+    path = Path(dataset_folder) / "dataset.json"
+    if not path.is_file():
+        raise BoxunetError(f"file {path}: missing; every dataset folder needs a dataset.json")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BoxunetError(f"file {path}: is not valid JSON ({error})") from None
+    return parse_dataset_json(data, str(path))

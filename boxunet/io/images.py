@@ -1,0 +1,129 @@
+"""Image I/O through SimpleITK with the full geometry kept beside the array.
+
+Arrays are numpy in (z, y, x) order as SimpleITK's GetArrayFromImage gives them; ``Geometry.spacing``
+follows the same axis order. Origin and direction stay in SimpleITK's physical (x, y, z) convention so
+that a written image has exactly the geometry of the image it came from. 2D images are read as arrays
+of shape (1, y, x) and written back as 2D images.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from boxunet.errors import BoxunetError
+
+GEOMETRY_TOLERANCE = 1e-4
+SPACING_OF_MISSING_AXIS = 999.0
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image lies in physical space."""
+
+    spacing: tuple[float, ...]  # array axis order (z, y, x)
+    origin: tuple[float, ...]  # SimpleITK order (x, y, z)
+    direction: tuple[float, ...]  # SimpleITK row-major direction cosines
+    shape: tuple[int, ...]  # array shape (z, y, x)
+    is_2d: bool = False
+
+    def to_json(self) -> dict:
+        return {"spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction),
+                "shape": list(self.shape), "is_2d": self.is_2d}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Geometry":
+        return cls(tuple(data["spacing"]), tuple(data["origin"]), tuple(data["direction"]),
+                   tuple(data["shape"]), bool(data.get("is_2d", False)))
+
+    def mismatch(self, other: "Geometry", tolerance: float = GEOMETRY_TOLERANCE) -> str | None:
+        """Describe how ``other`` differs from this geometry, or return None when they agree."""
+        if self.shape != other.shape:
+            return f"size {list(other.shape)} differs from {list(self.shape)}"
+        for name in ("spacing", "origin", "direction"):
+            mine, theirs = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            scale = np.maximum(1.0, np.abs(mine))
+            if mine.shape != theirs.shape or np.any(np.abs(mine - theirs) > tolerance * scale):
+                return f"{name} {np.round(theirs, 5).tolist()} differs from {np.round(mine, 5).tolist()}"
+        return None
+
+
+def _geometry_of(image_or_reader, size: tuple[int, ...]) -> Geometry:
+    spacing = tuple(float(s) for s in image_or_reader.GetSpacing())
+    origin = tuple(float(o) for o in image_or_reader.GetOrigin())
+    direction = tuple(float(d) for d in image_or_reader.GetDirection())
+    if len(size) == 2:
+        return Geometry((SPACING_OF_MISSING_AXIS,) + spacing[::-1], origin, direction, (1,) + tuple(size[::-1]), True)
+    return Geometry(spacing[::-1], origin, direction, tuple(size[::-1]))
+
+
+def read_geometry(path: Path) -> Geometry:
+    """Read only the header of an image file (cheap) and return its geometry."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise BoxunetError(f"file {path}: cannot be read as an image ({_first_line(error)})") from None
+    size = tuple(int(s) for s in reader.GetSize())
+    if reader.GetNumberOfComponents() != 1:
+        raise BoxunetError(f"file {path}: has {reader.GetNumberOfComponents()} components per voxel; "
+                           "boxunet expects one file per channel with scalar voxels")
+    if len(size) not in (2, 3):
+        raise BoxunetError(f"file {path}: is {len(size)}D; boxunet reads 2D and 3D images "
+                           "(split 4D images into channels, e.g. with boxunet_convert_msd)")
+    return _geometry_of(reader, size)
+
+
+def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
+    """Read a 2D or 3D scalar image; return a (z, y, x) array and its geometry."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise BoxunetError(f"file {path}: cannot be read as an image ({_first_line(error)})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise BoxunetError(f"file {path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                           "boxunet expects one file per channel with scalar voxels")
+    if image.GetDimension() not in (2, 3):
+        raise BoxunetError(f"file {path}: is {image.GetDimension()}D; boxunet reads 2D and 3D images")
+    array = sitk.GetArrayFromImage(image)
+    geometry = _geometry_of(image, tuple(image.GetSize()))
+    return array.reshape(geometry.shape), geometry
+
+
+def read_channels(paths: list[Path]) -> tuple[np.ndarray, Geometry]:
+    """Read one file per channel into a (c, z, y, x) float32 array; the geometry is the first channel's."""
+    first, geometry = read_image(paths[0])
+    stacked = np.empty((len(paths),) + first.shape, dtype=np.float32)
+    stacked[0] = first
+    del first
+    for index, path in enumerate(paths[1:], start=1):
+        channel, channel_geometry = read_image(path)
+        difference = geometry.mismatch(channel_geometry)
+        if difference:
+            raise BoxunetError(f"file {path}: channel {index} {difference} (channel 0: {paths[0]})")
+        stacked[index] = channel
+    return stacked, geometry
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: Path, compress: bool = True) -> None:
+    """Write a (z, y, x) array with ``geometry``; atomic (temporary file, then rename)."""
+    array = np.asarray(array)
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
+    image = sitk.GetImageFromArray(array[0] if geometry.is_2d else array)
+    spacing = geometry.spacing[1:] if geometry.is_2d else geometry.spacing
+    image.SetSpacing([float(s) for s in spacing[::-1]])
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".tmp_{os.getpid()}_{path.name}")
+    sitk.WriteImage(image, str(temporary), compress)
+    os.replace(temporary, path)
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,85 @@
+"""Verification of a raw dataset, before anything is written.
+
+``verify_headers`` is cheap (file names, image headers, box files) and always runs first.
+``case_data_problems`` checks voxel values (NaN/inf, undeclared label values) on arrays that the
+fingerprint pass reads anyway, so the full check costs no extra read.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from boxunet.errors import BoxunetError, DatasetError, Problem
+from boxunet.io.boxes import Box, box_problem, read_boxes
+from boxunet.io.cases import CaseFiles, list_training_cases
+from boxunet.io.dataset_json import DatasetDescription
+from boxunet.io.images import read_geometry
+
+
+def case_header_problems(case: CaseFiles, description: DatasetDescription) -> tuple[list[Problem], list[Box]]:
+    """Check one case's headers and box file; return its problems and its boxes."""
+    problems: list[Problem] = []
+    try:
+        reference = read_geometry(case.images[0])
+    except BoxunetError as error:
+        return [Problem(case.case_id, str(case.images[0]), _strip_file(error))], []
+    others = list(case.images[1:]) + ([case.label] if case.label else [])
+    for path in others:
+        try:
+            geometry = read_geometry(path)
+        except BoxunetError as error:
+            problems.append(Problem(case.case_id, str(path), _strip_file(error)))
+            continue
+        difference = reference.mismatch(geometry)
+        if difference:
+            problems.append(Problem(case.case_id, str(path), f"{difference} (channel 0: {case.images[0].name})"))
+    boxes: list[Box] = []
+    if case.boxes is not None:
+        try:
+            boxes = read_boxes(case.boxes)
+        except BoxunetError as error:
+            return problems + [Problem(case.case_id, str(case.boxes), _strip_file(error))], []
+        for index, box in enumerate(boxes):
+            reason = box_problem(box, reference.shape, description.box_labels)
+            if reason:
+                problems.append(Problem(case.case_id, str(case.boxes), f"box {index}: {reason}"))
+    return problems, boxes
+
+
+def verify_headers(dataset_folder: Path, description: DatasetDescription) -> list[CaseFiles]:
+    """List the training cases and check everything that needs no voxel data; raise DatasetError on problems."""
+    cases, problems = list_training_cases(dataset_folder, description)
+    for case in cases:
+        problems += case_header_problems(case, description)[0]
+    if problems:
+        raise DatasetError(problems)
+    return cases
+
+
+def image_data_problems(case_id: str, path: Path, array: np.ndarray) -> list[Problem]:
+    """NaN or inf voxels in one image channel."""
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            return [Problem(case_id, str(path), f"{bad} voxel(s) are NaN or infinite")]
+    return []
+
+
+def label_data_problems(case_id: str, path: Path, label: np.ndarray, description: DatasetDescription) -> list[Problem]:
+    """Label values that are not declared integer labels."""
+    if np.issubdtype(label.dtype, np.floating):
+        if not np.all(np.isfinite(label)):
+            return [Problem(case_id, str(path), "label map contains NaN or infinite values")]
+        if not np.all(label == np.round(label)):
+            return [Problem(case_id, str(path), "label map contains non-integer values")]
+    values = np.unique(label).astype(np.int64).tolist()
+    undeclared = [v for v in values if v not in description.label_values]
+    if undeclared:
+        return [Problem(case_id, str(path),
+                        f"label values {undeclared} are not declared in dataset.json labels {description.label_values}")]
+    return []
+
+
+def _strip_file(error: BoxunetError) -> str:
+    text = str(error)
+    return text.split(": ", 1)[1] if text.startswith("file ") and ": " in text else text
+

@@ -1,0 +1,54 @@
+"""Run a function over many items in worker processes, with a progress bar and clear failures."""
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+
+from tqdm import tqdm
+
+from boxunet.errors import BoxunetError
+
+
+def default_num_processes() -> int:
+    """Number of worker processes when the user gives none: the CPU cores available to this process."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def map_in_processes(function, items: list, num_processes: int, description: str, progress: bool = True,
+                     initializer=None, initargs=()) -> list:
+    """Return ``[function(item) for item in items]``, computed by ``num_processes`` spawned workers.
+
+    With one process (or one item) everything runs in this process, which makes debugging easy.
+    Results keep the order of ``items``. A worker that dies (usually out of memory) raises a
+    BoxunetError that suggests a lower ``-np``.
+    """
+    bar = tqdm(total=len(items), desc=description, disable=not progress, unit="case")
+    try:
+        if num_processes <= 1 or len(items) <= 1:
+            if initializer:
+                initializer(*initargs)
+            results = []
+            for item in items:
+                results.append(function(item))
+                bar.update()
+            return results
+        context = multiprocessing.get_context("spawn")
+        results = [None] * len(items)
+        with ProcessPoolExecutor(min(num_processes, len(items)), mp_context=context,
+                                 initializer=initializer, initargs=initargs) as pool:
+            futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+            except BrokenProcessPool:
+                raise BoxunetError(f"{description}: a worker process died, usually because the machine ran out "
+                                   f"of memory; rerun with fewer processes (-np {max(1, num_processes // 2)}). "
+                                   "Finished cases are kept.") from None
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return results
+    finally:
+        bar.close()

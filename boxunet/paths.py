@@ -1,0 +1,41 @@
+"""The three data roots of boxunet.
+
+Each root comes from an environment variable (``boxunet_raw``, ``boxunet_preprocessed``,
+``boxunet_results``). When a variable is unset, the root defaults to a folder inside
+``./boxunet_data/`` of the current working directory, and this is announced once on stderr.
+Nothing else in boxunet reads the environment for paths.
+"""
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_BASE_FOLDER = "boxunet_data"
+_ROOT_VARIABLES = {"raw": "boxunet_raw", "preprocessed": "boxunet_preprocessed", "results": "boxunet_results"}
+_announced: set[str] = set()
+
+
+def _root(kind: str) -> Path:
+    variable = _ROOT_VARIABLES[kind]
+    value = os.environ.get(variable)
+    if value:
+        return Path(value)
+    default = Path.cwd() / DEFAULT_BASE_FOLDER / kind
+    if variable not in _announced:
+        _announced.add(variable)
+        print(f"boxunet: {variable} is not set, using {default}", file=sys.stderr)
+    return default
+
+
+def raw_root() -> Path:
+    """Folder holding the raw datasets (``DatasetXXX_Name/``)."""
+    return _root("raw")
+
+
+def preprocessed_root() -> Path:
+    """Folder holding fingerprints, plans and preprocessed cases per dataset."""
+    return _root("preprocessed")
+
+
+def results_root() -> Path:
+    """Folder holding trained models and their validation outputs per dataset."""
+    return _root("results")

@@ -1,0 +1,110 @@
+"""The first stage end to end: verify -> fingerprint -> plans -> preprocessed cases."""
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from boxunet.errors import BoxunetError
+from boxunet.fingerprint import extract_fingerprint, fingerprint_matches, fingerprint_path
+from boxunet.io.atomic import read_json, write_json
+from boxunet.io.dataset_json import load_dataset_json
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.verification import verify_headers
+from boxunet.paths import preprocessed_root, raw_root
+from boxunet.planning.plans import PLANS_FILE_NAME, Plans, load_plans, save_plans
+from boxunet.planning.planner import DEFAULT_CONFIGURATIONS, DEFAULT_PLANS_NAME, plan_experiment, plans_summary
+from boxunet.preprocessing.dataset import copy_reference_segmentations, preprocess_dataset
+
+DEFAULT_PREPROCESSED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+
+
+@dataclass
+class PlanAndPreprocessOptions:
+    """What ``boxunet_plan_and_preprocess`` was asked to do."""
+
+    configurations: list[str] = field(default_factory=lambda: list(DEFAULT_PREPROCESSED_CONFIGURATIONS))
+    num_processes: int = 2
+    gpu_memory_gb: float = 8.0
+    ct_window: tuple[float, float] | None = None
+    target_spacing: list[float] | None = None
+    plans_name: str = DEFAULT_PLANS_NAME
+    verify_only: bool = False
+    clean: bool = False
+    preprocess: bool = True
+    progress: bool = True
+
+
+def _log(message: str, options: PlanAndPreprocessOptions) -> None:
+    if options.progress:
+        print(message, flush=True)
+
+
+def _keep_custom_configurations(plans: Plans, plans_file: Path) -> None:
+    if not plans_file.is_file():
+        return
+    previous = load_plans(plans_file)
+    for name, configuration in previous.configurations.items():
+        if name not in plans.configurations:
+            plans.configurations[name] = configuration
+
+
+def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -> dict:
+    """Verify, fingerprint, plan and preprocess one raw dataset; return a report with timings."""
+    started = time.perf_counter()
+    raw_folder = find_dataset_folder(dataset, raw_root())
+    description = load_dataset_json(raw_folder)
+    cases = verify_headers(raw_folder, description)
+    _log(f"{raw_folder.name}: {len(cases)} cases, headers verified", options)
+    output_folder = preprocessed_root() / raw_folder.name
+    _check_configuration_names(options.configurations, output_folder / PLANS_FILE_NAME)
+    report = {"dataset": raw_folder.name, "cases": len(cases)}
+
+    stored = fingerprint_path(output_folder)
+    fingerprint = None
+    if stored.is_file() and not options.clean and not options.verify_only:
+        fingerprint = read_json(stored)
+        if not fingerprint_matches(fingerprint, cases):
+            fingerprint = None
+    if fingerprint is None:
+        fingerprint = extract_fingerprint(cases, description, options.num_processes, options.progress)
+    report["fingerprint_seconds"] = round(time.perf_counter() - started, 2)
+    if options.verify_only:
+        _log(f"{raw_folder.name}: all {len(cases)} cases verified (images, labels, boxes, voxel values)", options)
+        return report
+
+    output_folder.mkdir(parents=True, exist_ok=True)
+    write_json(fingerprint, stored)
+    write_json(description.to_json(), output_folder / "dataset.json")
+    plans = plan_experiment(fingerprint, description, raw_folder.name, options.gpu_memory_gb, options.ct_window,
+                            options.target_spacing, options.plans_name)
+    plans_file = output_folder / (PLANS_FILE_NAME if options.plans_name == DEFAULT_PLANS_NAME
+                                  else f"{options.plans_name}.json")
+    _keep_custom_configurations(plans, plans_file)
+    save_plans(plans, plans_file)
+    _log(plans_summary(plans), options)
+    report["plans_file"] = str(plans_file)
+    report["planning_seconds"] = round(time.perf_counter() - started, 2)
+    if not options.preprocess:
+        return report
+
+    missing = [c for c in options.configurations if c not in plans.configurations]
+    requested = [c for c in options.configurations if c in plans.configurations]
+    for name in missing:
+        _log(f"configuration {name} is not needed for this dataset (not in the plans); skipped", options)
+    voxels = {case_id: float(np.prod(shape)) for case_id, shape in
+              zip(fingerprint["case_ids"], fingerprint["shapes_after_crop"])}
+    report["preprocessing"] = preprocess_dataset(cases, plans, output_folder, requested, options.num_processes,
+                                                 voxels, options.progress)
+    report["reference_segmentations_copied"] = copy_reference_segmentations(cases, output_folder)
+    report["total_seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _check_configuration_names(names: list[str], plans_file: Path) -> None:
+    known = set(DEFAULT_CONFIGURATIONS)
+    if plans_file.is_file():
+        known |= set(load_plans(plans_file).configurations)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BoxunetError(f"unknown configuration(s) {unknown}; choose from {sorted(known)}")

@@ -1,0 +1,1 @@
+"""Experiment planning: target spacing, network topology, patch and batch size, normalization, plans JSON."""

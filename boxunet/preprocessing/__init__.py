@@ -1,0 +1,1 @@
+"""Preprocessing: transpose, crop to nonzero, normalize, resample, store per case."""

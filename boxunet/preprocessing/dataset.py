@@ -1,0 +1,93 @@
+"""Preprocess every case of a dataset for the requested configurations, in parallel and resumably."""
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from boxunet.io.boxes import read_boxes
+from boxunet.io.cases import CaseFiles
+from boxunet.io.images import read_channels, read_image
+from boxunet.parallel import default_num_processes, map_in_processes
+from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.preprocessing.case import preprocess_case, preprocessing_signature
+from boxunet.preprocessing.storage import finished_case_signature, save_case
+
+
+@dataclass
+class _CaseJob:
+    case: CaseFiles
+    plans: Plans
+    configurations: list[ConfigurationPlan]
+    folders: list[Path]
+
+
+def _set_worker_threads(threads: int) -> None:
+    import torch
+    torch.set_num_threads(max(1, threads))
+
+
+def _preprocess_and_store(job: _CaseJob) -> str:
+    data, geometry = read_channels(list(job.case.images))
+    seg = read_image(job.case.label)[0][None] if job.case.label else None
+    boxes = read_boxes(job.case.boxes) if job.case.boxes else []
+    folder_of = {c.name: f for c, f in zip(job.configurations, job.folders)}
+    for configuration, new_data, new_seg, properties in preprocess_case(
+            data, geometry, job.plans, job.configurations, seg, boxes, job.case.case_id):
+        save_case(folder_of[configuration.name], job.case.case_id, new_data, new_seg, properties,
+                  configuration.patch_size)
+    return job.case.case_id
+
+
+def preprocess_dataset(cases: list[CaseFiles], plans: Plans, preprocessed_folder: Path, configuration_names: list[str],
+                       num_processes: int, voxels_per_case: dict[str, float] | None = None,
+                       progress: bool = True) -> dict:
+    """Preprocess ``cases`` for ``configuration_names`` into ``preprocessed_folder/<data_identifier>/``.
+
+    Cases whose stored signature matches the plans are skipped (resume); configurations sharing a
+    data identifier are stored once. Returns counts of processed and skipped cases per configuration.
+    """
+    configurations = {}
+    for name in configuration_names:
+        configuration = plans.configuration(name)
+        configurations.setdefault(configuration.data_identifier, configuration)
+    jobs, skipped = [], {identifier: 0 for identifier in configurations}
+    for case in cases:
+        todo = [c for identifier, c in configurations.items()
+                if finished_case_signature(Path(preprocessed_folder) / identifier, case.case_id)
+                != preprocessing_signature(plans, c)]
+        for identifier, configuration in configurations.items():
+            if configuration not in todo:
+                skipped[identifier] += 1
+        if todo:
+            jobs.append(_CaseJob(case, plans, todo, [Path(preprocessed_folder) / c.data_identifier for c in todo]))
+    for identifier in configurations:
+        (Path(preprocessed_folder) / identifier).mkdir(parents=True, exist_ok=True)
+    if voxels_per_case:
+        jobs.sort(key=lambda job: -voxels_per_case.get(job.case.case_id, 0.0))
+    workers = max(1, min(num_processes, len(jobs)))
+    threads = max(1, default_num_processes() // workers)
+    map_in_processes(_preprocess_and_store, jobs, workers, "preprocess", progress,
+                     initializer=_set_worker_threads, initargs=(threads,))
+    return {identifier: {"processed": sum(1 for job in jobs if any(c.data_identifier == identifier
+                                                                   for c in job.configurations)),
+                         "skipped": skipped[identifier]} for identifier in configurations}
+
+
+def copy_reference_segmentations(cases: list[CaseFiles], preprocessed_folder: Path) -> int:
+    """Copy the raw label maps to ``gt_segmentations/`` (for evaluation); unchanged copies are skipped."""
+    target_folder = Path(preprocessed_folder) / "gt_segmentations"
+    target_folder.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for case in cases:
+        if case.label is None:
+            continue
+        target = target_folder / case.label.name
+        source_stat = case.label.stat()
+        if target.is_file() and target.stat().st_size == source_stat.st_size \
+                and target.stat().st_mtime >= source_stat.st_mtime:
+            continue
+        temporary = target.with_name(f".tmp_{target.name}")
+        shutil.copy2(case.label, temporary)
+        temporary.replace(target)
+        copied += 1
+    return copied
+

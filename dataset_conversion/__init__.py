@@ -1,0 +1,1 @@
+"""Converters from public dataset layouts into boxunet raw datasets, and labels -> boxes."""

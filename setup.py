@@ -1,0 +1,36 @@
+"""boxunet: self-configuring 3D medical image segmentation from masks or bounding boxes."""
+from setuptools import find_packages, setup
+
+CONSOLE_SCRIPTS = {
+    "boxunet_plan_and_preprocess": "boxunet.cli.plan_and_preprocess:main",
+    "boxunet_benchmark": "boxunet.cli.benchmark:main",
+    "boxunet_generate_demo": "dataset_conversion.generate_demo:main",
+    "boxunet_convert_kits19": "dataset_conversion.kits:main_kits19",
+    "boxunet_convert_kits21": "dataset_conversion.kits:main_kits21",
+    "boxunet_convert_kits23": "dataset_conversion.kits:main_kits23",
+    "boxunet_convert_msd": "dataset_conversion.msd:main",
+    "boxunet_labels_to_boxes": "dataset_conversion.labels_to_boxes:main",
+}
+
+setup(
+    name="boxunet",
+    version="0.1.0",
+    description="Self-configuring 3D medical image segmentation trained from voxel masks or bounding boxes",
+    packages=find_packages(include=["boxunet", "boxunet.*", "dataset_conversion", "dataset_conversion.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "SimpleITK>=2.2",
+        "batchgenerators>=0.25",
+        "acvl-utils>=0.2",
+        "scikit-learn>=1.2",
+        "blosc2>=2.5",
+        "connected-components-3d>=3.12",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": [f"{name}={target}" for name, target in CONSOLE_SCRIPTS.items()]},
+)

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny generated datasets and isolated boxunet roots."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boxunet.boxes.from_labels import boxes_from_label_map
+from boxunet.io.boxes import write_boxes
+from boxunet.io.images import Geometry, write_image
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    """Point the three boxunet roots at a temporary folder."""
+    paths = {kind: tmp_path / kind for kind in ("raw", "preprocessed", "results")}
+    for kind, path in paths.items():
+        monkeypatch.setenv(f"boxunet_{kind}", str(path))
+    return paths
+
+
+def make_case_arrays(seed: int, shape=(12, 40, 36)):
+    """A small CT-like volume with a body, a kidney (1) and a tumor (2) touching it."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    center = np.array(shape) / 2
+    body = ((y - center[1]) / (shape[1] * 0.42)) ** 2 + ((x - center[2]) / (shape[2] * 0.42)) ** 2 < 1
+    image = np.where(body, 40.0, -1000.0)
+    kidney_center = center + np.array([0, rng.integers(-3, 3), rng.integers(-6, -2)])
+    kidney = ((z - kidney_center[0]) / 4.5) ** 2 + ((y - kidney_center[1]) / 6) ** 2 + ((x - kidney_center[2]) / 4) ** 2 < 1
+    tumor_center = kidney_center + np.array([1, 2, 5])
+    tumor = ((z - tumor_center[0]) / 2.5) ** 2 + ((y - tumor_center[1]) / 3) ** 2 + ((x - tumor_center[2]) / 3) ** 2 < 1
+    label = np.zeros(shape, np.uint8)
+    label[kidney] = 1
+    label[tumor] = 2
+    image[kidney] = 180
+    image[tumor] = 90
+    image = image + rng.normal(0, 10, shape)
+    return image.astype(np.int16), label
+
+
+def write_tiny_dataset(raw_root: Path, dataset_id: int = 1, num_cases: int = 4, with_boxes: bool = True,
+                       file_ending: str = ".nii.gz", spacings=None, shape=(12, 40, 36)) -> Path:
+    """Write a tiny KiTS-like dataset (kidney labels, tumor labels and tumor boxes) and return its folder."""
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_Tiny"
+    for sub in ("imagesTr", "labelsTr", "boxesTr"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    spacings = spacings or [(3.0 + 0.5 * (i % 3), 0.8 + 0.05 * i, 0.8 + 0.05 * i) for i in range(num_cases)]
+    for index in range(num_cases):
+        image, label = make_case_arrays(index, shape)
+        geometry = Geometry(spacings[index], (10.0 * index, -5.0, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), shape)
+        case_id = f"case_{index:03d}"
+        write_image(image, geometry, folder / "imagesTr" / f"{case_id}_0000{file_ending}")
+        write_image(label, geometry, folder / "labelsTr" / f"{case_id}{file_ending}")
+        if with_boxes:
+            write_boxes(boxes_from_label_map(label, 2), folder / "boxesTr" / f"{case_id}.json")
+    description = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "kidney": 1, "tumor": 2},
+                   "numTraining": num_cases, "file_ending": file_ending}
+    if with_boxes:
+        description["box_labels"] = [2]
+    (folder / "dataset.json").write_text(json.dumps(description, indent=2))
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset(roots):
+    """A 4-case tiny box dataset in the temporary raw root."""
+    return write_tiny_dataset(roots["raw"])
