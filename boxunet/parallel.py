@@ -14,8 +14,7 @@ def default_num_processes() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def map_in_processes(function, items: list, num_processes: int, description: str, progress: bool = True,
-                     initializer=None, initargs=()) -> list:
+def map_in_processes(function, items: list, num_processes: int, description: str, progress: bool = True) -> list:
     """Return ``[function(item) for item in items]``, computed by ``num_processes`` spawned workers.
 
     With one process (or one item) everything runs in this process, which makes debugging easy.
@@ -25,8 +24,6 @@ def map_in_processes(function, items: list, num_processes: int, description: str
     bar = tqdm(total=len(items), desc=description, disable=not progress, unit="case")
     try:
         if num_processes <= 1 or len(items) <= 1:
-            if initializer:
-                initializer(*initargs)
             results = []
             for item in items:
                 results.append(function(item))
@@ -34,8 +31,7 @@ def map_in_processes(function, items: list, num_processes: int, description: str
             return results
         context = multiprocessing.get_context("spawn")
         results = [None] * len(items)
-        with ProcessPoolExecutor(min(num_processes, len(items)), mp_context=context,
-                                 initializer=initializer, initargs=initargs) as pool:
+        with ProcessPoolExecutor(min(num_processes, len(items)), mp_context=context) as pool:
             futures = {pool.submit(function, item): index for index, item in enumerate(items)}
             try:
                 for future in as_completed(futures):

@@ -19,10 +19,10 @@ def atomic_path(path: Path):
             temporary.unlink()
 
 
-def write_json(data, path: Path) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+def write_json(data, path: Path, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON (indented unless ``indent`` is None), atomically."""
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        temporary.write_text(json.dumps(data, indent=indent) + "\n")
 
 
 def read_json(path: Path):

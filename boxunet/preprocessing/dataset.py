@@ -6,7 +6,7 @@ from pathlib import Path
 from boxunet.io.boxes import read_boxes
 from boxunet.io.cases import CaseFiles
 from boxunet.io.images import read_channels, read_image
-from boxunet.parallel import default_num_processes, map_in_processes
+from boxunet.parallel import map_in_processes
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.case import preprocess_case, preprocessing_signature
 from boxunet.preprocessing.storage import finished_case_signature, save_case
@@ -18,11 +18,6 @@ class _CaseJob:
     plans: Plans
     configurations: list[ConfigurationPlan]
     folders: list[Path]
-
-
-def _set_worker_threads(threads: int) -> None:
-    import torch
-    torch.set_num_threads(max(1, threads))
 
 
 def _preprocess_and_store(job: _CaseJob) -> str:
@@ -63,10 +58,7 @@ def preprocess_dataset(cases: list[CaseFiles], plans: Plans, preprocessed_folder
         (Path(preprocessed_folder) / identifier).mkdir(parents=True, exist_ok=True)
     if voxels_per_case:
         jobs.sort(key=lambda job: -voxels_per_case.get(job.case.case_id, 0.0))
-    workers = max(1, min(num_processes, len(jobs)))
-    threads = max(1, default_num_processes() // workers)
-    map_in_processes(_preprocess_and_store, jobs, workers, "preprocess", progress,
-                     initializer=_set_worker_threads, initargs=(threads,))
+    map_in_processes(_preprocess_and_store, jobs, num_processes, "preprocess", progress)
     return {identifier: {"processed": sum(1 for job in jobs if any(c.data_identifier == identifier
                                                                    for c in job.configurations)),
                          "skipped": skipped[identifier]} for identifier in configurations}

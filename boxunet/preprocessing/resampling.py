@@ -1,20 +1,17 @@
-"""Separable resampling with torch (fast, multi-threaded, memory bounded by chunking).
+"""Separable resampling in numpy (no torch needed, memory bounded by chunking).
 
-Images are resampled in two passes: first the plane of the two in-plane axes (cubic for order 3,
-linear for order 1, nearest for order 0), then the remaining axis. With the separate-z rule (an
-anisotropic spacing with one clearly coarser axis) that axis is the coarse one and uses ``order_z``
-(nearest by default), which avoids interpolating across thick slices. Otherwise it is axis 0 and uses
-the same order as the plane. Cubic here is Keys' cubic convolution (a = -0.75), applied separably;
-sample positions follow pixel centres (``align_corners=False``), so a resampled image covers exactly
-the physical extent of the original. Label maps are resampled one label at a time as soft masks
-(order 1) and thresholded at 0.5.
+Images are resampled one axis at a time: first the two in-plane axes, then the remaining axis. With
+the separate-z rule (an anisotropic spacing with one clearly coarser axis) that axis is the coarse one
+and uses ``order_z`` (nearest by default), which avoids interpolating across thick slices; otherwise it
+is axis 0 and uses the same order as the plane. Order 3 is Keys' cubic convolution (a = -0.75), order 1
+linear, order 0 nearest. Sample positions follow pixel centres, so a resampled image covers exactly the
+physical extent of the original; samples beyond the border repeat the edge voxel. Label maps are
+resampled one label at a time as soft masks (order 1) and thresholded at 0.5.
 """
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-CHUNK_ELEMENTS = 32 * 1024 * 1024
-_MODES_2D = {0: "nearest-exact", 1: "bilinear", 3: "bicubic"}
+CHUNK_ELEMENTS = 16 * 1024 * 1024
+KEYS_A = -0.75
 
 
 def shape_at_spacing(shape, spacing, new_spacing) -> list[int]:
@@ -36,44 +33,55 @@ def separate_z_axis(spacing, new_spacing, threshold: float = 3.0) -> int | None:
     return None
 
 
-def _check_order(order: int) -> str:
-    if order not in _MODES_2D:
-        raise ValueError(f"interpolation order must be 0, 1 or 3, got {order}")
-    return _MODES_2D[order]
+def _keys_cubic(distance: np.ndarray) -> np.ndarray:
+    d = np.abs(distance)
+    near = ((KEYS_A + 2) * d - (KEYS_A + 3)) * d * d + 1
+    far = ((KEYS_A * d - 5 * KEYS_A) * d + 8 * KEYS_A) * d - 4 * KEYS_A
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
 
 
-def _resample_plane(volume: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray:
-    """Resample axes 1 and 2 of a (n, y, x) float32 volume, chunked along axis 0."""
-    mode = _check_order(order)
-    n = volume.shape[0]
-    if tuple(volume.shape[1:]) == tuple(size):
-        return volume
-    out = np.empty((n,) + tuple(size), dtype=np.float32)
-    step = max(1, CHUNK_ELEMENTS // max(1, int(np.prod(volume.shape[1:])) + int(np.prod(size))))
-    kwargs = {} if order == 0 else {"align_corners": False}
-    for start in range(0, n, step):
-        chunk = torch.from_numpy(np.ascontiguousarray(volume[start:start + step], dtype=np.float32))[:, None]
-        out[start:start + step] = F.interpolate(chunk, size=size, mode=mode, **kwargs)[:, 0].numpy()
-    return out
-
-
-def _resample_axis0(volume: np.ndarray, length: int, order: int) -> np.ndarray:
-    """Resample axis 0 of a (z, y, x) float32 volume; the other axes are treated as one, chunked."""
-    if volume.shape[0] == length:
-        return volume
-    z, rest = volume.shape[0], volume.shape[1:]
-    flat = volume.reshape(z, -1)
+def interpolation_taps(length: int, new_length: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights, each (taps, new_length), to resample an axis of ``length`` samples."""
+    scale = length / new_length
+    centres = (np.arange(new_length) + 0.5) * scale - 0.5
     if order == 0:
-        source = np.minimum(((np.arange(length) + 0.5) * z / length).astype(np.int64), z - 1)
-        return np.ascontiguousarray(volume[source])
-    mode = _check_order(order)
-    out = np.empty((length, flat.shape[1]), dtype=np.float32)
-    step = max(1, CHUNK_ELEMENTS // (z + length))
-    for start in range(0, flat.shape[1], step):
-        chunk = torch.from_numpy(np.ascontiguousarray(flat[:, start:start + step]))[None, None]
-        out[:, start:start + step] = F.interpolate(chunk, size=(length, chunk.shape[-1]), mode=mode,
-                                                   align_corners=False)[0, 0].numpy()
-    return out.reshape((length,) + tuple(rest))
+        index = np.minimum(np.floor((np.arange(new_length) + 0.5) * scale).astype(np.int64), length - 1)
+        return index[None], np.ones((1, new_length), dtype=np.float32)
+    base = np.floor(centres).astype(np.int64)
+    if order == 1:
+        offsets = np.arange(0, 2)
+        weights = 1.0 - np.abs(centres[None] - (base[None] + offsets[:, None]))
+    elif order == 3:
+        offsets = np.arange(-1, 3)
+        weights = _keys_cubic(centres[None] - (base[None] + offsets[:, None]))
+    else:
+        raise ValueError(f"interpolation order must be 0, 1 or 3, got {order}")
+    index = np.clip(base[None] + offsets[:, None], 0, length - 1)
+    return index, weights.astype(np.float32)
+
+
+def resample_axis(volume: np.ndarray, axis: int, new_length: int, order: int) -> np.ndarray:
+    """Resample one axis of a float32 array; chunked along another axis to bound temporary memory."""
+    if volume.shape[axis] == new_length:
+        return volume
+    index, weights = interpolation_taps(volume.shape[axis], new_length, order)
+    new_shape = list(volume.shape)
+    new_shape[axis] = new_length
+    out = np.empty(new_shape, dtype=np.float32)
+    chunk_axis = 0 if axis != 0 else (1 if volume.ndim > 1 else 0)
+    per_row = max(1, int(np.prod(new_shape)) // max(1, new_shape[chunk_axis]))
+    step = new_shape[chunk_axis] if chunk_axis == axis else max(1, CHUNK_ELEMENTS // per_row)
+    broadcast = [1] * volume.ndim
+    broadcast[axis] = new_length
+    for start in range(0, volume.shape[chunk_axis], step):
+        region = [slice(None)] * volume.ndim
+        region[chunk_axis] = slice(start, start + step)
+        source = volume[tuple(region)]
+        target = out[tuple(region)]
+        np.multiply(np.take(source, index[0], axis=axis), weights[0].reshape(broadcast), out=target)
+        for tap in range(1, len(index)):
+            target += np.take(source, index[tap], axis=axis) * weights[tap].reshape(broadcast)
+    return out
 
 
 def resample_volume(volume: np.ndarray, new_shape, order: int, separate_axis: int | None = None,
@@ -85,14 +93,11 @@ def resample_volume(volume: np.ndarray, new_shape, order: int, separate_axis: in
     after the plane pass (the 2D-configuration resampling) is returned too.
     """
     axis = 0 if separate_axis is None else separate_axis
-    moved = np.moveaxis(np.asarray(volume, dtype=np.float32), axis, 0)
-    new_moved = [new_shape[axis]] + [new_shape[a] for a in range(3) if a != axis]
-    plane = _resample_plane(moved, tuple(new_moved[1:]), order)
-    full = _resample_axis0(plane, new_moved[0], order if separate_axis is None else order_z)
-    full = np.ascontiguousarray(np.moveaxis(full, 0, axis))
-    if keep_plane_result:
-        return full, np.ascontiguousarray(np.moveaxis(plane, 0, axis))
-    return full
+    plane = np.asarray(volume, dtype=np.float32)
+    for plane_axis in (a for a in range(3) if a != axis):
+        plane = resample_axis(plane, plane_axis, new_shape[plane_axis], order)
+    full = resample_axis(plane, axis, new_shape[axis], order if separate_axis is None else order_z)
+    return (full, plane) if keep_plane_result else full
 
 
 def resample_segmentation(seg: np.ndarray, new_shape, order: int = 1, separate_axis: int | None = None,

@@ -35,7 +35,7 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, seg: np.ndarray, pro
     folder = Path(folder)
     _write_array(data.astype(np.float32, copy=False), folder / f"{case_id}.b2nd", patch_size)
     _write_array(seg.astype(np.int8, copy=False), folder / f"{case_id}_seg.b2nd", patch_size)
-    write_json(properties, folder / f"{case_id}.json")
+    write_json(properties, folder / f"{case_id}.json", indent=None)
 
 
 def load_case(folder: Path, case_id: str, memory_mapped: bool = True):
