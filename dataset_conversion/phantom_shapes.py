@@ -4,15 +4,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
-_FAR = 1e6  # a half-width in mm that covers the whole volume
+FAR = 1e6  # a half-width in mm that covers the whole volume
 
 
 class Canvas:
     """The float HU volume and label map being painted, with voxel-centre coordinates in the patient frame."""
 
-    def __init__(self, shape: tuple[int, ...], spacing: tuple[float, ...], body_offset: tuple[float, float]):
+    def __init__(self, spacing: tuple[float, ...], body_offset: tuple[float, float], texture: np.ndarray):
+        shape = texture.shape
         self.count = shape[::-1]  # (x, y, z)
         self.step = spacing[::-1]
         offset = (body_offset[0], body_offset[1], 0.0)
@@ -21,7 +21,7 @@ class Canvas:
         self.label = np.zeros(shape, dtype=np.uint8)
         self.protected = np.zeros(shape, dtype=bool)  # bone, canal and great vessels: kidneys never overwrite them
         self.cavity = np.zeros(shape, dtype=bool)  # inside the abdominal wall
-        self.texture = np.zeros(shape, dtype=np.float32)  # unit-variance fine tissue texture
+        self.texture = texture  # unit-variance fine tissue texture
 
     @property
     def extent(self) -> tuple[float, ...]:
@@ -49,7 +49,8 @@ class Canvas:
 
     def index_of(self, point) -> tuple[int, ...]:
         """The (z, y, x) index of the voxel nearest to ``point`` (x, y, z), clipped to the volume."""
-        index = [int(np.clip(round((p - s) / d), 0, n - 1)) for p, s, d, n in zip(point, self.start, self.step, self.count)]
+        index = [int(np.clip(round((p - s) / d), 0, n - 1))
+                 for p, s, d, n in zip(point, self.start, self.step, self.count)]
         return tuple(index[::-1])
 
     def paint(self, slices, mask, value, label: int | None = None) -> None:
@@ -94,6 +95,7 @@ class Blob:
 
 
 def unit_vector(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random direction."""
     vector = rng.standard_normal(3)
     return vector / np.linalg.norm(vector)
 
@@ -121,7 +123,8 @@ def blob(canvas: Canvas, rng: np.random.Generator, center, radii, rotation, roug
 def tube(canvas: Canvas, center, radii, slope=(0.0, 0.0), taper: float = 0.0):
     """Window and mask of an elliptic cylinder along z through ``center`` whose axis drifts by ``slope`` mm/mm
     and whose radii scale by ``1 - taper * (z - center z)``."""
-    window = canvas.window(center, (radii[0] * 1.6 + abs(slope[0]) * _FAR, radii[1] * 1.6 + abs(slope[1]) * _FAR, _FAR))
+    reach = 1.5 * np.asarray(radii) + np.abs(slope) * FAR  # the taper scales radii by at most 1.5
+    window = canvas.window(center, (reach[0], reach[1], FAR))
     if window is None:
         return None, None
     slices, (dx, dy, dz) = window
@@ -144,4 +147,13 @@ def capsule(canvas: Canvas, start, end, radius: float):
 
 
 def rotation_z(angle: float) -> np.ndarray:
-    return Rotation.from_euler("z", angle).as_matrix()
+    """Rotation by ``angle`` radians about the z axis."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    return np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random rotation matrix."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q

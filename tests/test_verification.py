@@ -64,7 +64,7 @@ def test_missing_channel(tiny_dataset, roots):
 
 
 def test_nan_voxels(roots):
-    # SimpleITK's NIfTI writer drops NaN, so this dataset is stored as MHA
+    # SimpleITK's NIfTI reader returns NaN as 0, so this dataset is stored as MHA
     folder = write_tiny_dataset(roots["raw"], file_ending=".mha")
     path = folder / "imagesTr" / "case_003_0000.mha"
 

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         target_spacing=arguments.target_spacing, plans_name=arguments.plans_name, verify_only=arguments.verify,
         clean=arguments.clean, preprocess=not arguments.no_preprocess, progress=not arguments.quiet)
     for dataset in arguments.dataset:
-        report = run_cli(plan_and_preprocess, dataset, options)
+        report = run_cli(plan_and_preprocess, dataset, options,
+                         interrupted_hint="finished cases are kept; rerun the same command to resume")
         if not arguments.quiet:
             print(f"{report['dataset']}: done in {report.get('total_seconds', report.get('fingerprint_seconds'))} s")
 

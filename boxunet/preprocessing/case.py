@@ -69,8 +69,9 @@ def preprocess_case(data: np.ndarray, geometry: Geometry, plans: Plans, configur
                     case_id: str = "") -> Iterator[tuple[ConfigurationPlan, np.ndarray, np.ndarray, dict]]:
     """Yield ``(configuration, data, seg, properties)`` per configuration for one case (3D ones first).
 
-    ``data`` is (c, z, y, x) in raw array order, ``seg`` (1, z, y, x) or None. Box labels are removed
-    from ``seg`` (they are known only by their boxes); boxes are mapped to each preprocessed grid.
+    ``data`` is (c, z, y, x) in raw array order (float32 data may be normalized in place), ``seg``
+    (1, z, y, x) or None. Box labels are removed from ``seg`` (they are known only by their boxes);
+    boxes are mapped to each preprocessed grid.
     """
     forward = plans.transpose_forward
     has_labels = seg is not None or bool(boxes)
@@ -81,7 +82,7 @@ def preprocess_case(data: np.ndarray, geometry: Geometry, plans: Plans, configur
         for value in plans.box_labels:
             seg[seg == value] = 0
     data, seg, bbox = crop_to_nonzero(data, seg)
-    data = np.array(data, dtype=np.float32, order="C")
+    data = np.ascontiguousarray(data, dtype=np.float32)
     seg = np.ascontiguousarray(seg)
     normalize(data, plans.normalization, inside=seg[0] != OUTSIDE_NONZERO)
     shape_after_crop = list(data.shape[1:])

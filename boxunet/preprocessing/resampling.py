@@ -122,14 +122,12 @@ def resample_segmentation(seg: np.ndarray, new_shape, order: int = 1, separate_a
 def resample_channels(data: np.ndarray, new_shape, order: int, separate_axis: int | None = None,
                       order_z: int = 0, keep_plane_result: bool = False):
     """Resample every channel of a (c, z, y, x) array (see ``resample_volume``)."""
-    full = np.empty((len(data),) + tuple(new_shape), dtype=np.float32)
-    plane = None
-    for index, channel in enumerate(data):
-        result = resample_volume(channel, new_shape, order, separate_axis, order_z, keep_plane_result)
-        if keep_plane_result:
-            result, plane_result = result
-            if plane is None:
-                plane = np.empty((len(data),) + plane_result.shape, dtype=np.float32)
-            plane[index] = plane_result
-        full[index] = result
-    return (full, plane) if keep_plane_result else full
+    results = [resample_volume(channel, new_shape, order, separate_axis, order_z, keep_plane_result)
+               for channel in data]
+    if not keep_plane_result:
+        return _stack(results)
+    return _stack([r[0] for r in results]), _stack([r[1] for r in results])
+
+
+def _stack(volumes: list[np.ndarray]) -> np.ndarray:
+    return volumes[0][None] if len(volumes) == 1 else np.stack(volumes)
