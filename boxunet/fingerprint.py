@@ -1,8 +1,8 @@
 """Dataset fingerprint: what planning needs to know about a raw dataset -> ``dataset_fingerprint.json``.
 
 Per case: spacing, shape before and after crop to nonzero, class volumes (ml) and box sizes (mm).
-Per channel: foreground intensity statistics, where foreground is every labelled voxel and, for box
-labels, every voxel inside a box. The pass reads every voxel, so it also checks voxel data (NaN/inf,
+Per channel: foreground intensity statistics, where foreground is every voxel of a dense (non-box)
+label and every voxel inside a box of a box label. The pass reads every voxel, so it also checks voxel data (NaN/inf,
 undeclared label values); nothing is written unless every case is clean.
 """
 import math

@@ -240,11 +240,11 @@ def test_initial_patch_follows_the_physical_aspect_and_the_median_image():
     # spacing (2, 1, 1): aspect 1/spacing = (0.5, 1, 1) / 0.5^(1/3) -> (0.63, 1.26, 1.26) * 256
     # = (161.3, 322.5, 322.5), clipped to the median image (40, 100, 100) -> fits any budget
     plan = plan_patch_and_batch([2.0, 1.0, 1.0], [40, 100, 100], 2, 8.0, 1e9)
-    # topology of (40, 100, 100) at (2, 1, 1): 2 <= 2 * 1 counts as "within 2x", so every axis pools at
-    # once: sizes (40, 100, 100) -> (20, 50, 50) -> (10, 25, 25) -> (5, 12.5, 12.5) -> [1,2,2] -> (5, 6.25, 6.25)
+    # topology of (40, 100, 100) at (2, 1, 1): 2 is not < 2 * 1, so axis 0 waits one stage (kernel 1):
+    # (40, 100, 100) -[1,2,2]-> (40, 50, 50) at (2, 2, 2) -> (20, 25, 25) -> (10, 13, 13) -> (5, 7, 7), stop
     # -> total stride (8, 16, 16): patch (40, ceil(100 / 16) * 16 = 112, 112)
-    assert plan.topology.strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
-    assert plan.topology.kernel_sizes == [[3, 3, 3]] * 5
+    assert plan.topology.strides == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert plan.topology.kernel_sizes == [[1, 3, 3]] + [[3, 3, 3]] * 4
     assert plan.topology.patch_size == [40, 112, 112]
 
 

@@ -3,7 +3,7 @@ from boxunet.errors import BoxunetError
 from boxunet.planning.plans import NormalizationPlan
 
 NONZERO_MASK_MAX_RELATIVE_SIZE = 0.75
-_SCHEMES_BY_CHANNEL_NAME = {"ct": "ct", "nonorm": "none", "none": "none", "noNorm": "none",
+_SCHEMES_BY_CHANNEL_NAME = {"ct": "ct", "nonorm": "none", "none": "none",
                             "rescale_to_0_1": "rescale_0_1", "rgb_to_0_1": "rgb_0_1", "zscore": "zscore"}
 
 

@@ -85,6 +85,6 @@ def plan_patch_and_batch(spacing: list[float], median_shape: list[float], num_cl
         patch = list(topology.patch_size)
         patch[axis] = shrunk
     batch = int(round(reference / estimate * reference_batch))
-    max_by_dataset = int(np.floor(MAX_DATASET_FRACTION_PER_BATCH * dataset_voxels / np.prod(topology.patch_size)))
+    max_by_dataset = int(round(MAX_DATASET_FRACTION_PER_BATCH * dataset_voxels / np.prod(topology.patch_size)))
     batch = max(MIN_BATCH_SIZE, min(batch, max_by_dataset))
     return PatchPlan(topology=topology, features=features, batch_size=batch, estimate=estimate)

@@ -1,9 +1,10 @@
 """Network topology from spacing and patch size: pooling per axis and kernel sizes per stage.
 
-At every stage only axes whose current spacing is within 2x of the finest current spacing, and whose
-current size still allows two more halvings above the minimum bottleneck edge, are pooled. An axis
-gets kernel size 3 once its spacing is within 2x of the finest (and keeps it); before that it gets 1.
-The bottleneck always uses kernel 3. The patch is then rounded up to a multiple of the total stride.
+At every stage only axes whose current spacing is less than 2x the finest current spacing, and whose
+current size is at least twice the minimum bottleneck edge (8), are pooled; sizes are halved rounding
+up. An axis gets kernel size 3 once its spacing is less than 2x the finest (and keeps it); before that
+it gets 1. The bottleneck always uses kernel 3. The patch is then rounded up to a multiple of the
+total stride.
 """
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ def plan_topology(spacing: list[float], patch_size: list[int], min_edge: int = M
     kernel_is_3 = np.zeros(dim, dtype=bool)
     kernels = []
     while True:
-        within_2x = current_spacing <= 2 * current_spacing.min()
+        within_2x = current_spacing < 2 * current_spacing.min()
         kernel_is_3 |= within_2x
         kernels.append([3 if k else 1 for k in kernel_is_3])
         poolable = within_2x & (current_size >= 2 * min_edge)
@@ -49,7 +50,7 @@ def plan_topology(spacing: list[float], patch_size: list[int], min_edge: int = M
         stride = [2 if p else 1 for p in poolable]
         strides.append(stride)
         current_spacing = current_spacing * stride
-        current_size = current_size / stride
+        current_size = np.ceil(current_size / stride)
     kernels[-1] = [3] * dim
     total = np.prod(np.asarray(strides), axis=0)
     padded = [int(np.ceil(size / t) * t) for size, t in zip(patch_size, total)]

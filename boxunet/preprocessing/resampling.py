@@ -3,7 +3,7 @@
 Images are resampled one axis at a time: first the two in-plane axes, then the remaining axis. With
 the separate-z rule (an anisotropic spacing with one clearly coarser axis) that axis is the coarse one
 and uses ``order_z`` (nearest by default), which avoids interpolating across thick slices; otherwise it
-is axis 0 and uses the same order as the plane. Order 3 is Keys' cubic convolution (a = -0.75), order 1
+is axis 0 and uses the same order as the plane. Order 3 is Keys' cubic convolution (a = -0.5), order 1
 linear, order 0 nearest. Sample positions follow pixel centres, so a resampled image covers exactly the
 physical extent of the original; samples beyond the border repeat the edge voxel. Label maps are
 resampled one label at a time as soft masks (order 1) and thresholded at 0.5.
@@ -11,7 +11,7 @@ resampled one label at a time as soft masks (order 1) and thresholded at 0.5.
 import numpy as np
 
 CHUNK_ELEMENTS = 16 * 1024 * 1024
-KEYS_A = -0.75
+KEYS_A = -0.5  # Catmull-Rom: reproduces linear and quadratic signals exactly
 
 
 def shape_at_spacing(shape, spacing, new_spacing) -> list[int]:
@@ -68,9 +68,11 @@ def resample_axis(volume: np.ndarray, axis: int, new_length: int, order: int) ->
     new_shape = list(volume.shape)
     new_shape[axis] = new_length
     out = np.empty(new_shape, dtype=np.float32)
-    chunk_axis = 0 if axis != 0 else (1 if volume.ndim > 1 else 0)
-    per_row = max(1, int(np.prod(new_shape)) // max(1, new_shape[chunk_axis]))
-    step = new_shape[chunk_axis] if chunk_axis == axis else max(1, CHUNK_ELEMENTS // per_row)
+    chunk_axis = 0 if axis != 0 else 1
+    if volume.ndim == 1:
+        chunk_axis, step = 0, 1 << 62  # nothing to chunk along: one pass
+    else:
+        step = max(1, CHUNK_ELEMENTS * new_shape[chunk_axis] // max(1, int(np.prod(new_shape))))
     broadcast = [1] * volume.ndim
     broadcast[axis] = new_length
     for start in range(0, volume.shape[chunk_axis], step):
