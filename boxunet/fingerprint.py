@@ -61,7 +61,7 @@ def fingerprint_case(job: _CaseJob) -> dict:
     if problems:
         return {"problems": problems}
 
-    data = np.stack(channels)
+    data = channels[0][None] if len(channels) == 1 else np.stack(channels)
     del channels
     bbox, _ = nonzero_bbox(data)
     shape_after_crop = [hi - lo for lo, hi in bbox]
@@ -70,14 +70,12 @@ def fingerprint_case(job: _CaseJob) -> dict:
     foreground = np.zeros(geometry.shape, dtype=bool)
     class_volumes_ml = {}
     if label is not None:
-        label = label.astype(np.int16, copy=False)
-        counts = np.bincount(label.ravel(), minlength=max(description.label_values) + 1)
         for value in description.foreground_labels:
             if value not in description.box_labels:
-                class_volumes_ml[str(value)] = float(counts[value]) * voxel_ml
-        dense_values = [v for v in description.foreground_labels if v not in description.box_labels]
-        if dense_values:
-            foreground |= np.isin(label, dense_values)
+                voxels = label == value
+                class_volumes_ml[str(value)] = float(np.count_nonzero(voxels)) * voxel_ml
+                foreground |= voxels
+                del voxels
     box_sizes_mm = {str(v): [] for v in description.box_labels}
     for value in description.box_labels:
         inside = box_mask(geometry.shape, boxes, value)

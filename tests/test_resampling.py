@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from boxunet.planning.plans import NormalizationPlan
-from boxunet.preprocessing.normalization import normalize, normalize_channel
+from boxunet.preprocessing.normalization import normalize_channel
 from boxunet.preprocessing.resampling import (interpolation_taps, resample_axis, resample_channels,
                                               resample_segmentation, resample_volume, separate_z_axis,
                                               shape_at_spacing)
@@ -310,14 +310,31 @@ def test_rescale_and_rgb_and_none():
         normalize_channel(np.zeros(2, np.float32), NormalizationPlan("bogus"))
 
 
-def test_normalize_works_in_place_per_channel():
-    data = np.array([[[[-1000, 0, 50, 100, 3000]]], [[[2, 4, 4, 4, 5]]]], np.float32)  # (2, 1, 1, 5)
-    data[1, 0, 0] = [2, 4, 6, 8, 10]  # mean 6, std sqrt(8)
-    plans = [NormalizationPlan("ct", clip_low=-100.0, clip_high=200.0, mean=50.0, std=25.0),
-             NormalizationPlan("zscore")]
-    result = normalize(data, plans)
-    assert result is data
-    assert data[0, 0, 0].tolist() == [-6, -2, 0, 2, 6]
-    assert data[1, 0, 0].tolist() == pytest.approx(np.array([-4, -2, 0, 2, 4]) / np.sqrt(8))
-    with pytest.raises(ValueError, match="2 channels but 1"):
-        normalize(data, plans[:1])
+def test_slab_by_slab_resampling_equals_one_slab(monkeypatch):
+    """Tiny slabs (one output slice each) give the same result as one big slab."""
+    from boxunet.preprocessing import resampling
+    rng = np.random.default_rng(3)
+    volume = rng.normal(size=(9, 14, 11)).astype(np.float32)
+    seg = (rng.random((9, 14, 11)) > 0.6).astype(np.int8) * 2
+    expected = resample_volume(volume, (13, 10, 16), 3, keep_plane_result=True)
+    expected_seg = resample_segmentation(seg, (13, 10, 16), separate_axis=0, keep_plane_result=True)
+    monkeypatch.setattr(resampling, "CHUNK_ELEMENTS", 1)
+    got = resample_volume(volume, (13, 10, 16), 3, keep_plane_result=True)
+    got_seg = resample_segmentation(seg, (13, 10, 16), separate_axis=0, keep_plane_result=True)
+    for a, b in zip(expected + expected_seg, got + got_seg):
+        assert np.allclose(a, b, atol=1e-5)
+
+
+def test_normalizing_slabs_while_resampling_equals_normalizing_first():
+    from boxunet.preprocessing.normalization import channel_normalizer
+    rng = np.random.default_rng(4)
+    channel = rng.integers(0, 500, size=(6, 12, 10)).astype(np.int16)
+    inside = np.ones(channel.shape, bool)
+    inside[:, :2] = False
+    plan = NormalizationPlan("zscore", use_nonzero_mask=True)
+    whole = normalize_channel(channel.astype(np.float32), plan, inside)
+    normalizer = channel_normalizer(channel, plan, inside)
+    slabbed = resample_volume(channel, (6, 12, 10), 3,
+                              read=lambda region: normalizer(channel[region].astype(np.float32), inside[region]))
+    assert np.allclose(slabbed, whole, atol=1e-5)
+    assert whole[inside].mean() == pytest.approx(0.0, abs=1e-5) and whole[inside].std() == pytest.approx(1.0, abs=1e-4)

@@ -93,18 +93,21 @@ def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
 
 
 def read_channels(paths: list[Path]) -> tuple[np.ndarray, Geometry]:
-    """Read one file per channel into a (c, z, y, x) float32 array; the geometry is the first channel's."""
+    """Read one file per channel into a (c, z, y, x) array of the files' common dtype.
+
+    The geometry is the first channel's; a channel whose geometry differs raises an error naming it.
+    """
     first, geometry = read_image(paths[0])
-    stacked = np.empty((len(paths),) + first.shape, dtype=np.float32)
-    stacked[0] = first
-    del first
+    if len(paths) == 1:
+        return first[None], geometry
+    channels = [first]
     for index, path in enumerate(paths[1:], start=1):
         channel, channel_geometry = read_image(path)
         difference = geometry.mismatch(channel_geometry)
         if difference:
             raise BoxunetError(f"file {path}: channel {index} {difference} (channel 0: {paths[0]})")
-        stacked[index] = channel
-    return stacked, geometry
+        channels.append(channel)
+    return np.stack(channels), geometry
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: Path, compress: bool = True) -> None:

@@ -22,13 +22,14 @@ class _CaseJob:
 
 def _preprocess_and_store(job: _CaseJob) -> str:
     # the raw arrays are referenced only by the generator, so they are freed as soon as it is done with them
-    seg = read_image(job.case.label)[0][None] if job.case.label else None
     boxes = read_boxes(job.case.boxes) if job.case.boxes else []
     folder_of = {c.name: f for c, f in zip(job.configurations, job.folders)}
     for configuration, new_data, new_seg, properties in preprocess_case(
-            *read_channels(list(job.case.images)), job.plans, job.configurations, seg, boxes, job.case.case_id):
+            *read_channels(list(job.case.images)), job.plans, job.configurations,
+            read_image(job.case.label)[0][None] if job.case.label else None, boxes, job.case.case_id):
         save_case(folder_of[configuration.name], job.case.case_id, new_data, new_seg, properties,
                   configuration.patch_size)
+        del new_data, new_seg
     return job.case.case_id
 
 
