@@ -1,8 +1,7 @@
-"""Helpers shared by the dataset converters: output folder checks, file placement, dataset.json, workers."""
+"""Helpers shared by the dataset converters: output folder checks, file placement, dataset.json."""
 import argparse
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from boxunet.errors import BoxunetError
@@ -71,18 +70,6 @@ def write_dataset_json(data: dict, folder: Path) -> None:
     path = Path(folder) / "dataset.json"
     parse_dataset_json(data, str(path))
     write_json(data, path)
-
-
-def map_parallel(function, items, num_processes: int = 1) -> list:
-    """Return ``[function(item) for item in items]``, computed by ``num_processes`` worker processes if > 1."""
-    items = list(items)
-    if num_processes <= 1 or len(items) <= 1:
-        return [function(item) for item in items]
-    executor = ProcessPoolExecutor(min(num_processes, len(items)))
-    try:
-        return list(executor.map(function, items))
-    finally:
-        executor.shutdown(cancel_futures=True)
 
 
 def positive_int(text: str) -> int:

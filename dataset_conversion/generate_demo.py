@@ -16,7 +16,8 @@ from boxunet.errors import BoxunetError
 from boxunet.io.boxes import write_boxes
 from boxunet.io.images import read_geometry, write_image
 from boxunet.paths import raw_root
-from dataset_conversion.common import map_parallel, new_dataset_folder, positive_int, replace_folder, write_dataset_json
+from boxunet.parallel import map_in_processes
+from dataset_conversion.common import new_dataset_folder, positive_int, replace_folder, write_dataset_json
 from dataset_conversion.phantom import MAX_SIZE_SCALE, MIN_SIZE_SCALE, TUMOR, generate_case
 
 FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha")
@@ -68,7 +69,7 @@ def generate_demo_dataset(output_folder: Path, num_cases: int, seed: int = 0, si
     replace_folder(folder)
     jobs = [(folder, f"case_{index:05d}", seed + index, size_scale, file_ending, cysts, index < num_cases)
             for index in range(num_cases + num_test)]
-    map_parallel(_write_case, jobs, num_processes)
+    map_in_processes(_write_case, jobs, num_processes, "generate")
     write_dataset_json(demo_dataset_json(num_cases, file_ending, folder.name, cysts), folder)
     return folder
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.paths import raw_root
-from dataset_conversion.common import (map_parallel, new_dataset_folder, place_file, positive_int, replace_folder,
+from boxunet.parallel import map_in_processes
+from dataset_conversion.common import (new_dataset_folder, place_file, positive_int, replace_folder,
                                        write_dataset_json)
 
 IMAGING_FILE = "imaging.nii.gz"
@@ -87,7 +88,7 @@ def convert_kits(release_key: str, input_folder: Path, output_root: Path, datase
         if case in labelled:
             transfers.append((case / release.segmentation_file, folder / "labelsTr" / f"{case.name}{FILE_ENDING}", mode))
     replace_folder(folder)
-    map_parallel(_place, transfers, num_processes)
+    map_in_processes(_place, transfers, num_processes, "convert")
     data = {"channel_names": {"0": "CT"}, "labels": release.labels, "numTraining": len(labelled),
             "file_ending": FILE_ENDING, **release.extra, "name": name, "reference": release.reference}
     write_dataset_json(data, folder)

@@ -21,7 +21,8 @@ from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.images import read_image, write_image
 from boxunet.paths import raw_root
-from dataset_conversion.common import map_parallel, place_file, positive_int, write_dataset_json
+from boxunet.parallel import map_in_processes
+from dataset_conversion.common import place_file, positive_int, write_dataset_json
 
 DENSE_FOLDER = "labelsTr_dense"
 DROPPED_KEY = "dropped_labels"
@@ -77,7 +78,7 @@ def labels_to_boxes(dataset_folder: Path, labels: list[int], margin: int, connec
                    dropped=dropped)
     jobs = [(source_folder / f"{c}{description.file_ending}", labels_folder / f"{c}{description.file_ending}",
              folder / "boxesTr" / f"{c}.json") for c in cases]
-    boxes = [box for case_boxes in map_parallel(work, jobs, num_processes) for box in case_boxes]
+    boxes = [box for case_boxes in map_in_processes(work, jobs, num_processes, "boxes") for box in case_boxes]
 
     data["box_labels"] = sorted(set(data.get("box_labels", [])) | set(labels))
     write_dataset_json(data, folder)

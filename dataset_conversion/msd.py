@@ -17,7 +17,8 @@ from boxunet.io.cases import case_id_problem
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import Geometry, write_image
 from boxunet.paths import raw_root
-from dataset_conversion.common import (map_parallel, new_dataset_folder, place_file, positive_int, replace_folder,
+from boxunet.parallel import map_in_processes
+from dataset_conversion.common import (new_dataset_folder, place_file, positive_int, replace_folder,
                                        write_dataset_json)
 
 FILE_ENDING = ".nii.gz"
@@ -116,7 +117,7 @@ def convert_msd(task_folder: Path, output_root: Path, dataset_id: int | None = N
     num_channels = len(data["channel_names"])
     sources = [(case_id, path, "imagesTr") for case_id, path in training.items()]
     sources += [(case_id, path, "imagesTs") for case_id, path in list_images(task_folder / "imagesTs").items()]
-    layouts = map_parallel(image_layout, [path for _, path, _ in sources], num_processes)
+    layouts = map_in_processes(image_layout, [path for _, path, _ in sources], num_processes, "convert")
     for (case_id, path, _), (_, channels) in zip(sources, layouts):
         if channels != num_channels:
             raise BoxunetError(f"case {case_id}: file {path} has {channels} channel(s) but dataset.json "
@@ -127,7 +128,7 @@ def convert_msd(task_folder: Path, output_root: Path, dataset_id: int | None = N
     jobs = [(path, [folder / images / f"{case_id}_{c:04d}{FILE_ENDING}" for c in range(num_channels)], dimension == 4)
             for (case_id, path, images), (dimension, _) in zip(sources, layouts)]
     jobs += [(label, [folder / "labelsTr" / label.name], False) for label in labels.values()]
-    map_parallel(_convert_file, jobs, num_processes)
+    map_in_processes(_convert_file, jobs, num_processes, "convert")
     write_dataset_json(data, folder)
     return folder
 
