@@ -3,6 +3,7 @@ from setuptools import find_packages, setup
 
 CONSOLE_SCRIPTS = {
     "boxunet_plan_and_preprocess": "boxunet.cli.plan_and_preprocess:main",
+    "boxunet_train": "boxunet.cli.train:main",
     "boxunet_benchmark": "boxunet.cli.benchmark:main",
     "boxunet_generate_demo": "dataset_conversion.generate_demo:main",
     "boxunet_convert_kits19": "dataset_conversion.kits:main_kits19",

@@ -1,0 +1,59 @@
+"""``boxunet_train DATASET CONFIGURATION FOLD``: train one fold of one configuration, then validate it."""
+import argparse
+
+import torch
+
+from boxunet.cli.common import run_cli
+from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.training.run import TrainingRequest, run_training
+from boxunet.training.trainer import TrainingOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainingOptions()
+    parser = argparse.ArgumentParser(prog="boxunet_train", description=__doc__)
+    parser.add_argument("dataset", help="dataset id (1 -> Dataset001_*) or folder name")
+    parser.add_argument("configuration", help="2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres or a custom one")
+    parser.add_argument("fold", help="0-4, or 'all' to train on every case")
+    parser.add_argument("-tr", "--trainer", default="Trainer", help="trainer name (default: %(default)s)")
+    parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans identifier (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    parser.add_argument("--iters-per-epoch", type=int, default=defaults.iterations_per_epoch, help="default: %(default)s")
+    parser.add_argument("--val-iters", type=int, default=defaults.validation_iterations, help="default: %(default)s")
+    parser.add_argument("--initial-lr", type=float, default=defaults.initial_lr, help="default: %(default)s")
+    parser.add_argument("--save-every", type=int, default=defaults.save_every,
+                        help="write checkpoint_latest.pth every N epochs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    parser.add_argument("-np", "--augmentation-workers", type=int, default=None,
+                        help="background augmentation processes (0 = in the main process, for debugging; default: "
+                             "env boxunet_n_proc_DA or the number of CPU cores)")
+    parser.add_argument("-device", "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        choices=["cpu", "cuda", "mps"], help="default: %(default)s")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="data-parallel processes (NCCL on cuda, gloo on cpu); default: %(default)s")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
+    parser.add_argument("--c", "--continue", dest="continue_training", action="store_true",
+                        help="resume from the latest checkpoint (also extends a finished run to a larger --epochs)")
+    parser.add_argument("--npz", action="store_true", help="also save validation probabilities (needed for ensembling)")
+    parser.add_argument("--val-only", action="store_true", help="only rerun validation from checkpoint_final.pth")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = build_parser().parse_args(argv)
+    options = TrainingOptions(
+        epochs=arguments.epochs, iterations_per_epoch=arguments.iters_per_epoch,
+        validation_iterations=arguments.val_iters, initial_lr=arguments.initial_lr, save_every=arguments.save_every,
+        seed=arguments.seed, augmentation_workers=arguments.augmentation_workers, compile=arguments.compile,
+        save_probabilities=arguments.npz, progress_bar=not arguments.quiet)
+    request = TrainingRequest(arguments.dataset, arguments.configuration, arguments.fold, arguments.trainer,
+                              arguments.plans, arguments.device, arguments.num_gpus, arguments.continue_training,
+                              arguments.val_only, options)
+    folder = run_cli(run_training, request, interrupted_hint="rerun with --c to continue from the last checkpoint")
+    if not arguments.quiet:
+        print(f"results in {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: per-label and per-region overlap metrics of predicted label maps against references."""

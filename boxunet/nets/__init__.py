@@ -1,0 +1,1 @@
+"""Networks built from the plans: the plain U-Net (``boxunet.nets.unet``)."""

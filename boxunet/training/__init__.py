@@ -1,0 +1,1 @@
+"""Training: data pipeline, losses, the training loop, checkpoints, distributed training, trainers."""

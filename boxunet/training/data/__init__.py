@@ -1,0 +1,1 @@
+"""Training data: preprocessed cases, patch sampling, augmentation and the background batch pipeline."""

@@ -1,0 +1,84 @@
+"""Data-parallel training with torch.distributed: NCCL on CUDA, gloo on CPU.
+
+``boxunet_train --num-gpus N`` spawns N processes on localhost; ``torchrun`` works too (it sets RANK,
+WORLD_SIZE, MASTER_ADDR and MASTER_PORT, which ``init_from_environment`` reads). Only rank 0 writes files.
+"""
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class ProcessGroupInfo:
+    """Where this process stands in the group: rank, world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def free_port() -> int:
+    """A free TCP port on localhost for the rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def init_process_group(rank: int, world_size: int, device_type: str, port: int) -> ProcessGroupInfo:
+    """Join a process group of ``world_size`` processes on localhost."""
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    return ProcessGroupInfo(rank, world_size, _device_for(device_type, rank))
+
+
+def init_from_environment(device_type: str) -> ProcessGroupInfo | None:
+    """Join the group described by torchrun's environment variables, or return None when not under torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method="env://")
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    return ProcessGroupInfo(rank, world_size, _device_for(device_type, local_rank))
+
+
+def _device_for(device_type: str, local_rank: int) -> torch.device:
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device(device_type)
+
+
+def batch_size_of_rank(global_batch_size: int, rank: int, world_size: int) -> int:
+    """Split the global batch across ranks (the first ranks take the remainder); at least 1 each."""
+    share, remainder = divmod(global_batch_size, world_size)
+    return max(1, share + (1 if rank < remainder else 0))
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: ProcessGroupInfo) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks (no-op when not distributed)."""
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(info: ProcessGroupInfo) -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if info.distributed:
+        dist.barrier()
+
+
+def shutdown(info: ProcessGroupInfo) -> None:
+    """Leave the process group."""
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()

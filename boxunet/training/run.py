@@ -1,0 +1,149 @@
+"""Set up and run one training (``boxunet_train``): folders, plans, splits, trainer, devices, processes."""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from boxunet.errors import BoxunetError
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.parallel import default_num_processes
+from boxunet.paths import preprocessed_root, raw_root, results_root
+from boxunet.planning.plans import PLANS_FILE_NAME, load_plans
+from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
+                                          shutdown)
+from boxunet.training.registry import get_trainer
+from boxunet.training.splits import fold_cases, load_or_create_splits
+from boxunet.training.trainer import TrainingOptions
+
+RESUME_ORDER = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+@dataclass
+class TrainingRequest:
+    """What ``boxunet_train`` was asked to do."""
+
+    dataset: str
+    configuration: str
+    fold: str
+    trainer: str = "Trainer"
+    plans_name: str = DEFAULT_PLANS_NAME
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    num_gpus: int = 1
+    continue_training: bool = False
+    validation_only: bool = False
+    options: TrainingOptions = field(default_factory=TrainingOptions)
+
+
+def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    """``boxunet_results/DatasetXXX/<trainer>__<plans>__<configuration>``."""
+    return results_root() / dataset_name / f"{trainer}__{plans_name}__{configuration}"
+
+
+def plans_file(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
+    return preprocessed_dataset_folder / (PLANS_FILE_NAME if plans_name == DEFAULT_PLANS_NAME else f"{plans_name}.json")
+
+
+def _parse_fold(fold: str) -> int | str:
+    if fold == "all":
+        return fold
+    if not fold.isdigit():
+        raise BoxunetError(f"fold {fold!r}: give 0-4 (or a higher number for an extra random split) or 'all'")
+    return int(fold)
+
+
+def _preprocessed_case_ids(folder: Path, dataset: str, configuration: str) -> list[str]:
+    if not folder.is_dir():
+        raise BoxunetError(f"no preprocessed data in {folder}; run boxunet_plan_and_preprocess -d {dataset} -c {configuration}")
+    ids = sorted(p.name[:-5] for p in folder.glob("*.json") if not p.name.startswith("."))
+    if not ids:
+        raise BoxunetError(f"{folder} holds no finished case; run boxunet_plan_and_preprocess -d {dataset} -c {configuration}")
+    return ids
+
+
+def _check_device(device: str, num_gpus: int) -> None:
+    if device not in ("cpu", "cuda", "mps"):
+        raise BoxunetError(f"-device {device!r}: choose cpu, cuda or mps")
+    if device == "cuda" and torch.cuda.device_count() < num_gpus:
+        raise BoxunetError(f"-device cuda with --num-gpus {num_gpus}, but {torch.cuda.device_count()} CUDA device(s) "
+                           "are visible; use -device cpu or fewer GPUs")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise BoxunetError("-device mps: MPS is not available on this machine")
+    if device == "mps" and num_gpus > 1:
+        raise BoxunetError("--num-gpus > 1 needs -device cuda (NCCL) or -device cpu (gloo)")
+
+
+def prepare(request: TrainingRequest) -> dict:
+    """Resolve and check everything a training needs, before any process starts or any file is written."""
+    folder = find_dataset_folder(request.dataset, preprocessed_root())
+    plans = load_plans(plans_file(folder, request.plans_name))
+    configuration = plans.configuration(request.configuration)
+    trainer_class = get_trainer(request.trainer)
+    fold = _parse_fold(str(request.fold))
+    _check_device(request.device, request.num_gpus)
+    case_ids = _preprocessed_case_ids(folder / configuration.data_identifier, request.dataset, request.configuration)
+    raw_folder = raw_root() / folder.name
+    splits = load_or_create_splits(folder, case_ids, raw_folder if raw_folder.is_dir() else None)
+    train, val = fold_cases(splits, fold, case_ids, str(folder / "splits_final.json"))
+    output = model_folder(folder.name, request.trainer, request.plans_name, request.configuration) / f"fold_{fold}"
+    if request.validation_only and not (output / "checkpoint_final.pth").is_file():
+        raise BoxunetError(f"--val-only needs {output / 'checkpoint_final.pth'}; finish the training first")
+    return {"folder": folder, "plans": plans, "configuration": configuration, "trainer_class": trainer_class,
+            "fold": fold, "train": train, "val": val, "output": output}
+
+
+def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: dict) -> None:
+    if group.device.type == "cpu":
+        torch.set_num_threads(max(1, default_num_processes() // group.world_size))
+    setup["output"].mkdir(parents=True, exist_ok=True)
+    trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
+                                     setup["output"], setup["train"], setup["val"], request.options, group)
+    try:
+        if request.validation_only:
+            trainer.load(setup["output"] / "checkpoint_final.pth", weights_only=True)
+        else:
+            if request.continue_training:
+                _resume(trainer, setup["output"])
+            trainer.run_training()
+        trainer.perform_validation()
+    finally:
+        trainer.close_iterators()
+
+
+def _resume(trainer, output: Path) -> None:
+    for name in RESUME_ORDER:
+        if (output / name).is_file():
+            trainer.load(output / name)
+            if trainer.log:
+                trainer.log(f"resuming from {name} at epoch {trainer.current_epoch}")
+            return
+    if trainer.log:
+        trainer.log("--c: no checkpoint found, starting a new training")
+
+
+def _spawned_worker(rank: int, world_size: int, port: int, request: TrainingRequest, setup: dict) -> None:
+    group = init_process_group(rank, world_size, request.device, port)
+    try:
+        _train_in_process(group, request, setup)
+    finally:
+        shutdown(group)
+
+
+def run_training(request: TrainingRequest) -> Path:
+    """Train (or resume, or only validate) one fold; return the fold's output folder."""
+    setup = prepare(request)
+    group = init_from_environment(request.device)
+    if group is not None:
+        try:
+            _train_in_process(group, request, setup)
+        finally:
+            shutdown(group)
+    elif request.num_gpus > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_num_processes() // request.num_gpus)))
+        mp.spawn(_spawned_worker, args=(request.num_gpus, free_port(), request, setup), nprocs=request.num_gpus, join=True)
+    else:
+        device = torch.device("cuda", 0) if request.device == "cuda" else torch.device(request.device)
+        _train_in_process(ProcessGroupInfo(0, 1, device), request, setup)
+    return setup["output"]

@@ -1,0 +1,354 @@
+"""The training loop: one configuration, one fold, on CPU, one GPU or several (data parallel).
+
+``Trainer`` keeps the loop; the network (boxunet.nets), the data pipeline (boxunet.training.data), the
+losses (boxunet.training.losses) and prediction/export (boxunet.inference) live in their own modules.
+Subclasses change behaviour through the ``build_*`` hooks and ``loss_inputs`` (see
+documentation/training.md) and register themselves with ``@register_trainer``.
+"""
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from boxunet.errors import BoxunetError
+from boxunet.evaluation.metrics import evaluate_folders
+from boxunet.inference.export import export_prediction
+from boxunet.inference.sliding_window import predict_sliding_window
+from boxunet.io.atomic import read_json, write_json
+from boxunet.nets.unet import build_network, deep_supervision_scales
+from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
+from boxunet.training.data.augmentation import augmentation_parameters
+from boxunet.training.data.dataset import PreprocessedCases
+from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
+from boxunet.training.distributed import ProcessGroupInfo, all_reduce_sum, barrier, batch_size_of_rank
+from boxunet.training.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights
+from boxunet.training.progress import LogFile, TrainingProgress
+from boxunet.training.registry import register_trainer
+
+
+@dataclass
+class TrainingOptions:
+    """Every setting of a run that is not in the plans (recorded in debug.json and the checkpoints)."""
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    validation_iterations: int = 50
+    initial_lr: float = 1e-2
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    gradient_clip: float = 12.0
+    oversample_foreground: float = 0.33
+    augmentation_workers: int | None = None
+    save_every: int = 10
+    seed: int = 12345
+    compile: bool = False
+    save_probabilities: bool = False
+    progress_bar: bool = True
+
+
+def poly_learning_rate(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
+    """Polynomial decay: initial * (1 - epoch / epochs) ^ exponent."""
+    return initial * (1 - min(epoch, epochs) / epochs) ** exponent
+
+
+@register_trainer
+class Trainer:
+    """Trains one configuration on one fold and validates it on the held-out cases."""
+
+    def __init__(self, plans: Plans, configuration: ConfigurationPlan, fold: int | str, preprocessed_folder: Path,
+                 output_folder: Path, train_cases: list[str], val_cases: list[str], options: TrainingOptions,
+                 group: ProcessGroupInfo = ProcessGroupInfo()):
+        self.plans, self.configuration, self.fold = plans, configuration, fold
+        self.preprocessed_folder, self.output_folder = Path(preprocessed_folder), Path(output_folder)
+        self.train_cases, self.val_cases = train_cases, val_cases
+        self.options, self.group, self.device = options, group, group.device
+        self.dataset_json = read_json(self.preprocessed_folder / "dataset.json")
+        self.regions = self._regions()
+        self.num_outputs = len(self.regions) if self.regions else len(plans.label_values)
+        self.class_names = self._class_names()
+        self.mirror_axes = tuple(augmentation_parameters(configuration.patch_size)["mirror_axes"])
+        self.progress = TrainingProgress()
+        self.best_ema = -1.0
+        self.current_epoch = 0
+        self.log = LogFile(self.output_folder / "training_log.txt", echo=options.progress_bar) if group.is_main else None
+        torch.manual_seed(options.seed)
+        self.network = self.build_network().to(self.device)
+        self.optimizer = self.build_optimizer()
+        self.loss = self.build_loss()
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.training_network = self._wrap_network()
+        self._iterators = None
+
+    # ---------------------------------------------------------------- hooks that subclasses may change
+    def build_network(self) -> nn.Module:
+        """The U-Net from the plans with deep supervision."""
+        channels = self.plans.num_input_channels
+        return build_network(self.configuration.architecture, channels, self.num_outputs, deep_supervision=True)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """SGD with Nesterov momentum (nnU-Net's defaults)."""
+        o = self.options
+        return torch.optim.SGD(self.network.parameters(), lr=o.initial_lr, momentum=o.momentum,
+                               weight_decay=o.weight_decay, nesterov=True)
+
+    def build_loss(self) -> nn.Module:
+        """Dice + CE (sigmoid Dice + BCE for regions), weighted over the deep-supervision outputs."""
+        batch_dice = self.configuration.batch_dice
+        loss = DiceBCELoss(batch_dice=batch_dice) if self.regions else DiceCELoss(batch_dice=batch_dice)
+        return DeepSupervisionLoss(loss, deep_supervision_weights(len(self.deep_supervision_scales)))
+
+    def loss_inputs(self, batch: dict) -> tuple[list, list | None, list | None]:
+        """Targets, ignore masks and voxel weight maps per deep-supervision output."""
+        targets = [t[:, :1].to(self.device, non_blocking=True) for t in batch["target"]]
+        if self.regions:
+            targets = [self._to_regions(t) for t in targets]
+        else:
+            targets = [t.long() for t in targets]
+        return targets, None, None
+
+    # ---------------------------------------------------------------------------------------- set-up
+    @property
+    def deep_supervision_scales(self) -> list:
+        return deep_supervision_scales(self.configuration.architecture)
+
+    def _regions(self) -> list[tuple[int, ...]]:
+        labels = self.plans.labels
+        if not any(isinstance(v, list) for v in labels.values()):
+            return []
+        return [tuple(v) if isinstance(v, list) else (v,) for v in labels.values() if v not in (0, [0])]
+
+    def _class_names(self) -> list[str]:
+        if self.regions:
+            return [str(region) for region in self.regions]
+        names = {v: k for k, v in self.plans.labels.items() if isinstance(v, int)}
+        return [names.get(v, str(v)) for v in self.plans.label_values if v != 0]
+
+    def _to_regions(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device)) for r in self.regions], 1).float()
+
+    def _wrap_network(self) -> nn.Module:
+        network = self.network
+        if self.options.compile and self.device.type == "cuda":
+            network = torch.compile(network)
+        if self.group.distributed:
+            if self.device.type == "cuda":
+                network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+            network = DistributedDataParallel(network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return network
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda")
+
+    def _seed_epoch(self, epoch: int) -> None:
+        """Derive every random stream of an epoch from (seed, epoch, rank), so a resumed run repeats it."""
+        seed = self.options.seed + 1000 * epoch + self.group.rank
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2 ** 32)
+
+    def _iterators_for(self, epoch: int):
+        """Batch iterators: rebuilt every epoch in single-process mode (so an epoch's batches depend only on
+        (seed, epoch, rank) and a resumed run repeats them exactly), built once with background workers."""
+        if self._iterators is None or self._augmentation_workers == 0:
+            self.close_iterators()
+            self._iterators = self._make_iterators(epoch)
+        return self._iterators
+
+    @property
+    def _augmentation_workers(self) -> int:
+        workers = self.options.augmentation_workers
+        return default_augmentation_workers() if workers is None else workers
+
+    def close_iterators(self) -> None:
+        """Stop the background augmentation workers, if any."""
+        for iterator in self._iterators or ():
+            iterator.close()
+        self._iterators = None
+
+    def _make_iterators(self, epoch: int):
+        workers = self._augmentation_workers
+        folder = self.preprocessed_folder / self.configuration.data_identifier
+        return make_batch_iterators(
+            PreprocessedCases(folder, self.train_cases), PreprocessedCases(folder, self.val_cases),
+            self.configuration, self.plans, self.deep_supervision_scales, workers,
+            seed=self.options.seed + 1000 * epoch + self.group.rank, oversample=self.options.oversample_foreground,
+            batch_size=self._rank_batch_size())
+
+    def _rank_batch_size(self) -> int:
+        return batch_size_of_rank(self.configuration.batch_size, self.group.rank, self.group.world_size)
+
+    # --------------------------------------------------------------------------------------- steps
+    def train_step(self, batch: dict) -> float:
+        """One optimizer step on one batch; returns the loss."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        targets, ignore, weights = self.loss_inputs(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            outputs = self.training_network(data)
+            loss = self.loss(outputs, targets, ignore, weights)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.gradient_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.options.gradient_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict) -> tuple[float, torch.Tensor]:
+        """Loss and per-class (TP, FP, FN) counts of the full-resolution output on one batch."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        targets, ignore, weights = self.loss_inputs(batch)
+        with self._autocast():
+            outputs = self.training_network(data)
+            loss = self.loss(outputs, targets, ignore, weights)
+        output, target = outputs[0].float(), targets[0]
+        if self.regions:
+            predicted, reference = output > 0, target > 0.5
+        else:
+            classes = torch.arange(1, self.num_outputs, device=output.device).view(1, -1, *[1] * (output.ndim - 2))
+            predicted, reference = output.argmax(1, keepdim=True) == classes, target == classes
+        dims = [0] + list(range(2, output.ndim))
+        counts = torch.stack([(predicted & reference).sum(dims), (predicted & ~reference).sum(dims),
+                              (~predicted & reference).sum(dims)]).double()
+        return float(loss), counts
+
+    # ---------------------------------------------------------------------------------- the loop
+    def run_training(self) -> None:
+        """Train from ``current_epoch`` to ``options.epochs``, checkpointing as it goes."""
+        o = self.options
+        if self.group.is_main:
+            self._write_debug()
+            self.log(f"training {type(self).__name__} {self.configuration.name} fold {self.fold}: "
+                     f"{len(self.train_cases)} training / {len(self.val_cases)} validation cases, "
+                     f"epochs {self.current_epoch}..{o.epochs - 1}, device {self.device}, world size {self.group.world_size}")
+        try:
+            for epoch in range(self.current_epoch, o.epochs):
+                self._run_epoch(epoch)
+                self.current_epoch = epoch + 1
+                if self.group.is_main and ((epoch + 1) % o.save_every == 0 or epoch + 1 == o.epochs):
+                    self.save("checkpoint_latest.pth")
+        finally:
+            self.close_iterators()
+        if self.group.is_main:
+            self.save("checkpoint_final.pth")
+            self.save("checkpoint_latest.pth")
+        barrier(self.group)
+
+    def _run_epoch(self, epoch: int) -> None:
+        o = self.options
+        started = time.perf_counter()
+        learning_rate = poly_learning_rate(o.initial_lr, epoch, o.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self._seed_epoch(epoch)
+        train_iterator, val_iterator = self._iterators_for(epoch)
+        self.training_network.train()
+        losses = [self.train_step(next(train_iterator))
+                  for _ in tqdm(range(o.iterations_per_epoch), desc=f"epoch {epoch}", leave=False,
+                                disable=not (o.progress_bar and self.group.is_main))]
+        self.training_network.eval()
+        val_losses, counts = [], 0
+        for _ in range(o.validation_iterations):
+            loss, batch_counts = self.validation_step(next(val_iterator))
+            val_losses.append(loss)
+            counts = counts + batch_counts
+        summed = all_reduce_sum(torch.tensor([sum(losses), len(losses), sum(val_losses), len(val_losses)],
+                                             dtype=torch.float64, device=self.device), self.group).cpu()
+        counts = all_reduce_sum(counts.to(self.device), self.group).cpu()
+        tp, fp, fn = counts
+        dice = (2 * tp / torch.clamp(2 * tp + fp + fn, min=1)).tolist()
+        ema = self.progress.record(float(summed[0] / summed[1]), float(summed[2] / max(1, summed[3])), dice,
+                                   learning_rate, time.perf_counter() - started)
+        if self.group.is_main:
+            self.log(self.progress.epoch_line(epoch, self.class_names))
+            self.progress.plot(self.output_folder / "progress.png", self.class_names)
+            if ema > self.best_ema:
+                self.best_ema = ema
+                self.current_epoch = epoch + 1
+                self.save("checkpoint_best.pth")
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        return {
+            "network_weights": self.network.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "progress": self.progress.values,
+            "best_ema": self.best_ema,
+            "current_epoch": self.current_epoch,
+            "trainer_name": type(self).__name__,
+            "options": asdict(self.options),
+            "configuration": self.configuration.name,
+            "plans_name": self.plans.plans_name,
+            "num_outputs": self.num_outputs,
+            "inference_allowed_mirroring_axes": list(self.mirror_axes),
+        }
+
+    def save(self, name: str) -> None:
+        save_checkpoint(self.state(), self.output_folder / name)
+
+    def load(self, path: Path, weights_only: bool = False) -> None:
+        """Restore a checkpoint (network only with ``weights_only``)."""
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("num_outputs", self.num_outputs) != self.num_outputs or state["configuration"] != self.configuration.name:
+            raise BoxunetError(f"checkpoint {path} was trained for configuration {state['configuration']} with "
+                               f"{state.get('num_outputs')} outputs; it does not fit {self.configuration.name} "
+                               f"with {self.num_outputs} outputs")
+        try:
+            self.network.load_state_dict(state["network_weights"])
+        except RuntimeError as error:
+            raise BoxunetError(f"checkpoint {path} does not fit the network of the plans ({str(error).splitlines()[0]})") from None
+        if weights_only:
+            return
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        if self.grad_scaler is not None and state.get("grad_scaler_state"):
+            self.grad_scaler.load_state_dict(state["grad_scaler_state"])
+        self.progress = TrainingProgress(state["progress"])
+        self.current_epoch = int(state["current_epoch"])
+        self.progress.truncate(self.current_epoch)
+        self.best_ema = float(state["best_ema"])
+
+    def _write_debug(self) -> None:
+        write_json({"trainer": type(self).__name__, "fold": self.fold, "configuration": asdict(self.configuration),
+                    "options": asdict(self.options), "plans_name": self.plans.plans_name,
+                    "device": str(self.device), "world_size": self.group.world_size,
+                    "train_cases": self.train_cases, "val_cases": self.val_cases,
+                    "num_outputs": self.num_outputs, "torch": torch.__version__},
+                   self.output_folder / "debug.json")
+
+    # -------------------------------------------------------------------------------- validation
+    def perform_validation(self) -> dict | None:
+        """Predict the held-out cases at their original geometry and write ``validation/summary.json``."""
+        folder = self.output_folder / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        cases = PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, self.val_cases)
+        ending = self.dataset_json["file_ending"]
+        self.network.eval()
+        own_cases = self.val_cases[self.group.rank::self.group.world_size]
+        for case_id in tqdm(own_cases, desc="validation", disable=not (self.options.progress_bar and self.group.is_main)):
+            data, _, properties = cases.load(case_id)
+            logits = predict_sliding_window(self.network, torch.from_numpy(np.asarray(data[:])),
+                                            self.configuration.patch_size, self.num_outputs,
+                                            mirror_axes=self.mirror_axes, device=self.device)
+            export_prediction(logits, properties, self.plans, self.configuration, folder / f"{case_id}{ending}",
+                              save_probabilities=self.options.save_probabilities)
+        barrier(self.group)
+        if not self.group.is_main:
+            return None
+        labels = self.regions or self.plans.label_values
+        summary = evaluate_folders(self.preprocessed_folder / "gt_segmentations", folder, labels, ending,
+                                   output_file=folder / "summary.json", case_ids=self.val_cases)
+        self.log(f"validation: mean foreground Dice {summary['foreground_mean']['Dice']:.4f} "
+                 f"({json.dumps({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})})")
+        return summary

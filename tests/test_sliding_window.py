@@ -1,0 +1,88 @@
+"""Sliding-window inference: window positions, Gaussian weights, and equality with whole-image
+prediction for pointwise networks (for which the weighting cancels)."""
+import pytest
+import torch
+
+from boxunet.inference.sliding_window import gaussian_importance_map, predict_sliding_window, sliding_window_steps
+
+
+def test_steps_are_evenly_spaced_with_half_patch_overlap():
+    # size 10, patch 4: ceil((10 - 4) / (4 * 0.5)) + 1 = 4 starts, spaced (10 - 4) / 3 = 2 apart
+    assert sliding_window_steps([10], [4]) == [[0, 2, 4, 6]]
+    # size 11, patch 4: ceil(7 / 2) + 1 = 5 starts at 0, 1.75, 3.5, 5.25, 7 -> rounded 0, 2, 4, 5, 7
+    # size 4 = patch: one start; step 1.0 with size 12, patch 4: ceil(8 / 4) + 1 = 3 starts 0, 4, 8
+    assert sliding_window_steps([11, 4], [4, 4]) == [[0, 2, 4, 5, 7], [0]]
+    assert sliding_window_steps([12], [4], step_size=1.0) == [[0, 4, 8]]
+    with pytest.raises(ValueError):
+        sliding_window_steps([3], [4])
+
+
+def test_gaussian_peaks_at_ten_in_the_centre():
+    weights = gaussian_importance_map((8, 6, 5))
+    assert weights.dtype == torch.float32 and weights.shape == (8, 6, 5)
+    assert weights[4, 3, 2] == pytest.approx(10.0)
+    assert weights.max() == weights[4, 3, 2] and weights.min() > 0
+    # one axis: sigma = 8 / 8 = 1, one voxel from the centre -> 10 * exp(-1 / 2)
+    assert weights[5, 3, 2] == pytest.approx(10 * torch.exp(torch.tensor(-0.5)).item(), rel=1e-5)
+
+
+def _pointwise_3d() -> torch.nn.Conv3d:
+    torch.manual_seed(0)
+    return torch.nn.Conv3d(2, 3, kernel_size=1)
+
+
+def test_pointwise_network_gives_the_whole_image_result():
+    network = _pointwise_3d()
+    data = torch.randn(2, 9, 13, 11)
+    with torch.no_grad():
+        expected = network(data[None])[0]
+    network.train()
+    result = predict_sliding_window(network, data, (4, 8, 6), 3, batch_size=2)
+    assert result.shape == (3, 9, 13, 11) and result.dtype == torch.float32
+    assert torch.allclose(result, expected, atol=1e-5)
+    assert network.training, "the caller's training mode is restored"
+    plain = predict_sliding_window(network, data, (4, 8, 6), 3, use_gaussian=False, mirror_axes=(0, 1, 2))
+    assert torch.allclose(plain, expected, atol=1e-5)
+
+
+class _Ramp(torch.nn.Module):
+    """Ignores its input and returns x (last axis index) in every voxel; counts its calls."""
+
+    calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        ramp = torch.arange(batch.shape[-1], dtype=torch.float32).expand(batch.shape[:1] + (1,) + batch.shape[2:])
+        return [ramp, ramp[..., ::2]]  # deep supervision: the first output is used
+
+
+def test_mirroring_flips_back_and_runs_every_combination():
+    network = _Ramp()
+    data = torch.zeros(1, 4, 4, 6)
+    result = predict_sliding_window(network, data, (4, 4, 6), 1, mirror_axes=(0, 1, 2))
+    assert network.calls == 8
+    # the ramp 0..5 and its flipped-back mirror 5..0 average to 2.5; without the last axis it stays a ramp
+    assert torch.allclose(result, torch.full((1, 4, 4, 6), 2.5))
+    unmirrored = predict_sliding_window(network, data, (4, 4, 6), 1, mirror_axes=(0, 1))
+    assert torch.allclose(unmirrored[0, 1, 2], torch.arange(6, dtype=torch.float32))
+
+
+def test_image_smaller_than_the_patch_is_padded_and_cropped_back():
+    network = _pointwise_3d()
+    data = torch.randn(2, 3, 5, 4)
+    with torch.no_grad():
+        expected = network(data[None])[0]
+    result = predict_sliding_window(network, data, (4, 8, 6), 3)
+    assert result.shape == (3, 3, 5, 4)
+    assert torch.allclose(result, expected, atol=1e-5)
+
+
+def test_2d_patches_predict_every_slice_of_3d_data():
+    torch.manual_seed(1)
+    network = torch.nn.Conv2d(1, 2, kernel_size=1)  # fails on 5D input: slices must arrive as 2D images
+    data = torch.randn(1, 5, 12, 10)
+    with torch.no_grad():
+        expected = network(data[0][:, None]).transpose(0, 1)  # slices as a batch -> (2, 5, 12, 10)
+    result = predict_sliding_window(network, data, (8, 8), 2, mirror_axes=(0, 1), batch_size=3)
+    assert result.shape == (2, 5, 12, 10)
+    assert torch.allclose(result, expected, atol=1e-5)
