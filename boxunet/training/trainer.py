@@ -6,6 +6,7 @@ Subclasses change behaviour through the ``build_*`` hooks and ``loss_inputs`` (s
 documentation/training.md) and register themselves with ``@register_trainer``.
 """
 import json
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,7 +103,10 @@ class Trainer:
         """Dice + CE (sigmoid Dice + BCE for regions), weighted over the deep-supervision outputs."""
         batch_dice = self.configuration.batch_dice
         loss = DiceBCELoss(batch_dice=batch_dice) if self.regions else DiceCELoss(batch_dice=batch_dice)
-        return DeepSupervisionLoss(loss, deep_supervision_weights(len(self.deep_supervision_scales)))
+        weights = deep_supervision_weights(len(self.deep_supervision_scales))
+        if self.group.distributed and len(weights) > 1:
+            weights[-1] = 1e-6  # DDP needs every output head in the graph (a weight of 0 would skip it)
+        return DeepSupervisionLoss(loss, weights)
 
     def loss_inputs(self, batch: dict) -> tuple[list, list | None, list | None]:
         """Targets, ignore masks and voxel weight maps per deep-supervision output."""
@@ -151,6 +155,7 @@ class Trainer:
         seed = self.options.seed + 1000 * epoch + self.group.rank
         torch.manual_seed(seed)
         np.random.seed(seed % 2 ** 32)
+        random.seed(seed)  # batchgenerators draws some augmentation parameters from Python's random
 
     def _iterators_for(self, epoch: int):
         """Batch iterators: rebuilt every epoch in single-process mode (so an epoch's batches depend only on

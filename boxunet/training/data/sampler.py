@@ -1,4 +1,6 @@
 """Random training patches with foreground oversampling, read straight from the memory-mapped cases."""
+import random
+
 import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
@@ -52,9 +54,14 @@ class PatchSampler(SlimDataLoaderBase):
         self.rng = np.random.default_rng([seed, 0])
 
     def set_thread_id(self, thread_id: int) -> None:
-        """Called by MultiThreadedAugmenter in each worker: gives every worker its own random stream."""
+        """Called by MultiThreadedAugmenter in each worker: gives every worker its own random stream.
+
+        Python's ``random`` is seeded too: some batchgenerators transforms draw from it, and forked
+        workers would otherwise all repeat the parent's stream.
+        """
         super().set_thread_id(thread_id)
         self.rng = np.random.default_rng([self.seed, thread_id])
+        random.seed(f"{self.seed}-{thread_id}")
 
     def generate_train_batch(self) -> dict:
         """One batch: data (b, c, *patch) float32, seg (b, s, *patch), keys (case ids)."""

@@ -1,0 +1,117 @@
+"""The training engine end to end on a tiny dataset: losses fall, outputs exist, resume is exact, DDP runs."""
+import json
+
+import pytest
+import torch
+
+from boxunet.errors import BoxunetError
+from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
+from boxunet.training.checkpoint import load_checkpoint
+from boxunet.training.run import TrainingRequest, run_training
+from boxunet.training.splits import create_splits
+from boxunet.training.trainer import TrainingOptions, poly_learning_rate
+from conftest import write_tiny_dataset
+
+
+@pytest.fixture
+def preprocessed(roots):
+    write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
+    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                      num_processes=1, progress=False))
+    return roots
+
+
+def request(fold="0", epochs=2, **kwargs) -> TrainingRequest:
+    options = TrainingOptions(epochs=epochs, iterations_per_epoch=kwargs.pop("iterations", 4), validation_iterations=1,
+                              augmentation_workers=0, save_every=1, progress_bar=False)
+    return TrainingRequest("1", "3d_fullres", fold, device="cpu", options=options, **kwargs)
+
+
+def test_poly_learning_rate():
+    assert poly_learning_rate(0.01, 0, 1000) == 0.01
+    assert poly_learning_rate(0.01, 500, 1000) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert poly_learning_rate(0.01, 1000, 1000) == 0.0
+
+
+def test_splits_are_kfold_over_sorted_ids():
+    splits = create_splits([f"case_{i}" for i in (5, 3, 1, 0, 2, 4, 6, 7, 8, 9)])
+    assert len(splits) == 5
+    assert all(len(s["val"]) == 2 and len(s["train"]) == 8 for s in splits)
+    assert sorted(sum((s["val"] for s in splits), [])) == [f"case_{i}" for i in range(10)]
+    with pytest.raises(BoxunetError, match="cannot be split"):
+        create_splits(["a", "b"])
+
+
+def test_short_training_learns_and_writes_every_output(preprocessed):
+    folder = run_training(request(epochs=3, iterations=6))
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth", "training_log.txt",
+                 "progress.png", "debug.json", "validation/summary.json"):
+        assert (folder / name).is_file(), name
+    state = load_checkpoint(folder / "checkpoint_final.pth")
+    losses = state["progress"]["train_loss"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    summary = json.loads((folder / "validation" / "summary.json").read_text())
+    splits = json.loads((preprocessed["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
+    assert [c["reference_file"].split("/")[-1] for c in summary["metric_per_case"]] == \
+        [f"{case}.nii.gz" for case in splits[0]["val"]]
+    assert set(summary["mean"]) == {"0", "1", "2"}
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+    debug = json.loads((folder / "debug.json").read_text())
+    assert debug["options"]["epochs"] == 3 and debug["val_cases"] == splits[0]["val"]
+    log = (folder / "training_log.txt").read_text()
+    assert log.count("pseudo Dice [kidney") == 3
+
+
+def test_resume_equals_uninterrupted_training(preprocessed, tmp_path, monkeypatch):
+    uninterrupted = run_training(request(epochs=2))
+    reference = load_checkpoint(uninterrupted / "checkpoint_final.pth")["network_weights"]
+    monkeypatch.setenv("boxunet_results", str(tmp_path / "other_results"))
+    first = run_training(request(epochs=1))
+    resumed = run_training(request(epochs=2, continue_training=True))
+    assert resumed == first
+    state = load_checkpoint(resumed / "checkpoint_final.pth")
+    assert state["current_epoch"] == 2 and len(state["progress"]["train_loss"]) == 2
+    for name, tensor in reference.items():
+        assert torch.allclose(tensor, state["network_weights"][name], atol=1e-6), name
+
+
+def test_two_process_gloo_training(preprocessed):
+    folder = run_training(request(fold="1", epochs=1, iterations=2, num_gpus=2))
+    assert "world size 2" in (folder / "training_log.txt").read_text()
+    assert (folder / "validation" / "summary.json").is_file()
+    assert load_checkpoint(folder / "checkpoint_final.pth")["current_epoch"] == 1
+
+
+def test_validation_only_and_bad_input(preprocessed):
+    with pytest.raises(BoxunetError, match="--val-only needs"):
+        run_training(request(validation_only=True))
+    with pytest.raises(BoxunetError, match="configuration '3d_lowres' is not in the plans"):
+        run_training(TrainingRequest("1", "3d_lowres", "0", device="cpu"))
+    with pytest.raises(BoxunetError, match="unknown trainer 'NoSuchTrainer'"):
+        run_training(request(trainer="NoSuchTrainer"))
+    with pytest.raises(BoxunetError, match="no folder Dataset002_"):
+        run_training(TrainingRequest("2", "3d_fullres", "0", device="cpu"))
+    with pytest.raises(BoxunetError, match="fold 'x'"):
+        run_training(request(fold="x"))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(preprocessed):
+    folder = run_training(request(epochs=1, iterations=1))
+    (folder / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(BoxunetError, match="cannot be loaded"):
+        run_training(request(epochs=2, continue_training=True))
+
+
+def test_external_trainer_from_the_registry(preprocessed, tmp_path, monkeypatch):
+    module = tmp_path / "my_trainers.py"
+    module.write_text("from boxunet.training.registry import register_trainer\n"
+                      "from boxunet.training.trainer import Trainer\n\n"
+                      "@register_trainer\nclass TrainerHalfLR(Trainer):\n"
+                      "    def build_optimizer(self):\n"
+                      "        self.options.initial_lr = self.options.initial_lr / 2\n"
+                      "        return super().build_optimizer()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("boxunet_trainer_modules", "my_trainers")
+    folder = run_training(request(epochs=1, iterations=1, trainer="TrainerHalfLR"))
+    assert folder.parent.name == "TrainerHalfLR__boxunetPlans__3d_fullres"
+    assert load_checkpoint(folder / "checkpoint_final.pth")["progress"]["learning_rate"] == [0.005]
