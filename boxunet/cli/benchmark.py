@@ -45,6 +45,48 @@ def benchmark_preprocess(dataset: str, repeats: int, num_processes: int, gpu_mem
     return summary
 
 
+def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: int, device: str,
+                    plans_name: str) -> dict:
+    """Median seconds per training iteration (``Trainer.train_step`` on real batches of fold 0) and peak memory."""
+    import resource
+    import statistics
+    import time
+
+    import torch
+
+    from boxunet.training.distributed import ProcessGroupInfo
+    from boxunet.training.run import TrainingRequest, prepare
+    from boxunet.training.trainer import TrainingOptions
+
+    options = TrainingOptions(augmentation_workers=0, progress_bar=False)
+    setup = prepare(TrainingRequest(dataset, configuration, "0", plans_name=plans_name, device=device, options=options))
+    torch_device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
+    with tempfile.TemporaryDirectory(prefix="boxunet_benchmark_") as output:
+        trainer = setup["trainer_class"](setup["plans"], setup["configuration"], 0, setup["folder"], Path(output),
+                                         setup["train"], setup["val"], options, ProcessGroupInfo(0, 1, torch_device))
+        train_iterator, _ = trainer._iterators_for(0)
+        batches = [next(train_iterator) for _ in range(warmup + iterations)]
+        trainer.close_iterators()
+        trainer.training_network.train()
+        seconds = []
+        for index, batch in enumerate(batches):
+            started = time.perf_counter()
+            trainer.train_step(batch)
+            if torch_device.type == "cuda":
+                torch.cuda.synchronize()
+            if index >= warmup:
+                seconds.append(time.perf_counter() - started)
+    median = statistics.median(seconds)
+    summary = {"task": "train_step", "dataset": setup["folder"].name, "configuration": configuration,
+               "patch_size": setup["configuration"].patch_size, "batch_size": setup["configuration"].batch_size,
+               "device": device, "threads": torch.get_num_threads(), "median_seconds_per_iteration": round(median, 3),
+               "iterations_per_second": round(1 / median, 4), "all_seconds": [round(s, 3) for s in seconds],
+               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}
+    if torch_device.type == "cuda":
+        summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return summary
+
+
 def benchmark_command(command: list[str], repeats: int) -> dict:
     """Measure an arbitrary command ``repeats`` times."""
     if not command:
@@ -69,6 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     preprocess.add_argument("-c", "--configurations", nargs="+", default=["2d", "3d_fullres", "3d_lowres"])
     preprocess.add_argument("--repeats", type=int, default=3)
     preprocess.add_argument("-o", "--output", type=Path, help="also write the summary to this JSON file")
+    train = tasks.add_parser("train", help="seconds per training iteration and peak memory")
+    train.add_argument("-d", "--dataset", required=True)
+    train.add_argument("-c", "--configuration", default="3d_fullres")
+    train.add_argument("-p", "--plans", default="boxunetPlans")
+    train.add_argument("--iterations", type=int, default=5)
+    train.add_argument("--warmup", type=int, default=1)
+    train.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    train.add_argument("-o", "--output", type=Path)
     command = tasks.add_parser("command", help="time any command: boxunet_benchmark command -- CMD ARGS")
     command.add_argument("--repeats", type=int, default=3)
     command.add_argument("-o", "--output", type=Path)
@@ -77,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.task == "preprocess":
         summary = run_cli(benchmark_preprocess, arguments.dataset, arguments.repeats, arguments.num_processes,
                           arguments.gpu_memory_gb, arguments.configurations)
+    elif arguments.task == "train":
+        summary = run_cli(benchmark_train, arguments.dataset, arguments.configuration, arguments.iterations,
+                          arguments.warmup, arguments.device, arguments.plans)
     else:
         cmd = arguments.cmd[1:] if arguments.cmd[:1] == ["--"] else arguments.cmd
         summary = run_cli(benchmark_command, cmd, arguments.repeats)

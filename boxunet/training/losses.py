@@ -61,12 +61,11 @@ def soft_dice(probabilities: torch.Tensor, one_hot_target: torch.Tensor, batch_d
     if not do_bg:
         probabilities, one_hot_target = probabilities[:, 1:], one_hot_target[:, 1:]
     factor = _valid_weights(probabilities, mask, weights)
-    if factor is None:
-        factor = torch.ones_like(probabilities[:, :1])
     axes = ([0] if batch_dice else []) + list(range(2, probabilities.ndim))
-    tp = (probabilities * one_hot_target * factor).sum(axes)
-    fp = (probabilities * (1 - one_hot_target) * factor).sum(axes)
-    fn = ((1 - probabilities) * one_hot_target * factor).sum(axes)
+    weighted = probabilities if factor is None else probabilities * factor
+    tp = (weighted * one_hot_target).sum(axes)
+    fp = weighted.sum(axes) - tp
+    fn = (one_hot_target if factor is None else one_hot_target * factor).sum(axes) - tp
     dice = (2 * tp + smooth) / (2 * tp + fp + fn + smooth).clamp_min(1e-8)
     return dice if batch_dice else dice.mean(0)
 
