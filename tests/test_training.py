@@ -60,6 +60,10 @@ def test_short_training_learns_and_writes_every_output(preprocessed):
     assert debug["options"]["epochs"] == 3 and debug["val_cases"] == splits[0]["val"]
     log = (folder / "training_log.txt").read_text()
     assert log.count("pseudo Dice [kidney") == 3
+    (folder / "validation" / "summary.json").unlink()
+    run_training(request(epochs=3, iterations=6, validation_only=True))
+    assert (folder / "validation" / "summary.json").is_file()
+    assert load_checkpoint(folder / "checkpoint_final.pth")["current_epoch"] == 3
 
 
 def test_resume_equals_uninterrupted_training(preprocessed, tmp_path, monkeypatch):
