@@ -7,7 +7,9 @@ import torch
 from boxunet.errors import BoxunetError
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.training.checkpoint import load_checkpoint
-from boxunet.training.run import TrainingRequest, run_training
+from boxunet.training.checkpoint import save_checkpoint
+from boxunet.training.distributed import rank_share_of_batch
+from boxunet.training.run import TrainingRequest, resume_checkpoint, resumed_options, run_training
 from boxunet.training.splits import create_splits
 from boxunet.training.trainer import TrainingOptions, poly_learning_rate
 from conftest import write_tiny_dataset
@@ -71,7 +73,7 @@ def test_resume_equals_uninterrupted_training(preprocessed, tmp_path, monkeypatc
     reference = load_checkpoint(uninterrupted / "checkpoint_final.pth")["network_weights"]
     monkeypatch.setenv("boxunet_results", str(tmp_path / "other_results"))
     first = run_training(request(epochs=1))
-    resumed = run_training(request(epochs=2, continue_training=True))
+    resumed = run_training(request(epochs=2, continue_training=True, explicit_options=("epochs",)))
     assert resumed == first
     state = load_checkpoint(resumed / "checkpoint_final.pth")
     assert state["current_epoch"] == 2 and len(state["progress"]["train_loss"]) == 2
@@ -103,7 +105,7 @@ def test_corrupt_checkpoint_is_a_clear_error(preprocessed):
     folder = run_training(request(epochs=1, iterations=1))
     (folder / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(BoxunetError, match="cannot be loaded"):
-        run_training(request(epochs=2, continue_training=True))
+        run_training(request(epochs=2, continue_training=True, explicit_options=("epochs",)))
 
 
 def test_external_trainer_from_the_registry(preprocessed, tmp_path, monkeypatch):
@@ -119,3 +121,27 @@ def test_external_trainer_from_the_registry(preprocessed, tmp_path, monkeypatch)
     folder = run_training(request(epochs=1, iterations=1, trainer="TrainerHalfLR"))
     assert folder.parent.name == "TrainerHalfLR__boxunetPlans__3d_fullres"
     assert load_checkpoint(folder / "checkpoint_final.pth")["progress"]["learning_rate"] == [0.005]
+
+
+def test_data_parallel_ranks_oversample_like_one_process():
+    # global batch 2, p = 0.33: sample 1 (index >= round(2 * 0.67) = 1) is forced; each rank gets one sample
+    assert [rank_share_of_batch(2, 0.33, r, 2) for r in range(2)] == [[False], [True]]
+    # batch 4: round(4 * 0.67) = 3 -> only the last sample is forced
+    assert [rank_share_of_batch(4, 0.33, r, 2) for r in range(2)] == [[False, False], [False, True]]
+    assert [rank_share_of_batch(5, 0.33, r, 2) for r in range(2)] == [[False, False, False], [True, True]]
+    with pytest.raises(BoxunetError, match="smaller than the 3 processes"):
+        rank_share_of_batch(2, 0.33, 0, 3)
+
+
+def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path):
+    options = TrainingOptions(epochs=300, iterations_per_epoch=50, seed=7)
+    for name, epoch in (("checkpoint_final.pth", 100), ("checkpoint_latest.pth", 150), ("checkpoint_best.pth", 140)):
+        save_checkpoint({"network_weights": {}, "optimizer_state": {}, "current_epoch": epoch, "trainer_name": "Trainer",
+                         "options": vars(options), "configuration": "3d_fullres"}, tmp_path / name)
+    assert resume_checkpoint(tmp_path).name == "checkpoint_latest.pth"
+    plain = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(progress_bar=False)),
+                            tmp_path / "checkpoint_latest.pth")
+    assert (plain.epochs, plain.iterations_per_epoch, plain.seed, plain.progress_bar) == (300, 50, 7, False)
+    extended = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(epochs=500),
+                                               explicit_options=("epochs",)), tmp_path / "checkpoint_latest.pth")
+    assert (extended.epochs, extended.iterations_per_epoch) == (500, 50)

@@ -8,6 +8,8 @@ from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
 
+SCHEDULE_OPTIONS = ("epochs", "iterations_per_epoch", "validation_iterations", "initial_lr", "save_every", "seed")
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainingOptions()
@@ -17,13 +19,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("fold", help="0-4, or 'all' to train on every case")
     parser.add_argument("-tr", "--trainer", default="Trainer", help="trainer name (default: %(default)s)")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans identifier (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
-    parser.add_argument("--iters-per-epoch", type=int, default=defaults.iterations_per_epoch, help="default: %(default)s")
-    parser.add_argument("--val-iters", type=int, default=defaults.validation_iterations, help="default: %(default)s")
-    parser.add_argument("--initial-lr", type=float, default=defaults.initial_lr, help="default: %(default)s")
-    parser.add_argument("--save-every", type=int, default=defaults.save_every,
-                        help="write checkpoint_latest.pth every N epochs (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    # these default to None so that --c can tell given values (which win) from the resumed run's own
+    parser.add_argument("--epochs", type=int, help=f"default: {defaults.epochs} (with --c: the resumed run's)")
+    parser.add_argument("--iters-per-epoch", type=int, dest="iterations_per_epoch",
+                        help=f"default: {defaults.iterations_per_epoch}")
+    parser.add_argument("--val-iters", type=int, dest="validation_iterations",
+                        help=f"default: {defaults.validation_iterations}")
+    parser.add_argument("--initial-lr", type=float, dest="initial_lr", help=f"default: {defaults.initial_lr}")
+    parser.add_argument("--save-every", type=int, dest="save_every",
+                        help=f"write checkpoint_latest.pth every N epochs (default: {defaults.save_every})")
+    parser.add_argument("--seed", type=int, help=f"default: {defaults.seed}")
     parser.add_argument("-np", "--augmentation-workers", type=int, default=None,
                         help="background augmentation processes (0 = in the main process, for debugging; default: "
                              "env boxunet_n_proc_DA or the number of CPU cores)")
@@ -42,14 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     arguments = build_parser().parse_args(argv)
-    options = TrainingOptions(
-        epochs=arguments.epochs, iterations_per_epoch=arguments.iters_per_epoch,
-        validation_iterations=arguments.val_iters, initial_lr=arguments.initial_lr, save_every=arguments.save_every,
-        seed=arguments.seed, augmentation_workers=arguments.augmentation_workers, compile=arguments.compile,
-        save_probabilities=arguments.npz, progress_bar=not arguments.quiet)
+    given = {name: getattr(arguments, name) for name in SCHEDULE_OPTIONS if getattr(arguments, name) is not None}
+    options = TrainingOptions(**given, augmentation_workers=arguments.augmentation_workers, compile=arguments.compile,
+                              save_probabilities=arguments.npz, progress_bar=not arguments.quiet)
     request = TrainingRequest(arguments.dataset, arguments.configuration, arguments.fold, arguments.trainer,
                               arguments.plans, arguments.device, arguments.num_gpus, arguments.continue_training,
-                              arguments.val_only, options)
+                              arguments.val_only, options, explicit_options=tuple(given))
     folder = run_cli(run_training, request, interrupted_hint="rerun with --c to continue from the last checkpoint")
     if not arguments.quiet:
         print(f"results in {folder}")

@@ -13,6 +13,8 @@ def atomic_path(path: Path):
     temporary = path.with_name(f".tmp_{os.getpid()}_{path.name}")
     try:
         yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())  # the data is on disk before the rename makes it visible
         os.replace(temporary, path)
     finally:
         if temporary.exists():

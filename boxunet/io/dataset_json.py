@@ -114,6 +114,9 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
         fail('labels define regions, so "regions_class_order" is required (the label written for each region, '
              'in the order regions are painted)')
 
+    if regions_class_order is not None and len(regions_class_order) != len(description.regions):
+        fail(f'"regions_class_order" has {len(regions_class_order)} entries but labels define '
+             f"{len(description.regions)} foreground labels/regions; give one label per region")
     description.num_training = num_training
     description.file_ending = file_ending
     description.box_labels = sorted(box_labels)

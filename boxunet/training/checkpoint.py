@@ -6,7 +6,7 @@ import torch
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import atomic_path
 
-REQUIRED_KEYS = ("network_weights", "optimizer_state", "current_epoch", "trainer_name", "options")
+REQUIRED_KEYS = ("network_weights", "optimizer_state", "current_epoch", "trainer_name", "options", "configuration")
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from boxunet.errors import BoxunetError
+
 
 @dataclass(frozen=True)
 class ProcessGroupInfo:
@@ -59,10 +61,20 @@ def _device_for(device_type: str, local_rank: int) -> torch.device:
     return torch.device(device_type)
 
 
-def batch_size_of_rank(global_batch_size: int, rank: int, world_size: int) -> int:
-    """Split the global batch across ranks (the first ranks take the remainder); at least 1 each."""
+def rank_share_of_batch(global_batch_size: int, oversample: float, rank: int, world_size: int) -> list[bool]:
+    """This rank's samples of the global batch, as forced-foreground flags (one per sample).
+
+    The global batch is split into contiguous shares (the first ranks take the remainder), and the
+    oversampling rule (the last round(B * p) samples are forced foreground) is applied to the global
+    batch, so data-parallel training oversamples exactly like a single process.
+    """
+    if global_batch_size < world_size:
+        raise BoxunetError(f"the plans' batch size {global_batch_size} is smaller than the {world_size} processes; "
+                           "use fewer GPUs or a plans file with a larger batch size")
+    flags = [index >= round(global_batch_size * (1 - oversample)) for index in range(global_batch_size)]
     share, remainder = divmod(global_batch_size, world_size)
-    return max(1, share + (1 if rank < remainder else 0))
+    start = rank * share + min(rank, remainder)
+    return flags[start:start + share + (1 if rank < remainder else 0)]
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: ProcessGroupInfo) -> torch.Tensor:

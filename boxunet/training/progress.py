@@ -1,4 +1,5 @@
 """Training progress: per-epoch values, the log file and ``progress.png``."""
+import math
 import time
 from pathlib import Path
 
@@ -20,10 +21,15 @@ class TrainingProgress:
 
     def record(self, train_loss: float, val_loss: float, pseudo_dice: list[float], learning_rate: float,
                epoch_seconds: float) -> float:
-        """Add one epoch; return the new EMA of the mean pseudo Dice."""
-        mean_dice = sum(pseudo_dice) / max(1, len(pseudo_dice))
+        """Add one epoch; return the new EMA of the mean pseudo Dice (NaN entries, absent classes, are skipped;
+        an epoch without any Dice keeps the previous EMA)."""
+        present = [d for d in pseudo_dice if not math.isnan(d)]
         previous = self.values["ema_pseudo_dice"]
-        ema = mean_dice if not previous else EMA_MOMENTUM * previous[-1] + (1 - EMA_MOMENTUM) * mean_dice
+        if not present:
+            ema = previous[-1] if previous else 0.0
+        else:
+            mean_dice = sum(present) / len(present)
+            ema = mean_dice if not previous else EMA_MOMENTUM * previous[-1] + (1 - EMA_MOMENTUM) * mean_dice
         for key, value in zip(self.KEYS, (train_loss, val_loss, list(pseudo_dice), ema, learning_rate, epoch_seconds)):
             self.values[key].append(value)
         return ema

@@ -1,6 +1,6 @@
 """Set up and run one training (``boxunet_train``): folders, plans, splits, trainer, devices, processes."""
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -14,11 +14,13 @@ from boxunet.planning.plans import PLANS_FILE_NAME, load_plans
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
                                           shutdown)
+from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.registry import get_trainer
 from boxunet.training.splits import fold_cases, load_or_create_splits
 from boxunet.training.trainer import TrainingOptions
 
 RESUME_ORDER = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+RUNTIME_OPTIONS = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class TrainingRequest:
     continue_training: bool = False
     validation_only: bool = False
     options: TrainingOptions = field(default_factory=TrainingOptions)
+    explicit_options: tuple[str, ...] = ()  # options given on the command line; they win over a resumed run's
 
 
 def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
@@ -98,29 +101,41 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
     if group.device.type == "cpu":
         torch.set_num_threads(max(1, default_num_processes() // group.world_size))
     setup["output"].mkdir(parents=True, exist_ok=True)
+    resume_from = resume_checkpoint(setup["output"]) if request.continue_training else None
+    options = resumed_options(request, resume_from) if resume_from else request.options
     trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
-                                     setup["output"], setup["train"], setup["val"], request.options, group)
+                                     setup["output"], setup["train"], setup["val"], options, group)
     try:
         if request.validation_only:
             trainer.load(setup["output"] / "checkpoint_final.pth", weights_only=True)
         else:
-            if request.continue_training:
-                _resume(trainer, setup["output"])
+            if resume_from:
+                trainer.load(resume_from)
+                if trainer.log:
+                    trainer.log(f"resuming from {resume_from.name} at epoch {trainer.current_epoch}")
+            elif request.continue_training and trainer.log:
+                trainer.log("--c: no checkpoint found, starting a new training")
             trainer.run_training()
         trainer.perform_validation()
     finally:
         trainer.close_iterators()
 
 
-def _resume(trainer, output: Path) -> None:
-    for name in RESUME_ORDER:
-        if (output / name).is_file():
-            trainer.load(output / name)
-            if trainer.log:
-                trainer.log(f"resuming from {name} at epoch {trainer.current_epoch}")
-            return
-    if trainer.log:
-        trainer.log("--c: no checkpoint found, starting a new training")
+def resume_checkpoint(output: Path) -> Path | None:
+    """The checkpoint that got furthest (final before latest before best when they tie), or None."""
+    found = [(load_checkpoint(output / name)["current_epoch"], -rank, output / name)
+             for rank, name in enumerate(RESUME_ORDER) if (output / name).is_file()]
+    return max(found)[2] if found else None
+
+
+def resumed_options(request: TrainingRequest, checkpoint: Path) -> TrainingOptions:
+    """The resumed run's options; options given on the command line and runtime-only options win."""
+    saved = load_checkpoint(checkpoint)["options"]
+    keep = set(request.explicit_options) | set(RUNTIME_OPTIONS)
+    known = {f.name for f in fields(TrainingOptions)}
+    merged = {k: v for k, v in saved.items() if k in known}
+    merged.update({k: getattr(request.options, k) for k in keep})
+    return TrainingOptions(**merged)
 
 
 def _spawned_worker(rank: int, world_size: int, port: int, request: TrainingRequest, setup: dict) -> None:

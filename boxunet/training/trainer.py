@@ -28,7 +28,7 @@ from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
-from boxunet.training.distributed import ProcessGroupInfo, all_reduce_sum, barrier, batch_size_of_rank
+from boxunet.training.distributed import ProcessGroupInfo, all_reduce_sum, barrier, rank_share_of_batch
 from boxunet.training.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights
 from boxunet.training.progress import LogFile, TrainingProgress
 from boxunet.training.registry import register_trainer
@@ -178,15 +178,14 @@ class Trainer:
 
     def _make_iterators(self, epoch: int):
         workers = self._augmentation_workers
+        forced = rank_share_of_batch(self.configuration.batch_size, self.options.oversample_foreground,
+                                     self.group.rank, self.group.world_size)
         folder = self.preprocessed_folder / self.configuration.data_identifier
         return make_batch_iterators(
             PreprocessedCases(folder, self.train_cases), PreprocessedCases(folder, self.val_cases),
             self.configuration, self.plans, self.deep_supervision_scales, workers,
             seed=self.options.seed + 1000 * epoch + self.group.rank, oversample=self.options.oversample_foreground,
-            batch_size=self._rank_batch_size())
-
-    def _rank_batch_size(self) -> int:
-        return batch_size_of_rank(self.configuration.batch_size, self.group.rank, self.group.world_size)
+            batch_size=len(forced), forced_foreground=forced, pin_memory=self.device.type == "cuda")
 
     # --------------------------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> float:
@@ -225,8 +224,8 @@ class Trainer:
             predicted, reference = output.argmax(1, keepdim=True) == classes, target == classes
         dims = [0] + list(range(2, output.ndim))
         counts = torch.stack([(predicted & reference).sum(dims), (predicted & ~reference).sum(dims),
-                              (~predicted & reference).sum(dims)]).double()
-        return float(loss), counts
+                              (~predicted & reference).sum(dims)])
+        return float(loss), counts.long()
 
     # ---------------------------------------------------------------------------------- the loop
     def run_training(self) -> None:
@@ -234,9 +233,11 @@ class Trainer:
         o = self.options
         if self.group.is_main:
             self._write_debug()
+            todo = (f"epochs {self.current_epoch}..{o.epochs - 1}" if self.current_epoch < o.epochs else
+                    f"all {o.epochs} epochs already done (give a larger --epochs with --c to extend)")
             self.log(f"training {type(self).__name__} {self.configuration.name} fold {self.fold}: "
                      f"{len(self.train_cases)} training / {len(self.val_cases)} validation cases, "
-                     f"epochs {self.current_epoch}..{o.epochs - 1}, device {self.device}, world size {self.group.world_size}")
+                     f"{todo}, device {self.device}, world size {self.group.world_size}")
         try:
             for epoch in range(self.current_epoch, o.epochs):
                 self._run_epoch(epoch)
@@ -263,18 +264,20 @@ class Trainer:
                   for _ in tqdm(range(o.iterations_per_epoch), desc=f"epoch {epoch}", leave=False,
                                 disable=not (o.progress_bar and self.group.is_main))]
         self.training_network.eval()
-        val_losses, counts = [], 0
+        val_losses, counts = [], torch.zeros(3, len(self.class_names), dtype=torch.long, device=self.device)
         for _ in range(o.validation_iterations):
             loss, batch_counts = self.validation_step(next(val_iterator))
             val_losses.append(loss)
             counts = counts + batch_counts
+        # float32 / int64 on the device (MPS has no float64); exact sums are formed on the CPU
         summed = all_reduce_sum(torch.tensor([sum(losses), len(losses), sum(val_losses), len(val_losses)],
-                                             dtype=torch.float64, device=self.device), self.group).cpu()
-        counts = all_reduce_sum(counts.to(self.device), self.group).cpu()
-        tp, fp, fn = counts
-        dice = (2 * tp / torch.clamp(2 * tp + fp + fn, min=1)).tolist()
-        ema = self.progress.record(float(summed[0] / summed[1]), float(summed[2] / max(1, summed[3])), dice,
-                                   learning_rate, time.perf_counter() - started)
+                                             dtype=torch.float32, device=self.device), self.group).cpu().double()
+        tp, fp, fn = all_reduce_sum(counts, self.group).cpu().double()
+        # a class absent from every validation patch has no Dice (NaN), as in nnU-Net
+        dice = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), torch.nan).tolist()
+        val_loss = float(summed[2] / summed[3]) if summed[3] > 0 else float("nan")
+        ema = self.progress.record(float(summed[0] / summed[1]), val_loss, dice, learning_rate,
+                                   time.perf_counter() - started)
         if self.group.is_main:
             self.log(self.progress.epoch_line(epoch, self.class_names))
             self.progress.plot(self.output_folder / "progress.png", self.class_names)

@@ -76,8 +76,8 @@ def _stream_seed(seed: int, stream: int, worker: int = 0) -> int:
     return int(np.random.SeedSequence([seed, stream, worker]).generate_state(1)[0])
 
 
-def _augmenter(sampler: PatchSampler, transforms, num_processes: int, seed: int, stream: int) -> BatchIterator:
-    pin_memory = torch.cuda.is_available()
+def _augmenter(sampler: PatchSampler, transforms, num_processes: int, seed: int, stream: int,
+               pin_memory: bool) -> BatchIterator:
     if num_processes == 0:
         return BatchIterator(SingleThreadedAugmenter(sampler, transforms), pin_memory)
     seeds = [_stream_seed(seed, stream, worker) for worker in range(num_processes)]
@@ -88,26 +88,29 @@ def _augmenter(sampler: PatchSampler, transforms, num_processes: int, seed: int,
 def make_batch_iterators(train_cases: PreprocessedCases, val_cases: PreprocessedCases,
                          configuration: ConfigurationPlan, plans: Plans, deep_supervision_scales: list | None,
                          num_processes: int, seed: int, oversample: float = 0.33,
-                         batch_size: int | None = None) -> tuple[BatchIterator, BatchIterator]:
+                         batch_size: int | None = None, forced_foreground: list[bool] | None = None,
+                         pin_memory: bool = False) -> tuple[BatchIterator, BatchIterator]:
     """Endless ``(train, validation)`` batch iterators for one configuration.
 
     Training batches are sampled at the enlarged initial patch size and augmented; validation batches
     are sampled at the final patch size and only get the deep-supervision targets. Both oversample
     foreground by ``oversample``. Training uses ``num_processes`` workers, validation half as many (at
     least one); with ``num_processes == 0`` everything runs in this process (debugging), where the
-    augmentation draws from numpy's global random state. ``batch_size`` defaults to the plans'.
+    augmentation draws from numpy's global random state. ``batch_size`` defaults to the plans';
+    ``forced_foreground`` gives explicit per-sample oversampling flags (a DDP rank's share of the global
+    batch); ``pin_memory`` pins batches for fast copies to a CUDA device.
     """
     parameters = augmentation_parameters(configuration.patch_size)
     batch_size = batch_size or configuration.batch_size
     mask_channels = [channel for channel, n in enumerate(plans.normalization) if n.use_nonzero_mask]
     train_sampler = PatchSampler(train_cases, batch_size, parameters["initial_patch_size"], configuration.patch_size,
-                                 oversample, seed=_stream_seed(seed, 0))
-    val_sampler = PatchSampler(val_cases, batch_size, configuration.patch_size,
-                               oversample_foreground_percent=oversample, seed=_stream_seed(seed, 1))
+                                 oversample, seed=_stream_seed(seed, 0), forced_foreground=forced_foreground)
+    val_sampler = PatchSampler(val_cases, batch_size, configuration.patch_size, oversample_foreground_percent=oversample,
+                               seed=_stream_seed(seed, 1), forced_foreground=forced_foreground)
     train_transforms = training_transforms(configuration.patch_size, parameters["rotation"], parameters["mirror_axes"],
                                            deep_supervision_scales, parameters["dummy_2d"], mask_channels,
                                            tensors=False)
     val_transforms = validation_transforms(deep_supervision_scales, tensors=False)
     val_workers = max(1, num_processes // 2) if num_processes else 0
-    return (_augmenter(train_sampler, train_transforms, num_processes, seed, 2),
-            _augmenter(val_sampler, val_transforms, val_workers, seed, 3))
+    return (_augmenter(train_sampler, train_transforms, num_processes, seed, 2, pin_memory),
+            _augmenter(val_sampler, val_transforms, val_workers, seed, 3, pin_memory))

@@ -41,7 +41,7 @@ class PatchSampler(SlimDataLoaderBase):
 
     def __init__(self, cases: PreprocessedCases, batch_size: int, patch_size, final_patch_size=None,
                  oversample_foreground_percent: float = 0.33, probabilistic_oversampling: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, forced_foreground: list[bool] | None = None):
         super().__init__(cases, batch_size)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.final_patch_size = tuple(int(p) for p in (final_patch_size or patch_size))
@@ -50,6 +50,9 @@ class PatchSampler(SlimDataLoaderBase):
             raise ValueError(f"patch size {self.patch_size} and final patch size {self.final_patch_size} do not fit")
         self.oversample_foreground_percent = oversample_foreground_percent
         self.probabilistic_oversampling = probabilistic_oversampling
+        if forced_foreground is not None and len(forced_foreground) != batch_size:
+            raise ValueError(f"forced_foreground needs {batch_size} flags, got {len(forced_foreground)}")
+        self.forced_foreground = forced_foreground
         self.seed = seed
         self.rng = np.random.default_rng([seed, 0])
 
@@ -80,9 +83,13 @@ class PatchSampler(SlimDataLoaderBase):
         return seg
 
     def _force_foreground(self, index: int) -> bool:
+        """Whether sample ``index`` is centred on foreground: the explicit flags if given (a rank's share of
+        the global batch), else the last round(B * p) samples, or each with probability p."""
         p = self.oversample_foreground_percent
         if self.probabilistic_oversampling:
             return self.rng.uniform() < p
+        if self.forced_foreground is not None:
+            return self.forced_foreground[index]
         return index >= round(self.batch_size * (1 - p))
 
     def _sample(self, case_id: str, force_foreground: bool) -> tuple[np.ndarray, np.ndarray]:
