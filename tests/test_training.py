@@ -145,3 +145,17 @@ def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path
     extended = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(epochs=500),
                                                explicit_options=("epochs",)), tmp_path / "checkpoint_latest.pth")
     assert (extended.epochs, extended.iterations_per_epoch) == (500, 50)
+
+
+def test_region_training(roots):
+    """Labels given as regions (kidney = {1, 2}, tumor = {2}) train with sigmoid outputs and are evaluated per region."""
+    folder = write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
+    description = json.loads((folder / "dataset.json").read_text())
+    description.update(labels={"background": 0, "kidney": [1, 2], "tumor": 2}, regions_class_order=[1, 2])
+    (folder / "dataset.json").write_text(json.dumps(description))
+    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                      num_processes=1, progress=False))
+    output = run_training(request(epochs=1, iterations=2))
+    assert "pseudo Dice [kidney" in (output / "training_log.txt").read_text()
+    summary = json.loads((output / "validation" / "summary.json").read_text())
+    assert list(summary["mean"]) == ["(1, 2)", "2"]

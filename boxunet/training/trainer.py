@@ -126,16 +126,18 @@ class Trainer:
         labels = self.plans.labels
         if not any(isinstance(v, list) for v in labels.values()):
             return []
-        return [tuple(v) if isinstance(v, list) else (v,) for v in labels.values() if v not in (0, [0])]
+        # a single label stays an int, so summaries key it "2" (as nnU-Net) rather than "(2,)"
+        return [tuple(v) if isinstance(v, list) else v for v in labels.values() if v not in (0, [0])]
 
     def _class_names(self) -> list[str]:
         if self.regions:
-            return [str(region) for region in self.regions]
+            return [name for name, value in self.plans.labels.items() if value not in (0, [0])]
         names = {v: k for k, v in self.plans.labels.items() if isinstance(v, int)}
         return [names.get(v, str(v)) for v in self.plans.label_values if v != 0]
 
     def _to_regions(self, labels: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device)) for r in self.regions], 1).float()
+        return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device).reshape(-1))
+                          for r in self.regions], 1).float()
 
     def _wrap_network(self) -> nn.Module:
         network = self.network
