@@ -15,7 +15,7 @@ from boxunet.planning.normalization import plan_normalization
 from boxunet.planning.patch_size import feature_map_estimate, plan_patch_and_batch
 from boxunet.planning.planner import plan_experiment, plans_summary
 from boxunet.planning.plans import Plans
-from boxunet.planning.spacing import is_anisotropic, target_spacing, transpose_for
+from boxunet.planning.spacing import target_spacing, transpose_for
 from boxunet.planning.topology import Topology, features_per_stage, plan_topology
 
 
@@ -91,13 +91,6 @@ def test_transpose_backward_undoes_forward():
     shape = np.array([10, 20, 30])
     assert shape[forward][backward].tolist() == [10, 20, 30]
 
-
-def test_is_anisotropic_is_strict():
-    assert is_anisotropic([3.01, 1.0, 1.0])
-    assert not is_anisotropic([3.0, 1.0, 1.0])
-
-
-# -------------------------------------------------------------------------------------------- topology
 
 def test_topology_anisotropic_hand_derived():
     # stage 0: spacing (3, .8, .8); 3 > 2 * .8 -> axis 0 not within 2x: kernel [1,3,3], stride [1,2,2]

@@ -138,12 +138,13 @@ def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path
     for name, epoch in (("checkpoint_final.pth", 100), ("checkpoint_latest.pth", 150), ("checkpoint_best.pth", 140)):
         save_checkpoint({"network_weights": {}, "optimizer_state": {}, "current_epoch": epoch, "trainer_name": "Trainer",
                          "options": vars(options), "configuration": "3d_fullres"}, tmp_path / name)
-    assert resume_checkpoint(tmp_path).name == "checkpoint_latest.pth"
+    path, saved = resume_checkpoint(tmp_path)
+    assert path.name == "checkpoint_latest.pth"
     plain = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(progress_bar=False)),
-                            tmp_path / "checkpoint_latest.pth")
+                            saved)
     assert (plain.epochs, plain.iterations_per_epoch, plain.seed, plain.progress_bar) == (300, 50, 7, False)
     extended = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(epochs=500),
-                                               explicit_options=("epochs",)), tmp_path / "checkpoint_latest.pth")
+                                               explicit_options=("epochs",)), saved)
     assert (extended.epochs, extended.iterations_per_epoch) == (500, 50)
 
 

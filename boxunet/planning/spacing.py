@@ -36,7 +36,3 @@ def transpose_for(spacing: list[float]) -> tuple[list[int], list[int]]:
     backward = [int(i) for i in np.argsort(forward)]
     return forward, backward
 
-
-def is_anisotropic(spacing: list[float], threshold: float = ANISOTROPY_RATIO) -> bool:
-    """True when the largest spacing exceeds ``threshold`` times the smallest."""
-    return max(spacing) / min(spacing) > threshold

@@ -36,8 +36,3 @@ def get_trainer(name: str) -> type:
                            f"@register_trainer and {EXTERNAL_MODULES_VARIABLE}, see documentation/training.md)")
     return _TRAINERS[name]
 
-
-def available_trainers() -> list[str]:
-    """Names of all registered trainers."""
-    _import_trainer_modules()
-    return sorted(_TRAINERS)

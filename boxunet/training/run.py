@@ -101,8 +101,8 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
     if group.device.type == "cpu":
         torch.set_num_threads(max(1, default_num_processes() // group.world_size))
     setup["output"].mkdir(parents=True, exist_ok=True)
-    resume_from = resume_checkpoint(setup["output"]) if request.continue_training else None
-    options = resumed_options(request, resume_from) if resume_from else request.options
+    resume_from, saved_options = resume_checkpoint(setup["output"]) if request.continue_training else (None, None)
+    options = resumed_options(request, saved_options) if resume_from else request.options
     trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
                                      setup["output"], setup["train"], setup["val"], options, group)
     try:
@@ -121,16 +121,23 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
         trainer.close_iterators()
 
 
-def resume_checkpoint(output: Path) -> Path | None:
-    """The checkpoint that got furthest (final before latest before best when they tie), or None."""
-    found = [(load_checkpoint(output / name)["current_epoch"], -rank, output / name)
-             for rank, name in enumerate(RESUME_ORDER) if (output / name).is_file()]
-    return max(found)[2] if found else None
+def resume_checkpoint(output: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint that got furthest (final before latest before best when they tie) and its run
+    options, or (None, None)."""
+    found = []
+    for rank, name in enumerate(RESUME_ORDER):
+        if (output / name).is_file():
+            state = load_checkpoint(output / name)
+            found.append((state["current_epoch"], -rank, output / name, state["options"]))
+            del state
+    if not found:
+        return None, None
+    _, _, path, options = max(found, key=lambda item: item[:2])
+    return path, options
 
 
-def resumed_options(request: TrainingRequest, checkpoint: Path) -> TrainingOptions:
-    """The resumed run's options; options given on the command line and runtime-only options win."""
-    saved = load_checkpoint(checkpoint)["options"]
+def resumed_options(request: TrainingRequest, saved: dict) -> TrainingOptions:
+    """The resumed run's options (``saved``); options given on the command line and runtime-only options win."""
     keep = set(request.explicit_options) | set(RUNTIME_OPTIONS)
     known = {f.name for f in fields(TrainingOptions)}
     merged = {k: v for k, v in saved.items() if k in known}
