@@ -1,12 +1,14 @@
 """``boxunet_benchmark``: honest speed and memory measurements (medians, peak memory of the process tree).
 
 ``boxunet_benchmark preprocess -d ID`` times ``boxunet_plan_and_preprocess`` from scratch (a fresh
-preprocessed root per run, so nothing is skipped); ``boxunet_benchmark command -- CMD ...`` measures any
-command the same way (used to measure nnU-Net on the same data).
+preprocessed root per run, so nothing is skipped); ``boxunet_benchmark predict -d ID -c CONFIG`` times
+``boxunet_predict`` per case with and without mirroring TTA; ``boxunet_benchmark command -- CMD ...``
+measures any command the same way (used to measure nnU-Net on the same data).
 """
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -87,6 +89,51 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
     return summary
 
 
+def _prediction_inputs(dataset: str, input_folder: Path | None, num_cases: int, staging: Path) -> Path:
+    """The folder to predict: ``input_folder``, or the first ``num_cases`` cases of the raw dataset's
+    imagesTs (else imagesTr) linked into ``staging``."""
+    from boxunet.inference.input_cases import list_prediction_cases
+
+    if input_folder is None:
+        raw = find_dataset_folder(dataset, raw_root())
+        input_folder = raw / "imagesTs" if (raw / "imagesTs").is_dir() else raw / "imagesTr"
+        cases = list_prediction_cases(input_folder, load_dataset_json(raw))[:num_cases]
+        staging.mkdir(parents=True)
+        for case in cases:
+            for path in case.images:
+                (staging / path.name).symlink_to(path)
+        return staging
+    return Path(input_folder)
+
+
+def benchmark_predict(dataset: str, configuration: str, trainer: str, plans_name: str, folds: list[str] | None,
+                      input_folder: Path | None, num_cases: int, repeats: int, device: str, extra: list[str]) -> dict:
+    """Median seconds per case and peak memory of ``boxunet_predict``, with and without mirroring TTA."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="boxunet_benchmark_") as temporary:
+        inputs = _prediction_inputs(dataset, input_folder, num_cases, Path(temporary) / "input")
+        for name, flags in (("with_tta", []), ("without_tta", ["--disable-tta"])):
+            runs, per_case = [], []
+            for repeat in range(repeats):
+                output = Path(temporary) / f"{name}_{repeat}"
+                command = [sys.executable, "-m", "boxunet.cli.predict", "-i", str(inputs), "-o", str(output),
+                           "-d", dataset, "-c", configuration, "-tr", trainer, "-p", plans_name, "-device", device,
+                           "--quiet", *flags, *extra] + (["-f", *folds] if folds else [])
+                run = measure_command(command)
+                if run.return_code != 0:
+                    raise BoxunetError(f"boxunet_predict failed (exit {run.return_code}): {' '.join(command)}")
+                runs.append(run)
+                report = json.loads((output / "prediction_report.json").read_text())
+                per_case += list(report["prediction_seconds"].values())
+                cases = len(report["prediction_seconds"])
+            summary = summarize(runs)
+            summary["median_seconds_per_case"] = round(summary["median_seconds"] / max(cases, 1), 2)
+            summary["median_network_seconds_per_case"] = round(statistics.median(per_case), 2)
+            results[name] = summary
+    return {"task": "predict", "dataset": dataset, "configuration": configuration, "trainer": trainer,
+            "plans": plans_name, "cases": cases, "device": device, **results}
+
+
 def benchmark_command(command: list[str], repeats: int) -> dict:
     """Measure an arbitrary command ``repeats`` times."""
     if not command:
@@ -119,6 +166,20 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--warmup", type=int, default=1)
     train.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda", "mps"])
     train.add_argument("-o", "--output", type=Path)
+    predict = tasks.add_parser("predict", help="seconds per case and peak memory of boxunet_predict, with and "
+                                               "without TTA")
+    predict.add_argument("-d", "--dataset", required=True)
+    predict.add_argument("-c", "--configuration", default="3d_fullres")
+    predict.add_argument("-tr", "--trainer", default="Trainer")
+    predict.add_argument("-p", "--plans", default="boxunetPlans")
+    predict.add_argument("-f", "--folds", nargs="+", default=None)
+    predict.add_argument("-i", "--input", type=Path, default=None,
+                         help="folder to predict (default: the first --num-cases of the raw imagesTs or imagesTr)")
+    predict.add_argument("--num-cases", type=int, default=1)
+    predict.add_argument("--repeats", type=int, default=3)
+    predict.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    predict.add_argument("--precision", default=None, help="passed to boxunet_predict (default: its own)")
+    predict.add_argument("-o", "--output", type=Path)
     command = tasks.add_parser("command", help="time any command: boxunet_benchmark command -- CMD ARGS")
     command.add_argument("--repeats", type=int, default=3)
     command.add_argument("-o", "--output", type=Path)
@@ -130,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     elif arguments.task == "train":
         summary = run_cli(benchmark_train, arguments.dataset, arguments.configuration, arguments.iterations,
                           arguments.warmup, arguments.device, arguments.plans)
+    elif arguments.task == "predict":
+        extra = ["--precision", arguments.precision] if arguments.precision else []
+        summary = run_cli(benchmark_predict, arguments.dataset, arguments.configuration, arguments.trainer,
+                          arguments.plans, arguments.folds, arguments.input, arguments.num_cases, arguments.repeats,
+                          arguments.device, extra)
     else:
         cmd = arguments.cmd[1:] if arguments.cmd[:1] == ["--"] else arguments.cmd
         summary = run_cli(benchmark_command, cmd, arguments.repeats)

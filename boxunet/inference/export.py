@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.io.atomic import atomic_path, write_json
 from boxunet.io.images import Geometry, write_image
-from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.io.probabilities import write_probabilities
+from boxunet.postprocessing.apply import apply_postprocessing
+from boxunet.planning.plans import ConfigurationPlan, Plans, regions_of
 from boxunet.preprocessing.resampling import resample_volume, separate_z_axis
 
 BACKGROUND_LOGIT = -1e4  # exp and sigmoid give exactly 0 in float32; representable in float16
@@ -26,7 +27,7 @@ BACKGROUND_LOGIT = -1e4  # exp and sigmoid give exactly 0 in float32; representa
 
 def has_regions(plans: Plans) -> bool:
     """True when the labels define regions (sigmoid outputs, one per region, no background channel)."""
-    return any(isinstance(value, list) for value in plans.labels.values())
+    return bool(regions_of(plans.labels))
 
 
 def background_fill(plans: Plans, num_channels: int, logits: bool = False) -> list[float]:
@@ -45,16 +46,28 @@ def _as_numpy(array) -> np.ndarray:
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
-def logits_to_segmentation(logits, plans: Plans) -> np.ndarray:
-    """Label map of (K, *spatial) logits: argmax of the softmax, or in region mode each region whose
-    sigmoid exceeds 0.5 painted with its label, in ``regions_class_order`` (later regions overwrite)."""
-    logits = _as_numpy(logits)
+def _scores_to_segmentation(scores, plans: Plans, region_threshold: float) -> np.ndarray:
+    """Argmax of (K, *spatial) scores, or in region mode each region whose score exceeds ``region_threshold``
+    painted with its label, in ``regions_class_order`` (later regions overwrite)."""
+    scores = _as_numpy(scores)
     if not has_regions(plans):
-        return np.argmax(logits, axis=0).astype(_label_dtype(plans))  # softmax keeps the order of the logits
-    segmentation = np.zeros(logits.shape[1:], dtype=_label_dtype(plans))
-    for channel, label in zip(logits, plans.regions_class_order):
-        segmentation[channel > 0] = label  # sigmoid(x) > 0.5 <=> x > 0
+        return np.argmax(scores, axis=0).astype(_label_dtype(plans))
+    segmentation = np.zeros(scores.shape[1:], dtype=_label_dtype(plans))
+    for channel, label in zip(scores, plans.regions_class_order):
+        segmentation[channel > region_threshold] = label
     return segmentation
+
+
+def logits_to_segmentation(logits, plans: Plans) -> np.ndarray:
+    """Label map of (K, *spatial) logits: argmax of the softmax (which keeps the order of the logits), or in
+    region mode each region whose sigmoid exceeds 0.5 (logit > 0) painted in ``regions_class_order``."""
+    return _scores_to_segmentation(logits, plans, region_threshold=0.0)
+
+
+def probabilities_to_segmentation(probabilities, plans: Plans) -> np.ndarray:
+    """Label map of (K, *spatial) probabilities: argmax, or in region mode each region whose probability
+    exceeds 0.5 painted in ``regions_class_order`` (later regions overwrite)."""
+    return _scores_to_segmentation(probabilities, plans, region_threshold=0.5)
 
 
 def _check_shape(array: np.ndarray, properties: dict) -> None:
@@ -153,13 +166,14 @@ def _case_stem(output_file: Path) -> str:
 
 
 def export_prediction(logits, properties: dict, plans: Plans, configuration: ConfigurationPlan, output_file: Path,
-                      save_probabilities: bool = False) -> Path:
+                      save_probabilities: bool = False, postprocessing: dict | None = None) -> Path:
     """Write the label map of (K, *shape_after_resampling) logits to ``output_file`` (uint8, the raw
     image's geometry) and return its path.
 
     With ``save_probabilities`` also ``<case>.npz`` (key ``probabilities``: float16, (K, *raw shape) in raw
     array order) and ``<case>.json`` (the properties) are written next to it, where ``<case>`` is the file
     name without its ending (``.nii.gz`` or the last suffix). Every file is written atomically.
+    ``postprocessing`` (a decision of boxunet.postprocessing) is applied to the label map only.
     """
     logits = _as_numpy(logits)
     _check_shape(logits, properties)
@@ -176,10 +190,9 @@ def export_prediction(logits, properties: dict, plans: Plans, configuration: Con
     if save_probabilities:
         probabilities = _probabilities(logits, shift, properties, plans, configuration, order)
         del shift
-        stem = output_file.parent / _case_stem(output_file)
-        with atomic_path(stem.with_name(stem.name + ".npz")) as temporary, open(temporary, "wb") as file:
-            np.savez_compressed(file, probabilities=probabilities)
+        write_probabilities(probabilities, properties, output_file.parent / _case_stem(output_file))
         del probabilities
-        write_json(properties, stem.with_name(stem.name + ".json"))
+    if postprocessing:
+        segmentation = apply_postprocessing(segmentation, postprocessing)
     write_image(segmentation, Geometry.from_json(properties["geometry"]), output_file)
     return output_file

@@ -5,8 +5,11 @@ Windows overlap by ``1 - step_size`` of the patch; each window's logits are weig
 2D patch on 3D data every slice along axis 0 is predicted as a 2D image. Mirroring averages the logits
 of every combination of flips over ``mirror_axes`` (the input is flipped, the output flipped back).
 
-Logits and weights are accumulated in float32, on the device when it is CUDA (falling back to the CPU
-when the device runs out of memory), otherwise on the CPU.
+The Gaussian is a product of one profile per axis and the windows form a grid, so the summed weight at
+a voxel is the product of per-axis sums: it is never stored as a volume. Logits are accumulated in
+float32, on the device when it is CUDA (falling back to the CPU when the device runs out of memory),
+otherwise on the CPU. Several networks (the folds of a model) are averaged window by window.
+The forward passes run under ``precision`` (see ``boxunet.inference.precision``).
 """
 import functools
 import itertools
@@ -16,17 +19,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from boxunet.inference.precision import autocast
+
 CPU = torch.device("cpu")
 
 
+def gaussian_profiles(patch_size, sigma_scale: float = 1 / 8) -> list[np.ndarray]:
+    """Per-axis Gaussian profiles (float64, peak 1 at index ``size // 2``, sigma ``size * sigma_scale``).
+    At the patch border a profile is exp(-8) (sigma 1/8 of the patch), never 0."""
+    return [np.exp(-0.5 * ((np.arange(size) - size // 2) / (size * sigma_scale)) ** 2) for size in patch_size]
+
+
 def gaussian_importance_map(patch_size, sigma_scale: float = 1 / 8, value_scaling: float = 10) -> torch.Tensor:
-    """Separable Gaussian over the patch: sigma ``patch * sigma_scale`` per axis, peak ``value_scaling``
-    at index ``patch // 2``; zeros (underflow) are replaced by the smallest nonzero value. float32."""
-    profiles = [np.exp(-0.5 * ((np.arange(size) - size // 2) / (size * sigma_scale)) ** 2) for size in patch_size]
-    weights = functools.reduce(np.multiply.outer, profiles)
-    weights = (weights / weights.max() * value_scaling).astype(np.float32)
-    weights[weights == 0] = weights[weights > 0].min()
-    return torch.from_numpy(weights)
+    """Separable Gaussian over the patch: the outer product of ``gaussian_profiles`` times
+    ``value_scaling`` (the peak, at index ``patch // 2``). float32."""
+    weights = functools.reduce(np.multiply.outer, gaussian_profiles(patch_size, sigma_scale)) * value_scaling
+    return torch.from_numpy(weights.astype(np.float32))
 
 
 def sliding_window_steps(image_size, patch_size, step_size: float = 0.5) -> list[list[int]]:
@@ -42,16 +50,18 @@ def sliding_window_steps(image_size, patch_size, step_size: float = 0.5) -> list
     return steps
 
 
-def predict_sliding_window(network: torch.nn.Module, data: torch.Tensor, patch_size, num_outputs: int,
-                           step_size: float = 0.5, use_gaussian: bool = True, mirror_axes: tuple = (),
-                           device: torch.device = CPU, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+def predict_sliding_window(networks, data: torch.Tensor, patch_size, num_outputs: int, step_size: float = 0.5,
+                           use_gaussian: bool = True, mirror_axes: tuple = (), device: torch.device = CPU,
+                           batch_size: int = 1, precision: str = "fp32", progress: bool = False) -> torch.Tensor:
     """Logits (num_outputs, *spatial), float32 on the CPU, for ``data`` (C, *spatial).
 
+    ``networks`` is one module or a list of modules whose logits are averaged (the folds of a model).
     ``patch_size`` has one entry per spatial axis, or one fewer (2D patches on 3D data: every slice along
     axis 0 is predicted on its own). ``mirror_axes`` index the patch axes. An image smaller than the patch
-    is padded with zeros and the result cropped back. The network runs in eval mode without gradients
-    (its training mode is restored afterwards); of a list of outputs (deep supervision) the first is used.
+    is padded with zeros and the result cropped back. The networks run in eval mode without gradients
+    (their training mode is restored afterwards); of a list of outputs (deep supervision) the first is used.
     """
+    networks = list(networks) if isinstance(networks, (list, tuple)) else [networks]
     patch_size = tuple(int(p) for p in patch_size)
     spatial_dims = data.ndim - 1
     if len(patch_size) not in (spatial_dims, spatial_dims - 1):
@@ -60,11 +70,12 @@ def predict_sliding_window(network: torch.nn.Module, data: torch.Tensor, patch_s
         raise ValueError(f"mirror axes {list(mirror_axes)} must index the {len(patch_size)} patch axes")
     window = (1,) * (spatial_dims - len(patch_size)) + patch_size
     padded, crop = _pad_to(data.float(), window)
-    arguments = dict(network=network, data=padded, patch_size=patch_size, window=window, num_outputs=num_outputs,
+    arguments = dict(networks=networks, data=padded, patch_size=patch_size, window=window, num_outputs=num_outputs,
                      step_size=step_size, use_gaussian=use_gaussian, mirror_axes=tuple(mirror_axes),
-                     device=device, batch_size=batch_size, progress=progress)
-    was_training = network.training
-    network.eval()
+                     device=device, batch_size=batch_size, precision=precision, progress=progress)
+    was_training = [network.training for network in networks]
+    for network in networks:
+        network.eval()
     try:
         with torch.inference_mode():
             if device.type != "cuda":
@@ -76,8 +87,9 @@ def predict_sliding_window(network: torch.nn.Module, data: torch.Tensor, patch_s
                     torch.cuda.empty_cache()
                     logits = _accumulate(accumulate_on=CPU, **arguments)
     finally:
-        network.train(was_training)
-    return logits[(slice(None),) + crop].contiguous()
+        for network, training in zip(networks, was_training):
+            network.train(training)
+    return logits[(slice(None),) + crop].contiguous() if any(c != slice(None) for c in crop) else logits
 
 
 def _pad_to(data: torch.Tensor, window) -> tuple[torch.Tensor, tuple[slice, ...]]:
@@ -93,44 +105,61 @@ def _pad_to(data: torch.Tensor, window) -> tuple[torch.Tensor, tuple[slice, ...]
     return F.pad(data, pad), crop
 
 
-def _windows(shape, window, patch_size, step_size: float) -> list[tuple[slice, ...]]:
-    """Spatial slices of every window; axes where the window is 1 (slices of 2D patches) take every index."""
+def _window_starts(shape, window, patch_size, step_size: float) -> list[list[int]]:
+    """Start positions per spatial axis; axes where the window is 1 (slices of 2D patches) take every index."""
     leading = [list(range(size)) for size in shape[:len(window) - len(patch_size)]]
-    starts = leading + sliding_window_steps(shape[len(leading):], patch_size, step_size)
-    return [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in itertools.product(*starts)]
+    return leading + sliding_window_steps(shape[len(leading):], patch_size, step_size)
 
 
-def _accumulate(network, data, patch_size, window, num_outputs, step_size, use_gaussian, mirror_axes, device,
-                batch_size, progress, accumulate_on) -> torch.Tensor:
+def _summed_weight_per_axis(shape, window, starts, use_gaussian: bool) -> list[torch.Tensor]:
+    """For each axis, the sum over window starts of the weight profile: their outer product is the total
+    weight every voxel received (the weights and the window grid are both separable)."""
+    profiles = gaussian_profiles(window) if use_gaussian else [np.ones(w) for w in window]
+    sums = []
+    for size, profile, axis_starts in zip(shape, profiles, starts):
+        total = np.zeros(size)
+        for start in axis_starts:
+            total[start:start + len(profile)] += profile
+        sums.append(torch.from_numpy(total.astype(np.float32)))
+    return sums
+
+
+def _accumulate(networks, data, patch_size, window, num_outputs, step_size, use_gaussian, mirror_axes, device,
+                batch_size, precision, progress, accumulate_on) -> torch.Tensor:
     data = data.to(accumulate_on)
-    weights = gaussian_importance_map(patch_size) if use_gaussian else torch.ones(patch_size)
-    weights = weights.reshape(window).to(accumulate_on)
+    # the peak value cancels in the normalization; 1 keeps the float32 sums small
+    weights = gaussian_importance_map(window, value_scaling=1.0) if use_gaussian else torch.ones(window)
+    weights = weights.to(accumulate_on)
     logits = torch.zeros((num_outputs,) + tuple(data.shape[1:]), dtype=torch.float32, device=accumulate_on)
-    total_weight = torch.zeros(data.shape[1:], dtype=torch.float32, device=accumulate_on)
     squeeze = len(window) != len(patch_size)
-    windows = _windows(data.shape[1:], window, patch_size, step_size)
-    for start in tqdm(range(0, len(windows), batch_size), disable=not progress, desc="sliding window"):
-        batch_windows = windows[start:start + batch_size]
+    starts = _window_starts(data.shape[1:], window, patch_size, step_size)
+    windows = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in itertools.product(*starts)]
+    for first in tqdm(range(0, len(windows), batch_size), disable=not progress, desc="sliding window"):
+        batch_windows = windows[first:first + batch_size]
         batch = torch.stack([data[(slice(None),) + w] for w in batch_windows]).to(device)
         if squeeze:
             batch = batch.squeeze(2)
-        output = _mirrored_forward(network, batch, mirror_axes, device)
+        output = sum(_mirrored_forward(network, batch, mirror_axes, device, precision) for network in networks)
         expected = (len(batch_windows), num_outputs) + patch_size
         if tuple(output.shape) != expected:
             raise ValueError(f"network output {list(output.shape)} should be {list(expected)} (batch, outputs, *patch)")
         output = output.to(accumulate_on).reshape((len(batch_windows), num_outputs) + window)
+        output *= weights / len(networks)
         for w, patch_logits in zip(batch_windows, output):
-            logits[(slice(None),) + w] += patch_logits * weights
-            total_weight[w] += weights
-    logits /= total_weight
+            logits[(slice(None),) + w] += patch_logits
+    for axis, total in enumerate(_summed_weight_per_axis(data.shape[1:], window, starts, use_gaussian)):
+        shape = [1] * logits.ndim
+        shape[axis + 1] = -1
+        logits /= total.to(accumulate_on).reshape(shape)
     return logits.to(CPU)
 
 
-def _mirrored_forward(network, batch: torch.Tensor, mirror_axes: tuple, device: torch.device) -> torch.Tensor:
+def _mirrored_forward(network, batch: torch.Tensor, mirror_axes: tuple, device: torch.device,
+                      precision: str) -> torch.Tensor:
     """Float32 logits of ``batch`` averaged over every subset of flipped ``mirror_axes``."""
     subsets = [combo for count in range(len(mirror_axes) + 1) for combo in itertools.combinations(mirror_axes, count)]
     total = None
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         for axes in subsets:
             dims = [axis + 2 for axis in axes]
             output = network(torch.flip(batch, dims) if dims else batch)

@@ -128,6 +128,16 @@ def _configuration_from_json(data: dict) -> ConfigurationPlan:
     return ConfigurationPlan(**values)
 
 
+def regions_of(labels: dict) -> list[int | tuple[int, ...]]:
+    """The foreground regions of a ``labels`` mapping (dataset.json or plans) in which a region is a list or
+    tuple of label values, in order; empty when no label is a region. A plain label stays an int, so
+    summaries key it "2" (as nnU-Net) rather than "(2,)"."""
+    if not any(isinstance(value, (list, tuple)) for value in labels.values()):
+        return []
+    return [tuple(value) if isinstance(value, (list, tuple)) else value
+            for value in labels.values() if value not in (0, [0], (0,))]
+
+
 def save_plans(plans: Plans, path: Path) -> None:
     """Write plans as indented JSON, atomically."""
     write_json(plans.to_json(), path)

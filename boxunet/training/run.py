@@ -7,6 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from boxunet.errors import BoxunetError
+from boxunet.inference.model import write_model_files
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
 from boxunet.paths import preprocessed_root, raw_root, results_root
@@ -66,7 +67,8 @@ def _preprocessed_case_ids(folder: Path, dataset: str, configuration: str) -> li
     return ids
 
 
-def _check_device(device: str, num_gpus: int) -> None:
+def check_device(device: str, num_gpus: int = 1) -> None:
+    """A clear error when ``device`` (cpu, cuda, mps) cannot run ``num_gpus`` processes here."""
     if device not in ("cpu", "cuda", "mps"):
         raise BoxunetError(f"-device {device!r}: choose cpu, cuda or mps")
     if device == "cuda" and torch.cuda.device_count() < num_gpus:
@@ -85,7 +87,7 @@ def prepare(request: TrainingRequest) -> dict:
     configuration = plans.configuration(request.configuration)
     trainer_class = get_trainer(request.trainer)
     fold = _parse_fold(str(request.fold))
-    _check_device(request.device, request.num_gpus)
+    check_device(request.device, request.num_gpus)
     case_ids = _preprocessed_case_ids(folder / configuration.data_identifier, request.dataset, request.configuration)
     raw_folder = raw_root() / folder.name
     splits = load_or_create_splits(folder, case_ids, raw_folder if raw_folder.is_dir() else None)
@@ -101,6 +103,8 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
     if group.device.type == "cpu":
         torch.set_num_threads(max(1, default_num_processes() // group.world_size))
     setup["output"].mkdir(parents=True, exist_ok=True)
+    if group.is_main:
+        write_model_files(setup["output"].parent, setup["plans"], setup["folder"] / "dataset.json")
     resume_from, saved_options = resume_checkpoint(setup["output"]) if request.continue_training else (None, None)
     options = resumed_options(request, saved_options) if resume_from else request.options
     trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],

@@ -20,10 +20,12 @@ from tqdm import tqdm
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.export import export_prediction
+from boxunet.inference.model import write_model_files
+from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.nets.unet import build_network, deep_supervision_scales
-from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.planning.plans import ConfigurationPlan, Plans, regions_of
 from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
@@ -71,7 +73,7 @@ class Trainer:
         self.train_cases, self.val_cases = train_cases, val_cases
         self.options, self.group, self.device = options, group, group.device
         self.dataset_json = read_json(self.preprocessed_folder / "dataset.json")
-        self.regions = self._regions()
+        self.regions = regions_of(plans.labels)
         self.num_outputs = len(self.regions) if self.regions else len(plans.label_values)
         self.class_names = self._class_names()
         self.mirror_axes = tuple(augmentation_parameters(configuration.patch_size)["mirror_axes"])
@@ -80,7 +82,7 @@ class Trainer:
         self.current_epoch = 0
         self.log = LogFile(self.output_folder / "training_log.txt", echo=options.progress_bar) if group.is_main else None
         torch.manual_seed(options.seed)
-        self.network = self.build_network().to(self.device)
+        self.network = self.build_network(plans, configuration, self.num_outputs).to(self.device)
         self.optimizer = self.build_optimizer()
         self.loss = self.build_loss()
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
@@ -88,10 +90,11 @@ class Trainer:
         self._iterators = None
 
     # ---------------------------------------------------------------- hooks that subclasses may change
-    def build_network(self) -> nn.Module:
-        """The U-Net from the plans with deep supervision."""
-        channels = self.plans.num_input_channels
-        return build_network(self.configuration.architecture, channels, self.num_outputs, deep_supervision=True)
+    @classmethod
+    def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
+        """The U-Net from the plans with deep supervision. A classmethod: prediction rebuilds the network
+        of a checkpoint through it without a trainer instance."""
+        return build_network(configuration.architecture, plans.num_input_channels, num_outputs, deep_supervision=True)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD with Nesterov momentum (nnU-Net's defaults)."""
@@ -121,13 +124,6 @@ class Trainer:
     @property
     def deep_supervision_scales(self) -> list:
         return deep_supervision_scales(self.configuration.architecture)
-
-    def _regions(self) -> list[tuple[int, ...]]:
-        labels = self.plans.labels
-        if not any(isinstance(v, list) for v in labels.values()):
-            return []
-        # a single label stays an int, so summaries key it "2" (as nnU-Net) rather than "(2,)"
-        return [tuple(v) if isinstance(v, list) else v for v in labels.values() if v not in (0, [0])]
 
     def _class_names(self) -> list[str]:
         if self.regions:
@@ -342,15 +338,18 @@ class Trainer:
         """Predict the held-out cases at their original geometry and write ``validation/summary.json``."""
         folder = self.output_folder / "validation"
         folder.mkdir(parents=True, exist_ok=True)
+        if self.group.is_main:
+            write_model_files(folder, self.plans, self.preprocessed_folder / "dataset.json")
         cases = PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, self.val_cases)
         ending = self.dataset_json["file_ending"]
         self.network.eval()
+        precision = resolve_precision(self.device)
         own_cases = self.val_cases[self.group.rank::self.group.world_size]
         for case_id in tqdm(own_cases, desc="validation", disable=not (self.options.progress_bar and self.group.is_main)):
             data, _, properties = cases.load(case_id)
             logits = predict_sliding_window(self.network, torch.from_numpy(np.asarray(data[:])),
                                             self.configuration.patch_size, self.num_outputs,
-                                            mirror_axes=self.mirror_axes, device=self.device)
+                                            mirror_axes=self.mirror_axes, device=self.device, precision=precision)
             export_prediction(logits, properties, self.plans, self.configuration, folder / f"{case_id}{ending}",
                               save_probabilities=self.options.save_probabilities)
         barrier(self.group)
@@ -358,7 +357,8 @@ class Trainer:
             return None
         labels = self.regions or self.plans.label_values
         summary = evaluate_folders(self.preprocessed_folder / "gt_segmentations", folder, labels, ending,
-                                   output_file=folder / "summary.json", case_ids=self.val_cases)
+                                   output_file=folder / "summary.json", case_ids=self.val_cases,
+                                   label_names=self.plans.labels)
         self.log(f"validation: mean foreground Dice {summary['foreground_mean']['Dice']:.4f} "
                  f"({json.dumps({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})})")
         return summary

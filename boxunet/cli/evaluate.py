@@ -1,0 +1,92 @@
+"""``boxunet_evaluate``: compare a folder of predictions with a folder of reference segmentations."""
+import argparse
+import math
+from pathlib import Path
+
+from boxunet.cli.common import run_cli
+from boxunet.errors import BoxunetError
+from boxunet.evaluation.metrics import evaluate_folders, metric_key
+from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.parallel import default_num_processes
+from boxunet.paths import preprocessed_root, raw_root
+from boxunet.planning.plans import regions_of
+
+DEFAULT_FILE_ENDING = ".nii.gz"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="boxunet_evaluate",
+        description="Compute Dice, IoU, HD95, ASSD and volume difference per case and label (or region) and "
+                    "write an nnU-Net-style summary.json.")
+    parser.add_argument("reference_folder", type=Path, help="folder with the reference segmentations")
+    parser.add_argument("prediction_folder", type=Path, help="folder with predictions of the same file names")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-d", "--dataset",
+                        help="dataset id or folder name; its dataset.json gives labels or regions, file ending and "
+                             "label names (raw root, else preprocessed root)")
+    source.add_argument("-l", "--labels", type=int, nargs="+", help="label values to evaluate, e.g. -l 1 2")
+    parser.add_argument("-o", "--output", type=Path, help="summary file (default: PREDICTION_FOLDER/summary.json)")
+    parser.add_argument("-f", "--file-ending",
+                        help=f"file ending of the segmentations (default: the dataset's, or {DEFAULT_FILE_ENDING})")
+    parser.add_argument("-np", "--num-processes", type=int, default=min(8, default_num_processes()),
+                        help="worker processes (default: %(default)s)")
+    parser.add_argument("--no-surface", action="store_true", help="skip HD95 and ASSD (much faster)")
+    return parser
+
+
+def dataset_description(dataset: str) -> DatasetDescription:
+    """The dataset.json of ``dataset`` from the raw root, or from the preprocessed root if not in the raw one."""
+    try:
+        folder = find_dataset_folder(dataset, raw_root())
+    except BoxunetError as raw_error:
+        try:
+            folder = find_dataset_folder(dataset, preprocessed_root())
+        except BoxunetError:
+            raise BoxunetError(f"{raw_error} (nor in the preprocessed root {preprocessed_root()})") from None
+    return load_dataset_json(folder)
+
+
+def format_summary(summary: dict, names: dict[str, str]) -> str:
+    """A compact table of the mean Dice and HD95 per label or region, the foreground mean and the KiTS composite."""
+    def number(value) -> str:
+        return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    rows = [(f"{key} {names[key]}" if key in names else key, metrics) for key, metrics in summary["mean"].items()]
+    rows.append(("foreground mean", summary["foreground_mean"]))
+    width = max(len(label) for label, _ in rows + [("KiTS composite", None)])
+    lines = [f"{'label':<{width}}  {'Dice':>8}  {'HD95 mm':>8}"]
+    lines += [f"{label:<{width}}  {number(m.get('Dice')):>8}  {number(m.get('HD95')):>8}" for label, m in rows]
+    if "kits_composite" in summary:
+        lines.append(f"{'KiTS composite':<{width}}  {number(summary['kits_composite']['mean']):>8}")
+    return "\n".join(lines)
+
+
+def evaluate(arguments: argparse.Namespace) -> tuple[dict, dict[str, str], Path]:
+    """Run the evaluation the parsed command line asks for; return the summary, label names and summary file."""
+    label_names, file_ending = None, DEFAULT_FILE_ENDING
+    labels = arguments.labels
+    if arguments.dataset is not None:
+        description = dataset_description(arguments.dataset)
+        label_names, file_ending = description.labels, description.file_ending
+        # the trainer's choice: every foreground region, or every label value (background included)
+        labels = regions_of(description.labels) or description.label_values
+    output = arguments.output or arguments.prediction_folder / "summary.json"
+    summary = evaluate_folders(arguments.reference_folder, arguments.prediction_folder, labels,
+                               arguments.file_ending or file_ending, output,
+                               num_processes=max(1, arguments.num_processes),
+                               surface_metrics=not arguments.no_surface, label_names=label_names)
+    names = {metric_key(value): name for name, value in (label_names or {}).items()}
+    return summary, names, output
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = build_parser().parse_args(argv)
+    summary, names, output = run_cli(evaluate, arguments)
+    print(format_summary(summary, names))
+    print(f"summary: {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""``boxunet_predict -i IN -o OUT -d DATASET -c CONFIGURATION``: label maps for a folder of new images."""
+import argparse
+
+import torch
+
+from boxunet.cli.common import run_cli
+from boxunet.errors import BoxunetError
+from boxunet.inference.model import find_model_folder, load_trained_model
+from boxunet.inference.precision import PRECISIONS
+from boxunet.inference.predictor import PredictionSettings, predict_folder
+from boxunet.parallel import default_num_processes
+from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.training.run import check_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boxunet_predict", description=__doc__)
+    parser.add_argument("-i", "--input", required=True, help="folder of <case>_<XXXX><ending> images")
+    parser.add_argument("-o", "--output", required=True, help="folder for <case><ending> label maps (created)")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id (1 -> Dataset001_*) or folder name")
+    parser.add_argument("-c", "--configuration", required=True, help="e.g. 3d_fullres, 2d, 3d_lowres")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to ensemble (default: every fold of the model that has the checkpoint)")
+    parser.add_argument("-tr", "--trainer", default="Trainer", help="default: %(default)s")
+    parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="default: %(default)s")
+    parser.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="default: %(default)s")
+    parser.add_argument("--step-size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch (default: %(default)s)")
+    parser.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster in 3D)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write <case>.npz probabilities and <case>.json (needed by boxunet_ensemble)")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="do not apply the postprocessing chosen by boxunet_find_best_configuration")
+    parser.add_argument("-device", "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        choices=["cpu", "cuda", "mps"], help="default: %(default)s")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="forward-pass precision; auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, "
+                             "else fp32 (default: %(default)s)")
+    parser.add_argument("-np", "--num-processes", type=int, default=max(1, min(3, default_num_processes() // 2)),
+                        help="background processes for preprocessing and for export, each (0: everything in "
+                             "the main process; default: %(default)s)")
+    parser.add_argument("--continue", dest="continue_prediction", action="store_true",
+                        help="skip cases whose output already exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def predict(arguments: argparse.Namespace) -> dict:
+    """Resolve the model and predict the folder (every check runs before the first case)."""
+    check_device(arguments.device)
+    if not 0 < arguments.step_size <= 1:
+        raise BoxunetError(f"--step-size {arguments.step_size}: give a fraction of the patch in (0, 1]")
+    device = torch.device("cuda", 0) if arguments.device == "cuda" else torch.device(arguments.device)
+    if device.type == "cpu":
+        torch.set_num_threads(default_num_processes())
+    folder = find_model_folder(arguments.dataset, arguments.configuration, arguments.trainer, arguments.plans)
+    model = load_trained_model(folder, arguments.folds, arguments.checkpoint, device)
+    settings = PredictionSettings(step_size=arguments.step_size, mirroring=not arguments.disable_tta,
+                                  precision=arguments.precision, save_probabilities=arguments.save_probabilities,
+                                  postprocessing=not arguments.no_postprocessing, workers=arguments.num_processes,
+                                  continue_prediction=arguments.continue_prediction, progress=not arguments.quiet)
+    if not arguments.quiet:
+        print(f"model {folder}, folds {' '.join(model.folds)}")
+    return predict_folder(model, arguments.input, arguments.output, settings, device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = build_parser().parse_args(argv)
+    report = run_cli(predict, arguments, interrupted_hint="rerun with --continue to skip the finished cases")
+    if not arguments.quiet:
+        print(f"{len(report['predicted'])} case(s) predicted, {len(report['skipped'])} skipped; "
+              f"label maps in {arguments.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Pick the best configuration or pair of configurations from cross-validation (``boxunet_find_best_configuration``).
+
+For every requested model (trainer x configuration) the folds' validations are merged and evaluated;
+every pair of models is ensembled from the saved validation probabilities and evaluated; the best
+foreground-mean Dice wins. Postprocessing is decided for every model and for the winner (so
+``boxunet_predict`` applies a model's own decision automatically), and the instructions to predict
+new data with the winner are written to ``inference_instructions.txt`` and ``inference_information.json``.
+"""
+import itertools
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boxunet.errors import BoxunetError
+from boxunet.evaluation.crossval import (CrossValidation, crossval_folder_name, evaluated_items,
+                                         merge_cross_validation, missing_validations)
+from boxunet.evaluation.metrics import evaluate_folders
+from boxunet.inference.ensemble import ensemble_folders
+from boxunet.inference.model import parse_model_folder_name, read_model_files
+from boxunet.io.atomic import write_json
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.paths import preprocessed_root, results_root
+from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
+
+DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+INSTRUCTIONS_FILE = "inference_instructions.txt"
+INFORMATION_FILE = "inference_information.json"
+
+
+@dataclass
+class SelectionRequest:
+    """What to compare."""
+
+    dataset: str
+    configurations: list[str] = field(default_factory=lambda: list(DEFAULT_CONFIGURATIONS))
+    configurations_given: bool = False
+    trainers: list[str] = field(default_factory=lambda: ["Trainer"])
+    plans_name: str = "boxunetPlans"
+    folds: list[str] = field(default_factory=lambda: ["0", "1", "2", "3", "4"])
+    ensembling: bool = True
+    num_processes: int = 1
+
+
+def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple[list[Path], list[str]]:
+    """The model folders to compare and the (default) configurations that were never trained.
+
+    A configuration named with ``-c`` must exist; of the default list, untrained ones are reported and left
+    out. Any model with unfinished folds is an error naming the folds."""
+    models, untrained, problems = [], [], []
+    for trainer, configuration in itertools.product(request.trainers, request.configurations):
+        folder = dataset_results / f"{trainer}__{request.plans_name}__{configuration}"
+        if not folder.is_dir():
+            if request.configurations_given:
+                problems.append(f"{folder.name}: not trained (no folder {folder})")
+            else:
+                untrained.append(folder.name)
+            continue
+        missing = missing_validations(folder, request.folds)
+        if missing:
+            problems.append(f"{folder.name}: fold(s) {', '.join(missing)} not finished (no validation/summary.json)")
+            continue
+        models.append(folder)
+    if problems:
+        raise BoxunetError("cannot compare the models:\n" + "\n".join(f"  - {p}" for p in problems)
+                           + "\ntrain the missing folds (boxunet_train ... --npz) or choose models with -c/-tr/-f")
+    if not models:
+        raise BoxunetError(f"no trained model in {dataset_results} for configurations {request.configurations} "
+                           f"and trainers {request.trainers}")
+    return models, untrained
+
+
+def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation, ensembles_folder: Path,
+                                folds: list[str], reference_folder: Path, num_processes: int) -> CrossValidation:
+    for member in (first, second):
+        if not member.has_probabilities:
+            raise BoxunetError(f"model {member.name} has no validation probabilities for ensembling; rerun its "
+                               "validation with --npz (boxunet_train D C FOLD --val-only --npz) or use "
+                               "--disable-ensembling")
+    output = ensembles_folder / f"ensemble___{first.name}___{second.name}___{crossval_folder_name(folds)}"
+    shutil.rmtree(output, ignore_errors=True)
+    cases = ensemble_folders([first.folder, second.folder], output, num_processes=num_processes)
+    plans, dataset_json = read_model_files(output, "ensemble folder")
+    summary = evaluate_folders(reference_folder, output, evaluated_items(plans), dataset_json["file_ending"],
+                               output_file=output / "summary.json", num_processes=num_processes, case_ids=cases,
+                               label_names=plans.labels)
+    return CrossValidation(output, output, summary, True, cases)
+
+
+def _decide_postprocessing(result: CrossValidation, reference_folder: Path, num_processes: int) -> dict:
+    plans, dataset_json = read_model_files(result.folder, "cross-validation folder")
+    decision = determine_postprocessing(reference_folder, result.folder, evaluated_items(plans),
+                                        dataset_json["file_ending"], result.folder, num_processes=num_processes,
+                                        case_ids=result.case_ids)
+    return decision
+
+
+def _predict_command(model_folder: Path, dataset: str, folds: list[str], output: str, extra: str = "") -> str:
+    trainer, plans_name, configuration = parse_model_folder_name(model_folder)
+    return (f"boxunet_predict -i INPUT_FOLDER -o {output} -d {dataset} -c {configuration} -tr {trainer} "
+            f"-p {plans_name} -f {' '.join(folds)}{extra}")
+
+
+def _instructions(best: CrossValidation, members: list[Path], dataset: str, folds: list[str],
+                  decision: dict) -> list[str]:
+    """The commands that predict new images like the winner did on cross-validation."""
+    if len(members) == 1:
+        return [_predict_command(members[0], dataset, folds, "OUTPUT_FOLDER")
+                + ("   # applies the postprocessing in the model folder" if decision["steps"] else "")]
+    commands = [_predict_command(member, dataset, folds, f"OUTPUT_FOLDER_MODEL_{index + 1}",
+                                 " --save-probabilities --no-postprocessing") for index, member in enumerate(members)]
+    commands.append(f"boxunet_ensemble -i {' '.join(f'OUTPUT_FOLDER_MODEL_{i + 1}' for i in range(len(members)))} "
+                    "-o OUTPUT_FOLDER_ENSEMBLE")
+    if decision["steps"]:
+        commands.append(f"boxunet_apply_postprocessing -i OUTPUT_FOLDER_ENSEMBLE -o OUTPUT_FOLDER "
+                        f"-pp {best.folder / POSTPROCESSING_FILE_NAME}")
+    return commands
+
+
+def find_best_configuration(request: SelectionRequest, log=print) -> dict:
+    """Compare the models and ensembles of ``request``; write and return the inference information."""
+    dataset_results = find_dataset_folder(request.dataset, results_root())
+    reference_folder = preprocessed_root() / dataset_results.name / "gt_segmentations"
+    if not reference_folder.is_dir():
+        raise BoxunetError(f"no reference segmentations in {reference_folder}; run boxunet_plan_and_preprocess "
+                           f"-d {request.dataset} first")
+    models, untrained = _candidate_models(request, dataset_results)
+    if untrained:
+        log(f"not trained, left out: {', '.join(untrained)}")
+    results = {}
+    for model in models:
+        result = merge_cross_validation(model, request.folds, reference_folder, request.num_processes)
+        results[result.name] = (result, [model])
+        log(f"{result.name}: foreground mean Dice {result.dice:.4f}")
+    if request.ensembling and len(models) > 1:
+        ensembles_folder = dataset_results / "ensembles"
+        singles = [results[m.name][0] for m in models]
+        for first, second in itertools.combinations(singles, 2):
+            result = _ensemble_cross_validations(first, second, ensembles_folder, request.folds, reference_folder,
+                                                 request.num_processes)
+            results[result.name] = (result, [first.model_folder, second.model_folder])
+            log(f"{result.name}: foreground mean Dice {result.dice:.4f}")
+    best_name = max(results, key=lambda name: results[name][0].dice)
+    best, members = results[best_name]
+    decisions = {}
+    for model in models:  # every model gets its own decision, which boxunet_predict applies
+        crossval = results[model.name][0]
+        decisions[model.name] = _decide_postprocessing(crossval, reference_folder, request.num_processes)
+        shutil.copyfile(crossval.folder / POSTPROCESSING_FILE_NAME, model / POSTPROCESSING_FILE_NAME)
+    decision = decisions.get(best_name) or _decide_postprocessing(best, reference_folder, request.num_processes)
+    information = {
+        "dataset": dataset_results.name, "folds": request.folds,
+        "candidates": {name: {"foreground_mean_dice": result.dice, "folder": str(result.folder),
+                              "members": [m.name for m in members]} for name, (result, members) in results.items()},
+        "not_trained": untrained,
+        "best": {"name": best_name, "members": [m.name for m in members], "foreground_mean_dice": best.dice,
+                 "postprocessing_file": str(best.folder / POSTPROCESSING_FILE_NAME),
+                 "postprocessing_steps": [step["name"] for step in decision["steps"]],
+                 "foreground_mean_dice_after_postprocessing": decision["dice_after"]},
+        "commands": _instructions(best, members, request.dataset, request.folds, decision),
+    }
+    write_json(information, dataset_results / INFORMATION_FILE)
+    (dataset_results / INSTRUCTIONS_FILE).write_text(_instructions_text(information))
+    return information
+
+
+def _instructions_text(information: dict) -> str:
+    best = information["best"]
+    lines = [f"Best: {best['name']} (foreground mean Dice {best['foreground_mean_dice']:.4f}, "
+             f"{best['foreground_mean_dice_after_postprocessing']:.4f} after postprocessing: "
+             f"{', '.join(best['postprocessing_steps']) or 'none'})", "", "Candidates:"]
+    for name, candidate in sorted(information["candidates"].items(), key=lambda item: -item[1]["foreground_mean_dice"]):
+        lines.append(f"  {candidate['foreground_mean_dice']:.4f}  {name}")
+    if information["not_trained"]:
+        lines.append(f"Not trained (left out): {', '.join(information['not_trained'])}")
+    lines += ["", "Predict new images (replace the upper-case folders):"] + [f"  {c}" for c in information["commands"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,187 @@
+"""Predict a folder of raw images with a trained model (``boxunet_predict``).
+
+Per case: read and preprocess exactly as in training, sliding-window prediction with every fold's
+network (logits averaged, mirroring TTA), export at the input's geometry (optionally with the
+cross-validated postprocessing and the probabilities). While the main process predicts one case,
+background processes preprocess the next ones and export the previous ones; at most ``workers + 1``
+cases wait in each queue, so memory stays bounded however many cases the folder holds.
+
+A case that fails (unreadable voxels, NaN, out of memory in a worker) is reported and the others go on;
+outputs are written atomically, so ``continue_prediction`` skips every case that was finished.
+"""
+import multiprocessing
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from boxunet.errors import BoxunetError, Problem
+from boxunet.inference.export import export_prediction
+from boxunet.inference.input_cases import check_output_folder, list_prediction_cases
+from boxunet.inference.model import DATASET_JSON, TrainedModel, write_model_files
+from boxunet.inference.precision import resolve_precision
+from boxunet.inference.sliding_window import predict_sliding_window
+from boxunet.io.atomic import write_json
+from boxunet.io.cases import CaseFiles
+from boxunet.io.dataset_json import parse_dataset_json
+from boxunet.io.images import read_channels
+from boxunet.io.verification import image_data_problems
+from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.postprocessing.apply import load_postprocessing
+from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME
+from boxunet.preprocessing.case import preprocess_case
+
+REPORT_FILE = "prediction_report.json"
+
+
+@dataclass
+class PredictionSettings:
+    """How to predict (everything except the model and the folders)."""
+
+    step_size: float = 0.5
+    mirroring: bool = True
+    precision: str = "auto"
+    save_probabilities: bool = False
+    postprocessing: bool = True
+    workers: int = 1
+    continue_prediction: bool = False
+    progress: bool = True
+
+
+def read_and_preprocess(case: CaseFiles, plans: Plans, configuration: ConfigurationPlan) -> tuple[np.ndarray, dict]:
+    """Read one raw case and preprocess it for ``configuration``: (C, *shape) float32 data and properties."""
+    data, geometry = read_channels(list(case.images))
+    problems = [p for path, channel in zip(case.images, data) for p in image_data_problems(case.case_id, path, channel)]
+    if problems:
+        raise BoxunetError("; ".join(str(p) for p in problems))
+    (_, preprocessed, _, properties), = preprocess_case(data, geometry, plans, [configuration], case_id=case.case_id)
+    return preprocessed.astype(np.float32, copy=False), properties
+
+
+def output_file(output_folder: Path, case_id: str, file_ending: str) -> Path:
+    return Path(output_folder) / f"{case_id}{file_ending}"
+
+
+def _finished(case_id: str, output_folder: Path, file_ending: str, save_probabilities: bool) -> bool:
+    done = output_file(output_folder, case_id, file_ending).is_file()
+    return done and (not save_probabilities or (Path(output_folder) / f"{case_id}.npz").is_file())
+
+
+def model_postprocessing(model: TrainedModel) -> dict | None:
+    """The postprocessing that cross-validation chose for this model, if any (``postprocessing.json``)."""
+    path = model.folder / POSTPROCESSING_FILE_NAME
+    return load_postprocessing(path) if path.is_file() else None
+
+
+class _Background:
+    """A pool of spawned worker processes, or this process when ``workers`` is 0 or there is one job."""
+
+    def __init__(self, workers: int, jobs: int):
+        self.pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                     if workers > 0 and jobs > 1 else None)
+
+    def submit(self, function, *args, **kwargs) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(function, *args, **kwargs)
+        future = Future()
+        try:
+            future.set_result(function(*args, **kwargs))
+        except Exception as error:  # reported per case by the caller
+            future.set_exception(error)
+        return future
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _failure(case: CaseFiles, error: BaseException) -> Problem:
+    message = str(error) if isinstance(error, BoxunetError) else f"{type(error).__name__}: {error}"
+    return Problem(case.case_id, str(case.images[0]), message.splitlines()[0] if message else type(error).__name__)
+
+
+def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSettings,
+                   device: torch.device) -> torch.Tensor:
+    """Fold-averaged sliding-window logits (K, *shape) of preprocessed ``data`` (C, *shape)."""
+    return predict_sliding_window(model.networks, torch.from_numpy(data), model.configuration.patch_size,
+                                  model.num_outputs, step_size=settings.step_size,
+                                  mirror_axes=model.mirror_axes if settings.mirroring else (), device=device,
+                                  precision=resolve_precision(device, settings.precision))
+
+
+def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path, settings: PredictionSettings,
+                   device: torch.device) -> dict:
+    """Predict every case of ``input_folder`` into ``output_folder``; return the report (also written to
+    ``prediction_report.json``). Raises a BoxunetError listing the failed cases after all others are written."""
+    description = parse_dataset_json(model.dataset_json, str(model.folder / DATASET_JSON))
+    cases = list_prediction_cases(input_folder, description)
+    check_output_folder(input_folder, output_folder)
+    ending = description.file_ending
+    todo = [c for c in cases if not (settings.continue_prediction
+                                     and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
+    write_model_files(output_folder, model.plans, model.folder / DATASET_JSON)
+    postprocessing = model_postprocessing(model) if settings.postprocessing else None
+    write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
+                "input_folder": str(input_folder), "settings": asdict(settings),
+                "precision": resolve_precision(device, settings.precision), "device": str(device),
+                "postprocessing": postprocessing}, Path(output_folder) / "prediction_settings.json")
+    failed, seconds = [], {}
+    preprocessing, exporting = _Background(settings.workers, len(todo)), _Background(settings.workers, len(todo))
+    try:
+        queued = deque()
+        waiting_exports: deque[tuple[CaseFiles, Future]] = deque()
+        upcoming = iter(todo)
+
+        def fill_queue():
+            while len(queued) < settings.workers + 1:
+                case = next(upcoming, None)
+                if case is None:
+                    return
+                queued.append((case, preprocessing.submit(read_and_preprocess, case, model.plans, model.configuration)))
+
+        fill_queue()
+        for _ in tqdm(range(len(todo)), desc="prediction", unit="case", disable=not settings.progress):
+            case, future = queued.popleft()
+            fill_queue()
+            start = time.perf_counter()
+            try:
+                data, properties = future.result()
+                logits = predict_logits(model, data, settings, device).numpy()
+                del data
+            except Exception as error:  # reported with its case; the other cases go on
+                failed.append(_failure(case, error))
+                continue
+            seconds[case.case_id] = round(time.perf_counter() - start, 2)
+            while len(waiting_exports) > settings.workers:
+                _collect(waiting_exports.popleft(), failed)
+            waiting_exports.append((case, exporting.submit(
+                export_prediction, logits, properties, model.plans, model.configuration,
+                output_file(output_folder, case.case_id, ending), settings.save_probabilities, postprocessing)))
+            del logits
+        while waiting_exports:
+            _collect(waiting_exports.popleft(), failed)
+    finally:
+        preprocessing.close()
+        exporting.close()
+    report = {"predicted": sorted(seconds), "skipped": sorted(c.case_id for c in cases if c not in todo),
+              "failed": [{"case": p.case, "file": p.file, "error": p.message} for p in failed],
+              "prediction_seconds": seconds}
+    write_json(report, Path(output_folder) / REPORT_FILE)
+    if failed:
+        lines = "\n".join(f"  - {p}" for p in failed)
+        raise BoxunetError(f"{len(failed)} of {len(todo)} case(s) failed (the others were written to {output_folder}; "
+                           f"rerun with --continue after fixing them):\n{lines}")
+    return report
+
+
+def _collect(waiting: tuple[CaseFiles, Future], failed: list[Problem]) -> None:
+    case, future = waiting
+    try:
+        future.result()
+    except Exception as error:  # a worker's failure belongs to its case; the others go on
+        failed.append(_failure(case, error))
