@@ -1,7 +1,7 @@
 """Write the synthetic KiTS-like demo dataset (boxunet's default dataset) as a raw dataset with boxes.
 
 Layout: ``imagesTr/<case>_0000<ending>``, ``labelsTr/<case><ending>`` (0 background, 1 kidney, 2 tumor,
-3 cyst), ``boxesTr/<case>.json`` (one box per connected tumor component), optional ``imagesTs/``, and
+3 cyst), ``boxesTr/<case>.json`` (one box per connected tumor component), optional ``imagesTs/`` with ``labelsTs/``, and
 ``dataset.json`` (written last). Case ``i`` (test cases continue the numbering) is made from seed ``seed + i``.
 """
 import argparse
@@ -37,7 +37,8 @@ def demo_dataset_json(num_training: int, file_ending: str, name: str, cysts: boo
 def _write_case(job: tuple) -> None:
     folder, case_id, seed, size_scale, file_ending, cysts, training = job
     image, label, geometry = generate_case(seed, size_scale, cysts)
-    if not training:
+    if not training:  # the test labels are references for boxunet_evaluate only
+        write_image(label, geometry, folder / "labelsTs" / f"{case_id}{file_ending}")
         write_image(image, geometry, folder / "imagesTs" / f"{case_id}_0000{file_ending}")
         return
     write_image(label, geometry, folder / "labelsTr" / f"{case_id}{file_ending}")
@@ -98,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"scale of the voxel counts, same physical extent ({MIN_SIZE_SCALE}-{MAX_SIZE_SCALE}, "
                              "default 1.0; 0.5 gives small cases for quick tests)")
     parser.add_argument("--file-ending", choices=FILE_ENDINGS, default=".nii.gz", help="image format (default .nii.gz)")
-    parser.add_argument("--num-test", type=int, default=0, help="extra unlabelled cases in imagesTs (default 0)")
+    parser.add_argument("--num-test", type=int, default=0, help="extra test cases in imagesTs, their labels in labelsTs (default 0)")
     parser.add_argument("--no-cysts", action="store_true", help="no cysts and no cyst label")
     parser.add_argument("-np", "--num-processes", type=positive_int, default=2, help="worker processes (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")

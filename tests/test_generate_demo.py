@@ -58,6 +58,7 @@ def test_layout_passes_verification(dataset):
     assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == [f"case_0000{i}.nii.gz" for i in range(3)]
     assert sorted(p.name for p in (dataset / "boxesTr").iterdir()) == [f"case_0000{i}.json" for i in range(3)]
     assert [p.name for p in (dataset / "imagesTs").iterdir()] == ["case_00003_0000.nii.gz"]
+    assert [p.name for p in (dataset / "labelsTs").iterdir()] == ["case_00003.nii.gz"]
     assert len(verify_headers(dataset, load_dataset_json(dataset))) == 3
 
 

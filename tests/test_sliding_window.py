@@ -1,5 +1,6 @@
 """Sliding-window inference: window positions, Gaussian weights, and equality with whole-image
 prediction for pointwise networks (for which the weighting cancels)."""
+import numpy as np
 import pytest
 import torch
 
@@ -85,4 +86,36 @@ def test_2d_patches_predict_every_slice_of_3d_data():
         expected = network(data[0][:, None]).transpose(0, 1)  # slices as a batch -> (2, 5, 12, 10)
     result = predict_sliding_window(network, data, (8, 8), 2, mirror_axes=(0, 1), batch_size=3)
     assert result.shape == (2, 5, 12, 10)
+    assert torch.allclose(result, expected, atol=1e-5)
+
+
+def test_separable_weight_sums_equal_the_explicit_sum_and_cover_every_voxel():
+    from boxunet.inference.sliding_window import _summed_weight_per_axis, _window_starts
+    shape, patch = (11, 23, 17), (4, 8, 6)
+    starts = _window_starts(shape, patch, patch, 0.5)
+    assert starts == [[0, 2, 4, 5, 7], [0, 4, 8, 11, 15], [0, 3, 6, 8, 11]]
+    explicit = torch.zeros(shape)
+    weights = gaussian_importance_map(patch, value_scaling=1.0)
+    for z in starts[0]:
+        for y in starts[1]:
+            for x in starts[2]:
+                explicit[z:z + 4, y:y + 8, x:x + 6] += weights
+    sums = _summed_weight_per_axis(shape, patch, starts, use_gaussian=True)
+    separable = sums[0][:, None, None] * sums[1][None, :, None] * sums[2][None, None, :]
+    assert torch.allclose(separable, explicit, rtol=1e-5, atol=0)
+    # every voxel is covered; the least is the image corner, seen only at the corner of the first window
+    # where each axis' profile is exp(-8) (half a patch is 4 sigma)
+    assert explicit.min().item() == pytest.approx(np.exp(-24), rel=1e-4)
+    # without the Gaussian the sums count the windows covering each voxel: z index 5 lies in windows 2, 4, 5
+    counts = _summed_weight_per_axis(shape, patch, starts, use_gaussian=False)
+    assert counts[0][5].item() == 3.0 and counts[0][0].item() == 1.0
+
+
+def test_several_networks_are_averaged():
+    torch.manual_seed(1)
+    first, second = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(1, 2, 1)
+    data = torch.randn(1, 7, 9, 10)
+    with torch.no_grad():
+        expected = (first(data[None])[0] + second(data[None])[0]) / 2
+    result = predict_sliding_window([first, second], data, (4, 6, 6), 2, mirror_axes=(0, 2))
     assert torch.allclose(result, expected, atol=1e-5)

@@ -10,7 +10,7 @@ from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
 from boxunet.paths import preprocessed_root, raw_root
-from boxunet.planning.plans import regions_of
+from boxunet.planning.plans import evaluation_targets
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 
@@ -71,7 +71,7 @@ def evaluate(arguments: argparse.Namespace) -> tuple[dict, dict[str, str], Path]
         description = dataset_description(arguments.dataset)
         label_names, file_ending = description.labels, description.file_ending
         # the trainer's choice: every foreground region, or every label value (background included)
-        labels = regions_of(description.labels) or description.label_values
+        labels = evaluation_targets(description.labels)
     output = arguments.output or arguments.prediction_folder / "summary.json"
     summary = evaluate_folders(arguments.reference_folder, arguments.prediction_folder, labels,
                                arguments.file_ending or file_ending, output,

@@ -10,8 +10,8 @@ from boxunet.io.dataset_json import load_dataset_json, parse_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
 from boxunet.paths import raw_root
-from boxunet.planning.plans import regions_of
-from boxunet.postprocessing.apply import apply_postprocessing_to_folder, folder_file_ending
+from boxunet.planning.plans import evaluation_targets
+from boxunet.postprocessing.apply import apply_postprocessing_to_folder, folder_file_ending, label_map_files
 from boxunet.postprocessing.components import CONNECTIVITIES
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
@@ -58,7 +58,7 @@ def _targets_and_ending(arguments: argparse.Namespace) -> tuple[list, str]:
     else:
         _, dataset_json = read_model_files(arguments.prediction, "prediction folder")
         description = parse_dataset_json(dataset_json, str(arguments.prediction / DATASET_JSON))
-    return regions_of(description.labels) or description.foreground_labels, description.file_ending
+    return evaluation_targets(description.labels), description.file_ending
 
 
 def determine(arguments: argparse.Namespace) -> dict:
@@ -67,9 +67,10 @@ def determine(arguments: argparse.Namespace) -> dict:
         if not folder.is_dir():
             raise BoxunetError(f"folder {folder} does not exist")
     targets, file_ending = _targets_and_ending(arguments)
+    predicted = [path.name[:-len(file_ending)] for path in label_map_files(arguments.prediction, file_ending)]
     return determine_postprocessing(arguments.reference, arguments.prediction, targets, file_ending, arguments.output,
                                     connectivity=arguments.connectivity,
-                                    num_processes=max(1, arguments.num_processes))
+                                    num_processes=max(1, arguments.num_processes), case_ids=predicted)
 
 
 def main_determine(argv: list[str] | None = None) -> None:

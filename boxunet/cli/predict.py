@@ -5,9 +5,9 @@ import torch
 
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.inference.model import find_model_folder, load_trained_model
+from boxunet.inference.model import DATASET_JSON, find_model_folder, load_trained_model, read_model_files
 from boxunet.inference.precision import PRECISIONS
-from boxunet.inference.predictor import PredictionSettings, predict_folder
+from boxunet.inference.predictor import PredictionSettings, check_prediction_inputs, predict_folder
 from boxunet.parallel import default_num_processes
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.run import check_device
@@ -48,12 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 def predict(arguments: argparse.Namespace) -> dict:
     """Resolve the model and predict the folder (every check runs before the first case)."""
     check_device(arguments.device)
+    if arguments.num_processes < 0:
+        raise BoxunetError(f"-np {arguments.num_processes}: give 0 (everything in this process) or more")
     if not 0 < arguments.step_size <= 1:
         raise BoxunetError(f"--step-size {arguments.step_size}: give a fraction of the patch in (0, 1]")
     device = torch.device("cuda", 0) if arguments.device == "cuda" else torch.device(arguments.device)
     if device.type == "cpu":
         torch.set_num_threads(default_num_processes())
     folder = find_model_folder(arguments.dataset, arguments.configuration, arguments.trainer, arguments.plans)
+    _, dataset_json = read_model_files(folder)
+    check_prediction_inputs(dataset_json, str(folder / DATASET_JSON), arguments.input, arguments.output)
     model = load_trained_model(folder, arguments.folds, arguments.checkpoint, device)
     settings = PredictionSettings(step_size=arguments.step_size, mirroring=not arguments.disable_tta,
                                   precision=arguments.precision, save_probabilities=arguments.save_probabilities,

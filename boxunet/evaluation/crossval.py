@@ -12,7 +12,7 @@ from pathlib import Path
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.model import DATASET_JSON, read_model_files, write_model_files
-from boxunet.planning.plans import Plans, regions_of
+from boxunet.planning.plans import evaluation_targets
 
 
 @dataclass
@@ -22,7 +22,6 @@ class CrossValidation:
     model_folder: Path
     folder: Path
     summary: dict
-    has_probabilities: bool
     case_ids: list[str]
 
     @property
@@ -38,19 +37,33 @@ def crossval_folder_name(folds: list[str]) -> str:
     return "crossval_results_folds_" + "_".join(str(f) for f in folds)
 
 
-def evaluated_items(plans: Plans) -> list:
-    """The labels (or regions) evaluated for ``plans``."""
-    return regions_of(plans.labels) or plans.label_values
-
-
 def missing_validations(model_folder: Path, folds: list[str]) -> list[str]:
     """The folds of ``model_folder`` whose validation has not finished (no validation/summary.json)."""
     return [str(f) for f in folds if not (Path(model_folder) / f"fold_{f}" / "validation" / "summary.json").is_file()]
 
 
+def _validation_files(model_folder: Path, folds: list[str], ending: str) -> dict[str, Path]:
+    """{case id: its fold's validation label map}; a case validated by two folds is an error."""
+    found: dict[str, Path] = {}
+    for fold in folds:
+        for label_map in sorted((Path(model_folder) / f"fold_{fold}" / "validation").glob(f"*{ending}")):
+            case_id = label_map.name[:-len(ending)]
+            if case_id in found:
+                raise BoxunetError(f"model {Path(model_folder).name}: case {case_id!r} is validated by two folds "
+                                   f"({found[case_id].parent.parent.name} and fold_{fold}); the folds must come from "
+                                   "one splits_final.json")
+            found[case_id] = label_map
+    return found
+
+
+def missing_probabilities(model_folder: Path, folds: list[str]) -> list[str]:
+    """Validation label maps of ``folds`` that have no saved probabilities (``<case>.npz``)."""
+    _, dataset_json = read_model_files(model_folder)
+    files = _validation_files(model_folder, folds, dataset_json["file_ending"])
+    return [str(path) for case_id, path in files.items() if not (path.parent / f"{case_id}.npz").is_file()]
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
-    if target.exists():
-        target.unlink()
     try:
         os.link(source, target)
     except OSError:
@@ -67,25 +80,18 @@ def merge_cross_validation(model_folder: Path, folds: list[str], reference_folde
                            f"(fold_N/validation/summary.json); train them (boxunet_train ... --npz) or leave them out with -f")
     plans, dataset_json = read_model_files(model_folder)
     ending = dataset_json["file_ending"]
+    files = _validation_files(model_folder, folds, ending)
     output = model_folder / crossval_folder_name(folds)
+    shutil.rmtree(output, ignore_errors=True)  # rebuilt from the folds: nothing stale survives a rerun
     write_model_files(output, plans, model_folder / DATASET_JSON)
-    case_ids, has_probabilities = [], True
-    for fold in folds:
-        validation = model_folder / f"fold_{fold}" / "validation"
-        for label_map in sorted(validation.glob(f"*{ending}")):
-            case_id = label_map.name[:-len(ending)]
-            case_ids.append(case_id)
-            _link_or_copy(label_map, output / label_map.name)
-            for suffix in (".npz", ".json"):
-                extra = validation / f"{case_id}{suffix}"
-                if extra.is_file():
-                    _link_or_copy(extra, output / extra.name)
-                elif suffix == ".npz":
-                    has_probabilities = False
-    if len(set(case_ids)) != len(case_ids):
-        raise BoxunetError(f"model {model_folder.name}: folds {folds} validate some cases twice; the folds must come "
-                           "from one splits_final.json")
-    summary = evaluate_folders(reference_folder, output, evaluated_items(plans), ending,
+    for case_id, label_map in files.items():
+        _link_or_copy(label_map, output / label_map.name)
+        for suffix in (".npz", ".json"):
+            extra = label_map.parent / f"{case_id}{suffix}"
+            if extra.is_file():
+                _link_or_copy(extra, output / extra.name)
+    case_ids = sorted(files)
+    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans.labels), ending,
                                output_file=output / "summary.json", num_processes=num_processes, case_ids=case_ids,
                                label_names=plans.labels)
-    return CrossValidation(model_folder, output, summary, has_probabilities, case_ids)
+    return CrossValidation(model_folder, output, summary, case_ids)

@@ -7,19 +7,22 @@ foreground-mean Dice wins. Postprocessing is decided for every model and for the
 new data with the winner are written to ``inference_instructions.txt`` and ``inference_information.json``.
 """
 import itertools
+import math
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.crossval import (CrossValidation, crossval_folder_name, evaluated_items,
-                                         merge_cross_validation, missing_validations)
+from boxunet.evaluation.crossval import (CrossValidation, crossval_folder_name, merge_cross_validation,
+                                         missing_probabilities, missing_validations)
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.ensemble import ensemble_folders
 from boxunet.inference.model import parse_model_folder_name, read_model_files
 from boxunet.io.atomic import write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import preprocessed_root, results_root
+from boxunet.planning.plans import evaluation_targets
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -60,6 +63,13 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
             problems.append(f"{folder.name}: fold(s) {', '.join(missing)} not finished (no validation/summary.json)")
             continue
         models.append(folder)
+    if request.ensembling and len(models) > 1:
+        for folder in models:
+            without = missing_probabilities(folder, request.folds)
+            if without:
+                problems.append(f"{folder.name}: no validation probabilities for ensembling ({len(without)} case(s), "
+                                f"e.g. {without[0]}); rerun its validation with --npz (boxunet_train D C FOLD "
+                                "--val-only --npz) or use --disable-ensembling")
     if problems:
         raise BoxunetError("cannot compare the models:\n" + "\n".join(f"  - {p}" for p in problems)
                            + "\ntrain the missing folds (boxunet_train ... --npz) or choose models with -c/-tr/-f")
@@ -71,27 +81,27 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
 
 def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation, ensembles_folder: Path,
                                 folds: list[str], reference_folder: Path, num_processes: int) -> CrossValidation:
-    for member in (first, second):
-        if not member.has_probabilities:
-            raise BoxunetError(f"model {member.name} has no validation probabilities for ensembling; rerun its "
-                               "validation with --npz (boxunet_train D C FOLD --val-only --npz) or use "
-                               "--disable-ensembling")
     output = ensembles_folder / f"ensemble___{first.name}___{second.name}___{crossval_folder_name(folds)}"
     shutil.rmtree(output, ignore_errors=True)
     cases = ensemble_folders([first.folder, second.folder], output, num_processes=num_processes)
     plans, dataset_json = read_model_files(output, "ensemble folder")
-    summary = evaluate_folders(reference_folder, output, evaluated_items(plans), dataset_json["file_ending"],
+    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans.labels), dataset_json["file_ending"],
                                output_file=output / "summary.json", num_processes=num_processes, case_ids=cases,
                                label_names=plans.labels)
-    return CrossValidation(output, output, summary, True, cases)
+    return CrossValidation(output, output, summary, cases)
 
 
 def _decide_postprocessing(result: CrossValidation, reference_folder: Path, num_processes: int) -> dict:
     plans, dataset_json = read_model_files(result.folder, "cross-validation folder")
-    decision = determine_postprocessing(reference_folder, result.folder, evaluated_items(plans),
+    decision = determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans.labels),
                                         dataset_json["file_ending"], result.folder, num_processes=num_processes,
                                         case_ids=result.case_ids)
     return decision
+
+
+def _score(dice: float) -> float:
+    """Dice for ranking; NaN (nothing to segment anywhere) ranks last."""
+    return float("-inf") if math.isnan(dice) else dice
 
 
 def _predict_command(model_folder: Path, dataset: str, folds: list[str], output: str, extra: str = "") -> str:
@@ -112,7 +122,7 @@ def _instructions(best: CrossValidation, members: list[Path], dataset: str, fold
                     "-o OUTPUT_FOLDER_ENSEMBLE")
     if decision["steps"]:
         commands.append(f"boxunet_apply_postprocessing -i OUTPUT_FOLDER_ENSEMBLE -o OUTPUT_FOLDER "
-                        f"-pp {best.folder / POSTPROCESSING_FILE_NAME}")
+                        f"-pp {shlex.quote(str(best.folder / POSTPROCESSING_FILE_NAME))}")
     return commands
 
 
@@ -139,7 +149,7 @@ def find_best_configuration(request: SelectionRequest, log=print) -> dict:
                                                  request.num_processes)
             results[result.name] = (result, [first.model_folder, second.model_folder])
             log(f"{result.name}: foreground mean Dice {result.dice:.4f}")
-    best_name = max(results, key=lambda name: results[name][0].dice)
+    best_name = max(results, key=lambda name: _score(results[name][0].dice))
     best, members = results[best_name]
     decisions = {}
     for model in models:  # every model gets its own decision, which boxunet_predict applies

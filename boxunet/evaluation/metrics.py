@@ -55,9 +55,10 @@ def _mask(labels: np.ndarray, label_or_region) -> np.ndarray:
 
 def case_metrics(reference_labels: np.ndarray, predicted_labels: np.ndarray,
                  labels_or_regions: list[LabelOrRegion], spacing, surface_metrics: bool = True) -> dict[str, dict]:
-    """``label_metrics`` of every label or region of two label maps, keyed by ``metric_key``."""
+    """``label_metrics`` of every label or region of two label maps, keyed by ``metric_key``. The background
+    (label 0) gets no surface distances: they would cost two distance transforms of the whole image."""
     return {metric_key(item): label_metrics(_mask(reference_labels, item), _mask(predicted_labels, item), spacing,
-                                            surface_metrics=surface_metrics)
+                                            surface_metrics=surface_metrics and item not in (0, (0,)))
             for item in labels_or_regions}
 
 

@@ -95,6 +95,8 @@ def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: s
     configuration = plans.configuration(configuration_name)
     if folds is None:
         folds = trained_folds(folder, checkpoint_name)
+        if len(folds) > 1 and "all" in folds:  # as nnU-Net: the cross-validation folds, not the 'all' model
+            folds.remove("all")
         if not folds:
             raise BoxunetError(f"model {folder} has no fold with {checkpoint_name}; train one with boxunet_train, "
                                "or choose another checkpoint with -chk")
@@ -106,11 +108,19 @@ def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: s
     networks, mirror_axes, num_outputs = [], None, None
     for fold in folds:
         path = folder / f"fold_{fold}" / checkpoint_name
-        state = load_checkpoint(path, map_location=device)
+        state = load_checkpoint(path)
         if state["configuration"] != configuration_name:
             raise BoxunetError(f"checkpoint {path} belongs to configuration {state['configuration']}, "
                                f"not {configuration_name}")
-        num_outputs = int(state["num_outputs"])
+        if "num_outputs" not in state:
+            raise BoxunetError(f"checkpoint {path} does not record its number of outputs; it was not written by "
+                               "boxunet_train")
+        fold_outputs = int(state["num_outputs"])
+        fold_axes = tuple(state.get("inference_allowed_mirroring_axes", ()))
+        if num_outputs is not None and (fold_outputs, fold_axes) != (num_outputs, mirror_axes):
+            raise BoxunetError(f"checkpoint {path} has {fold_outputs} outputs and mirror axes {list(fold_axes)}, "
+                               f"unlike fold {folds[0]} ({num_outputs}, {list(mirror_axes)}); the folds are not one model")
+        num_outputs, mirror_axes = fold_outputs, fold_axes
         network = trainer_class.build_network(plans, configuration, num_outputs)
         try:
             network.load_state_dict(state["network_weights"])
@@ -120,6 +130,6 @@ def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: s
         if hasattr(network, "set_deep_supervision"):
             network.set_deep_supervision(False)
         networks.append(network.to(device).eval())
-        mirror_axes = tuple(state.get("inference_allowed_mirroring_axes", ()))
+        del state
     return TrainedModel(folder, plans, configuration, dataset_json, trainer_name, [str(f) for f in folds], networks,
                         mirror_axes, num_outputs)

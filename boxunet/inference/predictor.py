@@ -13,6 +13,7 @@ import multiprocessing
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,15 +80,25 @@ def model_postprocessing(model: TrainedModel) -> dict | None:
 
 
 class _Background:
-    """A pool of spawned worker processes, or this process when ``workers`` is 0 or there is one job."""
+    """A pool of spawned worker processes, or this process when ``workers`` is 0 or there is one job.
+    If a worker dies (e.g. killed for lack of memory), its jobs fail with their case and the remaining
+    jobs run in this process."""
 
     def __init__(self, workers: int, jobs: int):
         self.pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
                      if workers > 0 and jobs > 1 else None)
 
+    @property
+    def in_process(self) -> bool:
+        return self.pool is None
+
     def submit(self, function, *args, **kwargs) -> Future:
         if self.pool is not None:
-            return self.pool.submit(function, *args, **kwargs)
+            try:
+                return self.pool.submit(function, *args, **kwargs)
+            except BrokenProcessPool:
+                self.close()
+                self.pool = None
         future = Future()
         try:
             future.set_result(function(*args, **kwargs))
@@ -114,22 +125,30 @@ def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSe
                                   precision=resolve_precision(device, settings.precision))
 
 
+def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path) -> list[CaseFiles]:
+    """The cases of ``input_folder``, after every check that needs no voxel data (see list_prediction_cases)
+    and the output folder's position; raises before anything is written."""
+    description = parse_dataset_json(dataset_json, source)
+    cases = list_prediction_cases(input_folder, description)
+    check_output_folder(input_folder, output_folder)
+    return cases
+
+
 def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path, settings: PredictionSettings,
                    device: torch.device) -> dict:
     """Predict every case of ``input_folder`` into ``output_folder``; return the report (also written to
     ``prediction_report.json``). Raises a BoxunetError listing the failed cases after all others are written."""
-    description = parse_dataset_json(model.dataset_json, str(model.folder / DATASET_JSON))
-    cases = list_prediction_cases(input_folder, description)
-    check_output_folder(input_folder, output_folder)
-    ending = description.file_ending
+    cases = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder, output_folder)
+    ending = model.dataset_json["file_ending"]
+    postprocessing = model_postprocessing(model) if settings.postprocessing else None
+    precision = resolve_precision(device, settings.precision)
     todo = [c for c in cases if not (settings.continue_prediction
                                      and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
     write_model_files(output_folder, model.plans, model.folder / DATASET_JSON)
-    postprocessing = model_postprocessing(model) if settings.postprocessing else None
     write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
-                "input_folder": str(input_folder), "settings": asdict(settings),
-                "precision": resolve_precision(device, settings.precision), "device": str(device),
-                "postprocessing": postprocessing}, Path(output_folder) / "prediction_settings.json")
+                "input_folder": str(input_folder), "settings": asdict(settings), "precision": precision,
+                "device": str(device), "postprocessing": postprocessing},
+               Path(output_folder) / "prediction_settings.json")
     failed, seconds = [], {}
     preprocessing, exporting = _Background(settings.workers, len(todo)), _Background(settings.workers, len(todo))
     try:
@@ -147,30 +166,35 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
         fill_queue()
         for _ in tqdm(range(len(todo)), desc="prediction", unit="case", disable=not settings.progress):
             case, future = queued.popleft()
-            fill_queue()
-            start = time.perf_counter()
+            if not preprocessing.in_process:
+                fill_queue()  # workers preprocess the next cases while this one is predicted
             try:
                 data, properties = future.result()
-                logits = predict_logits(model, data, settings, device).numpy()
+                start = time.perf_counter()
+                # float16 halves what the export worker receives; export resamples in float32
+                logits = predict_logits(model, data, settings, device).clamp_(-6e4, 6e4).half().numpy()
+                seconds[case.case_id] = round(time.perf_counter() - start, 2)
                 del data
             except Exception as error:  # reported with its case; the other cases go on
                 failed.append(_failure(case, error))
+                fill_queue()
                 continue
-            seconds[case.case_id] = round(time.perf_counter() - start, 2)
             while len(waiting_exports) > settings.workers:
                 _collect(waiting_exports.popleft(), failed)
             waiting_exports.append((case, exporting.submit(
                 export_prediction, logits, properties, model.plans, model.configuration,
                 output_file(output_folder, case.case_id, ending), settings.save_probabilities, postprocessing)))
             del logits
+            fill_queue()  # in-process preprocessing: only after this case is handed to export
         while waiting_exports:
             _collect(waiting_exports.popleft(), failed)
     finally:
         preprocessing.close()
         exporting.close()
-    report = {"predicted": sorted(seconds), "skipped": sorted(c.case_id for c in cases if c not in todo),
+    failed_ids = {p.case for p in failed}
+    report = {"predicted": sorted(set(seconds) - failed_ids), "skipped": sorted(c.case_id for c in cases if c not in todo),
               "failed": [{"case": p.case, "file": p.file, "error": p.message} for p in failed],
-              "prediction_seconds": seconds}
+              "network_seconds": {case_id: value for case_id, value in seconds.items() if case_id not in failed_ids}}
     write_json(report, Path(output_folder) / REPORT_FILE)
     if failed:
         lines = "\n".join(f"  - {p}" for p in failed)

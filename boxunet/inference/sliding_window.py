@@ -78,14 +78,16 @@ def predict_sliding_window(networks, data: torch.Tensor, patch_size, num_outputs
         network.eval()
     try:
         with torch.inference_mode():
-            if device.type != "cuda":
-                logits = _accumulate(accumulate_on=CPU, **arguments)
-            else:
+            logits = None
+            if device.type == "cuda":
                 try:
                     logits = _accumulate(accumulate_on=device, **arguments)
                 except torch.OutOfMemoryError:
+                    pass  # retried below, once the failed attempt's GPU tensors are released
+            if logits is None:
+                if device.type == "cuda":
                     torch.cuda.empty_cache()
-                    logits = _accumulate(accumulate_on=CPU, **arguments)
+                logits = _accumulate(accumulate_on=CPU, **arguments)
     finally:
         for network, training in zip(networks, was_training):
             network.train(training)

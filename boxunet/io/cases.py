@@ -53,6 +53,10 @@ def group_channel_files(folder: Path, file_ending: str, num_channels: int,
             problems.append(Problem(path.name[: -len(file_ending)], str(path),
                                     f"file name must be <case>_<XXXX>{file_ending} with a 4-digit channel number"))
             continue
+        if channel in channels_by_case[case_id]:
+            problems.append(Problem(case_id, str(path), f"two files for channel {channel}: "
+                                    f"{channels_by_case[case_id][channel].name} and {path.name}"))
+            continue
         channels_by_case[case_id][channel] = path
     for case_id, channels in sorted(channels_by_case.items()):
         missing = [c for c in range(num_channels) if c not in channels]

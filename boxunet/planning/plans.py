@@ -138,6 +138,15 @@ def regions_of(labels: dict) -> list[int | tuple[int, ...]]:
             for value in labels.values() if value not in (0, [0], (0,))]
 
 
+def evaluation_targets(labels: dict) -> list[int | tuple[int, ...]]:
+    """What gets evaluated for a ``labels`` mapping: its foreground regions when labels define regions,
+    else every integer label value (background included), in increasing order."""
+    values = set()
+    for value in labels.values():
+        values.update(value if isinstance(value, (list, tuple)) else [value])
+    return regions_of(labels) or sorted(values)
+
+
 def save_plans(plans: Plans, path: Path) -> None:
     """Write plans as indented JSON, atomically."""
     write_json(plans.to_json(), path)

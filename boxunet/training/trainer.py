@@ -25,7 +25,7 @@ from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.nets.unet import build_network, deep_supervision_scales
-from boxunet.planning.plans import ConfigurationPlan, Plans, regions_of
+from boxunet.planning.plans import ConfigurationPlan, Plans, evaluation_targets, regions_of
 from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
@@ -355,7 +355,7 @@ class Trainer:
         barrier(self.group)
         if not self.group.is_main:
             return None
-        labels = self.regions or self.plans.label_values
+        labels = evaluation_targets(self.plans.labels)
         summary = evaluate_folders(self.preprocessed_folder / "gt_segmentations", folder, labels, ending,
                                    output_file=folder / "summary.json", case_ids=self.val_cases,
                                    label_names=self.plans.labels)
