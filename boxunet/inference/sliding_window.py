@@ -77,7 +77,7 @@ def predict_sliding_window(networks, data: torch.Tensor, patch_size, num_outputs
     for network in networks:
         network.eval()
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may update the result in place
             logits = None
             if device.type == "cuda":
                 try:

@@ -1,0 +1,105 @@
+"""A 3D convolutional CRF (ConvCRF, Teichmann & Cipolla 2019) with mean-field inference in PyTorch.
+
+The pairwise potential is a Potts model over a local box window: two voxels i, j with
+|z_i - z_j| <= r_z, |y_i - y_j| <= r_y, |x_i - x_j| <= r_x interact with
+
+    k(i, j) = w_a * exp(-|p_i - p_j|^2 / (2 theta_a^2) - |I_i - I_j|^2 / (2 theta_b^2))   (appearance)
+            + w_s * exp(-|p_i - p_j|^2 / (2 theta_s^2))                                   (smoothness)
+
+where p are positions in mm (spacing-aware) and I the (normalized) intensities of every channel.
+A mean-field step is Q_i(c) = softmax_c(-U_i(c) + sum_j k(i, j) Q_j(c)) (Potts: a neighbour with the
+same label lowers the energy). The message is accumulated over shifted views of Q, one window offset
+at a time, using k(i, j) = k(j, i) to compute each offset's weights once for both directions; nothing
+of size window x voxels is ever stored, so memory is a few times classes x voxels.
+"""
+import math
+from dataclasses import dataclass
+from itertools import product
+
+import torch
+
+
+@dataclass(frozen=True)
+class CRFParameters:
+    """Kernel widths (mm and intensity units), weights, window and iteration count of the ConvCRF."""
+
+    appearance_weight: float = 1.0
+    appearance_sigma_mm: float = 4.0
+    intensity_sigma: float = 0.25
+    smoothness_weight: float = 0.5
+    smoothness_sigma_mm: float = 1.5
+    max_window_radius: int = 3
+    iterations: int = 5
+
+    def window_radius(self, spacing_mm) -> tuple[int, ...]:
+        """Per-axis window radius in voxels: about two appearance sigmas, 1..``max_window_radius``."""
+        return tuple(int(min(self.max_window_radius, max(1, round(2.0 * self.appearance_sigma_mm / s))))
+                     for s in spacing_mm)
+
+
+def _half_offsets(radius) -> list[tuple[int, ...]]:
+    """The window offsets o with o > 0 lexicographically (each unordered pair of voxels once)."""
+    ranges = [range(-r, r + 1) for r in radius]
+    return [o for o in product(*ranges) if o > (0,) * len(radius)]
+
+
+def _pair_slices(offset, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices (first, second) such that ``second`` is ``first`` shifted by ``offset`` inside ``shape``."""
+    first, second = [], []
+    for d, n in zip(offset, shape):
+        first.append(slice(max(0, -d), n - max(0, d)))
+        second.append(slice(max(0, d), n - max(0, -d)))
+    return tuple(first), tuple(second)
+
+
+def crf_message(q: torch.Tensor, features: torch.Tensor, valid: torch.Tensor, spacing_mm,
+                parameters: CRFParameters) -> torch.Tensor:
+    """sum_j k(i, j) Q_j for every voxel i: (B, C, *spatial) from Q (B, C, *spatial).
+
+    ``features`` (B, F, *spatial) are the intensities, ``valid`` (B, 1, *spatial) marks the voxels that
+    take part (padding of a batch does not).
+    """
+    p = parameters
+    message = torch.zeros_like(q)
+    shape = q.shape[2:]
+    scaled = features / p.intensity_sigma
+    for offset in _half_offsets(p.window_radius(spacing_mm)):
+        distance2 = sum((d * s) ** 2 for d, s in zip(offset, spacing_mm))
+        first, second = _pair_slices(offset, shape)
+        a, b = (slice(None), slice(None)) + first, (slice(None), slice(None)) + second
+        weight = valid[a] * valid[b]
+        if p.appearance_weight:
+            difference = (scaled[a] - scaled[b]).square_().sum(dim=1, keepdim=True)
+            appearance = torch.exp_(difference.mul_(-0.5).sub_(0.5 * distance2 / p.appearance_sigma_mm ** 2))
+            kernel = appearance.mul_(p.appearance_weight)
+        else:
+            kernel = torch.zeros_like(weight)
+        if p.smoothness_weight:
+            kernel.add_(p.smoothness_weight * math.exp(-0.5 * distance2 / p.smoothness_sigma_mm ** 2))
+        kernel.mul_(weight)
+        message[a].addcmul_(kernel, q[b])
+        message[b].addcmul_(kernel, q[a])
+    return message
+
+
+def mean_field(unary_logits: torch.Tensor, features: torch.Tensor, spacing_mm, parameters: CRFParameters,
+               fixed: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean-field inference of the ConvCRF; returns the class probabilities Q (B, C, *spatial).
+
+    ``unary_logits`` (B, C, *spatial) are -U (log-probabilities of a prior, up to a constant);
+    ``features`` (B, F, *spatial) the intensities the appearance kernel compares; ``fixed`` (B, 1,
+    *spatial, bool) marks voxels whose label is known: they keep softmax(unary) and only send
+    messages. ``valid`` (B, 1, *spatial) excludes padding. Q starts at softmax(unary), as in
+    Kraehenbuehl & Koltun.
+    """
+    unary_logits = unary_logits.float()
+    features = features.float()
+    valid = torch.ones_like(unary_logits[:, :1]) if valid is None else valid.to(unary_logits.dtype)
+    q0 = torch.softmax(unary_logits, dim=1)
+    q = q0
+    for _ in range(parameters.iterations):
+        message = crf_message(q, features, valid, spacing_mm, parameters)
+        q = torch.softmax(unary_logits + message, dim=1)
+        if fixed is not None:
+            q = torch.where(fixed, q0, q)
+    return q

@@ -1,0 +1,171 @@
+"""Stage 1 of the box trainer: pseudo masks from boxes (seed 000, section 3.2.1).
+
+Per box of label c, a region (the box plus ``context_mm`` on every side) is labelled c / not-c by a
+ConvCRF (boxunet.boxes.convcrf). What a box means fixes part of the answer: voxels outside every box
+of c are not c, and voxels with a dense label of another class are that class; only the remaining
+voxels inside the box are inferred. Their unary combines
+
+* a shape prior: the inscribed ellipsoid of the box is likely c, the box corners are not
+  (``shape_weight`` x (1 - normalized ellipsoid radius), plus ``prior_logit``);
+* an appearance model (GrabCut-style): per channel, intensity histograms of c (the box interior,
+  weighted by the current belief) and of not-c (the known voxels of the region, and the box interior
+  weighted by 1 - belief); their log-likelihood ratio, clipped, times ``appearance_weight`` and
+  n / (n + ``appearance_min_voxels``) for a box of n unknown voxels (few samples make poor histograms).
+
+The CRF runs ``rounds`` times, refitting the histograms on its previous output. Intensities are
+normalized per region (clipped to the 0.5-99.5 percentiles, divided by the standard deviation), so
+the CRF's intensity sigma is in units of the region's contrast whatever the modality.
+"""
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from boxunet.boxes.convcrf import CRFParameters, mean_field
+from boxunet.io.boxes import Box
+
+METHODS = ("convcrf", "boxfill")
+
+
+@dataclass(frozen=True)
+class PseudoMaskParameters:
+    """Everything that decides a stage-1 pseudo mask; stored in the reports."""
+
+    crf: CRFParameters = field(default_factory=CRFParameters)
+    context_mm: float = 10.0
+    prior_logit: float = 0.0
+    shape_weight: float = 4.0
+    appearance_weight: float = 1.0
+    appearance_clip: float = 4.0
+    appearance_min_voxels: float = 50.0
+    histogram_bins: int = 48
+    rounds: int = 2
+    threshold: float = 0.5
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PseudoMaskParameters":
+        values = dict(data)
+        values["crf"] = CRFParameters(**values.get("crf", {}))
+        return cls(**values)
+
+
+def region_around(box: Box, shape, spacing_mm, context_mm: float) -> tuple[slice, ...]:
+    """The box grown by ``context_mm`` on every side, clipped to the image."""
+    margins = [int(np.ceil(context_mm / s)) for s in spacing_mm]
+    return tuple(slice(max(0, lo - m), min(n, hi + m)) for lo, hi, m, n in zip(box.min, box.max, margins, shape))
+
+
+def ellipsoid_radius(box: Box, region: tuple[slice, ...]) -> np.ndarray:
+    """Normalized radius of every region voxel w.r.t. the box's inscribed ellipsoid (1 on its surface)."""
+    axes = []
+    for lo, hi, part in zip(box.min, box.max, region):
+        centre, half = (lo + hi - 1) / 2.0, max((hi - lo) / 2.0, 0.5)
+        axes.append(((np.arange(part.start, part.stop) - centre) / half) ** 2)
+    z, y, x = axes
+    return np.sqrt(z[:, None, None] + y[None, :, None] + x[None, None, :]).astype(np.float32)
+
+
+def normalize_region(image: np.ndarray) -> np.ndarray:
+    """Per channel: clip to the 0.5-99.5 percentiles, centre on the median, divide by the std."""
+    result = np.empty(image.shape, dtype=np.float32)
+    for channel, values in enumerate(image):
+        low, median, high = np.percentile(values, [0.5, 50, 99.5])
+        clipped = np.clip(values.astype(np.float32), low, high)
+        result[channel] = (clipped - median) / max(float(clipped.std()), 1e-6)
+    return result
+
+
+def _histogram_log_ratio(values: np.ndarray, foreground_weight: np.ndarray, background_weight: np.ndarray,
+                         bins: int, clip: float) -> np.ndarray:
+    """log p(value | c) - log p(value | not c) per voxel from weighted, smoothed histograms."""
+    edges = np.linspace(float(values.min()), float(values.max()) + 1e-6, bins + 1)
+    index = np.clip(np.digitize(values, edges) - 1, 0, bins - 1)
+    kernel = np.array([0.25, 0.5, 0.25])
+    densities = []
+    for weights in (foreground_weight, background_weight):
+        histogram = np.bincount(index.ravel(), weights.ravel(), minlength=bins)
+        histogram = np.convolve(histogram, kernel, mode="same") + 1e-3 * max(histogram.sum(), 1.0) / bins
+        densities.append(histogram / histogram.sum())
+    ratio = np.clip(np.log(densities[0]) - np.log(densities[1]), -clip, clip)
+    return ratio[index].astype(np.float32)
+
+
+def appearance_log_ratio(features: np.ndarray, belief: np.ndarray, unknown: np.ndarray, known_not: np.ndarray,
+                         parameters: PseudoMaskParameters) -> np.ndarray:
+    """Sum over channels of the clipped histogram log-likelihood ratio c vs not-c, scaled by 1/sqrt(channels)."""
+    foreground = belief * unknown
+    background = (1.0 - belief) * unknown + known_not
+    total = np.zeros(features.shape[1:], dtype=np.float32)
+    for channel in features:
+        total += _histogram_log_ratio(channel, foreground, background, parameters.histogram_bins,
+                                      parameters.appearance_clip)
+    return total / np.sqrt(len(features))
+
+
+def box_pseudo_mask(features: np.ndarray, spacing_mm, box_region_mask: np.ndarray, known_not: np.ndarray,
+                    box: Box, region: tuple[slice, ...], parameters: PseudoMaskParameters,
+                    device: str = "cpu") -> np.ndarray:
+    """Probability of the box label for every voxel of ``region`` (float32, 0 where it is known not to be).
+
+    ``features`` are the normalized region intensities (C, *region), ``box_region_mask`` marks the voxels
+    of the region inside any box of this label, ``known_not`` those known not to be this label.
+    """
+    unknown = (box_region_mask & ~known_not).astype(np.float32)
+    prior = parameters.prior_logit + parameters.shape_weight * (1.0 - ellipsoid_radius(box, region))
+    belief = 1.0 / (1.0 + np.exp(-prior)) * unknown
+    samples = float(unknown.sum())
+    appearance_weight = parameters.appearance_weight * samples / (samples + parameters.appearance_min_voxels)
+    fixed = torch.from_numpy(unknown == 0)[None, None].to(device)
+    feature_tensor = torch.from_numpy(features)[None].to(device)
+    for _ in range(max(1, parameters.rounds)):
+        logit = prior
+        if appearance_weight:
+            logit = prior + appearance_weight * appearance_log_ratio(
+                features, belief, unknown, known_not.astype(np.float32), parameters)
+        logit = np.where(unknown > 0, logit, -30.0).astype(np.float32)
+        unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit]))[None].to(device)
+        q = mean_field(unary, feature_tensor, spacing_mm, parameters.crf, fixed=fixed)
+        belief = q[0, 1].cpu().numpy() * unknown
+    return belief
+
+
+def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: list[int],
+                 dense_labels: np.ndarray | None = None, method: str = "convcrf",
+                 parameters: PseudoMaskParameters | None = None, device: str = "cpu") -> np.ndarray:
+    """The training label map of one case: dense labels where given, box labels from the boxes.
+
+    ``image`` is (C, z, y, x), ``dense_labels`` (z, y, x) holds the labels of other classes (0 where
+    unknown; box labels in it are ignored) or None. With ``method="boxfill"`` every box voxel that is not
+    densely labelled becomes its box's label; ``"convcrf"`` infers it (see the module docstring).
+    Where boxes of different labels overlap, the more probable label wins.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown pseudo-mask method {method!r}; choose one of {METHODS}")
+    parameters = parameters or PseudoMaskParameters()
+    shape = image.shape[1:]
+    result = np.zeros(shape, dtype=np.uint8)
+    if dense_labels is not None:
+        result[:] = np.where(np.isin(dense_labels, box_labels), 0, dense_labels)
+    densely_known = result > 0
+    best = np.zeros(shape, dtype=np.float32)
+    for label in box_labels:
+        label_boxes = [b for b in boxes if b.label == label]
+        inside = np.zeros(shape, dtype=bool)
+        for box in label_boxes:
+            inside[box.slices] = True
+        for box in label_boxes:
+            if method == "boxfill":
+                region = box.slices
+                probability = (~densely_known[region]).astype(np.float32)
+            else:
+                region = region_around(box, shape, spacing_mm, parameters.context_mm)
+                known_not = densely_known[region] | ~inside[region]
+                probability = box_pseudo_mask(normalize_region(image[(slice(None),) + region]), spacing_mm,
+                                              inside[region], known_not, box, region, parameters, device)
+            take = (probability > parameters.threshold) & (probability > best[region])
+            best[region][take] = probability[take]
+            result[region][take] = label
+    return result
