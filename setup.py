@@ -6,6 +6,7 @@ CONSOLE_SCRIPTS = {
     "boxunet_train": "boxunet.cli.train:main",
     "boxunet_benchmark": "boxunet.cli.benchmark:main",
     "boxunet_predict": "boxunet.cli.predict:main",
+    "boxunet_pseudo_labels": "boxunet.cli.pseudo_labels:main",
     "boxunet_evaluate": "boxunet.cli.evaluate:main",
     "boxunet_determine_postprocessing": "boxunet.cli.postprocessing:main_determine",
     "boxunet_apply_postprocessing": "boxunet.cli.postprocessing:main_apply",

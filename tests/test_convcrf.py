@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from boxunet.boxes.convcrf import CRFParameters, mean_field
@@ -18,6 +19,9 @@ def brute_force_mean_field(unary, features, spacing, parameters, fixed):
     kernel = (parameters.appearance_weight * np.exp(-distance2 / (2 * parameters.appearance_sigma_mm ** 2) - colour2 / 2)
               + parameters.smoothness_weight * np.exp(-distance2 / (2 * parameters.smoothness_sigma_mm ** 2)))
     kernel *= inside
+    if parameters.normalize:
+        kernel /= np.maximum(kernel.sum(1, keepdims=True), 1e-6)
+    kernel *= parameters.pairwise_weight
     logits = unary.reshape(classes, -1).T
     q0 = np.exp(logits - logits.max(1, keepdims=True))
     q0 /= q0.sum(1, keepdims=True)
@@ -30,14 +34,16 @@ def brute_force_mean_field(unary, features, spacing, parameters, fixed):
     return q.T.reshape(unary.shape)
 
 
-def test_mean_field_matches_dense_reference():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_mean_field_matches_dense_reference(normalize):
     rng = np.random.default_rng(0)
     shape, spacing = (5, 6, 7), (2.5, 0.8, 1.0)
     unary = rng.normal(size=(3,) + shape)
     features = rng.normal(size=(2,) + shape)
     fixed = rng.random(shape) < 0.2
     parameters = CRFParameters(appearance_weight=0.8, appearance_sigma_mm=1.5, intensity_sigma=0.7,
-                               smoothness_weight=0.4, smoothness_sigma_mm=1.0, iterations=4)
+                               smoothness_weight=0.4, smoothness_sigma_mm=1.0, iterations=4,
+                               normalize=normalize, pairwise_weight=1.5)
     assert parameters.window_radius(spacing) == (1, 3, 3)
     expected = brute_force_mean_field(unary, features, spacing, parameters, fixed)
     result = mean_field(torch.tensor(unary[None]), torch.tensor(features[None]), spacing, parameters,

@@ -30,6 +30,8 @@ class CRFParameters:
     smoothness_sigma_mm: float = 1.5
     max_window_radius: int = 3
     iterations: int = 5
+    normalize: bool = True
+    pairwise_weight: float = 4.0
 
     def window_radius(self, spacing_mm) -> tuple[int, ...]:
         """Per-axis window radius in voxels: about two appearance sigmas, 1..``max_window_radius``."""
@@ -54,13 +56,15 @@ def _pair_slices(offset, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
 
 def crf_message(q: torch.Tensor, features: torch.Tensor, valid: torch.Tensor, spacing_mm,
                 parameters: CRFParameters) -> torch.Tensor:
-    """sum_j k(i, j) Q_j for every voxel i: (B, C, *spatial) from Q (B, C, *spatial).
+    """``pairwise_weight`` x sum_j k(i, j) Q_j for every voxel i (divided by sum_j k(i, j) with ``normalize``,
+    making it a weighted vote of the neighbours in [0, pairwise_weight]): (B, C, *spatial) from Q.
 
     ``features`` (B, F, *spatial) are the intensities, ``valid`` (B, 1, *spatial) marks the voxels that
     take part (padding of a batch does not).
     """
     p = parameters
     message = torch.zeros_like(q)
+    total = torch.zeros_like(q[:, :1]) if p.normalize else None
     shape = q.shape[2:]
     scaled = features / p.intensity_sigma
     for offset in _half_offsets(p.window_radius(spacing_mm)):
@@ -79,7 +83,12 @@ def crf_message(q: torch.Tensor, features: torch.Tensor, valid: torch.Tensor, sp
         kernel.mul_(weight)
         message[a].addcmul_(kernel, q[b])
         message[b].addcmul_(kernel, q[a])
-    return message
+        if total is not None:
+            total[a] += kernel
+            total[b] += kernel
+    if total is not None:
+        message /= total.clamp_(min=1e-6)
+    return message.mul_(p.pairwise_weight)
 
 
 def mean_field(unary_logits: torch.Tensor, features: torch.Tensor, spacing_mm, parameters: CRFParameters,

@@ -13,8 +13,8 @@ voxels inside the box are inferred. Their unary combines
   n / (n + ``appearance_min_voxels``) for a box of n unknown voxels (few samples make poor histograms).
 
 The CRF runs ``rounds`` times, refitting the histograms on its previous output. Intensities are
-normalized per region (clipped to the 0.5-99.5 percentiles, divided by the standard deviation), so
-the CRF's intensity sigma is in units of the region's contrast whatever the modality.
+normalized per region by the statistics of the box interior (``normalize_region``), so the CRF's
+intensity sigma is in units of the contrast inside the box whatever the modality.
 """
 from dataclasses import asdict, dataclass, field
 
@@ -68,13 +68,18 @@ def ellipsoid_radius(box: Box, region: tuple[slice, ...]) -> np.ndarray:
     return np.sqrt(z[:, None, None] + y[None, :, None] + x[None, None, :]).astype(np.float32)
 
 
-def normalize_region(image: np.ndarray) -> np.ndarray:
-    """Per channel: clip to the 0.5-99.5 percentiles, centre on the median, divide by the std."""
+def normalize_region(image: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Per channel: centre on the median of the ``inside`` voxels (the box) and divide by their standard
+    deviation, after clipping everything to their 1-99 percentile range widened by half of it on each
+    side (air or bone next to a box is then just "very different", and does not set the scale)."""
     result = np.empty(image.shape, dtype=np.float32)
     for channel, values in enumerate(image):
-        low, median, high = np.percentile(values, [0.5, 50, 99.5])
-        clipped = np.clip(values.astype(np.float32), low, high)
-        result[channel] = (clipped - median) / max(float(clipped.std()), 1e-6)
+        sample = values[inside] if inside.any() else values.ravel()
+        low, median, high = np.percentile(sample, [1, 50, 99])
+        spread = high - low
+        clipped = np.clip(values.astype(np.float32), low - 0.5 * spread, high + 0.5 * spread)
+        scale = float(np.clip(sample, low, high).std())
+        result[channel] = (clipped - median) / max(scale, 1e-6)
     return result
 
 
@@ -163,8 +168,9 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
             else:
                 region = region_around(box, shape, spacing_mm, parameters.context_mm)
                 known_not = densely_known[region] | ~inside[region]
-                probability = box_pseudo_mask(normalize_region(image[(slice(None),) + region]), spacing_mm,
-                                              inside[region], known_not, box, region, parameters, device)
+                features = normalize_region(image[(slice(None),) + region], inside[region] & ~known_not)
+                probability = box_pseudo_mask(features, spacing_mm, inside[region], known_not, box, region,
+                                              parameters, device)
             take = (probability > parameters.threshold) & (probability > best[region])
             best[region][take] = probability[take]
             result[region][take] = label

@@ -21,6 +21,13 @@ from boxunet.parallel import map_in_processes
 LabelOrRegion = int | tuple[int, ...]
 
 
+def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
+    """Dice of two boolean masks; NaN when both are empty."""
+    tp = int(np.count_nonzero(reference & prediction))
+    total = int(np.count_nonzero(reference)) + int(np.count_nonzero(prediction))
+    return 2 * tp / total if total else float("nan")
+
+
 def label_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, ignore: np.ndarray | None = None,
                   surface_metrics: bool = True) -> dict:
     """Confusion counts, sizes, Dice, IoU, ``volume_difference_ml`` (prediction minus reference) and, with

@@ -1,0 +1,211 @@
+"""``boxunet_pseudo_labels``: stage-1 pseudo label maps of a raw box dataset, with a report.
+
+Every training case gets ``<preprocessed>/DatasetXXX/pseudo_labels/stage1/<case><ending>``: the case's
+dense labels where given and its box labels inferred from the boxes (boxunet.boxes.pseudo_masks), with
+the raw image's geometry, plus ``<case>.json`` (its metrics and the parameters used). ``report.json``
+collects them: per case and mean Dice of the boxes and of the pseudo masks against the dense reference
+labels of the box labels when the dataset has them (they are read for the report only). An interrupted
+run resumes: a case whose outputs exist with the same method and parameters is not recomputed.
+
+Everything that can be wrong with the input is checked before the first file is written.
+"""
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
+from boxunet.errors import BoxunetError, DatasetError, Problem
+from boxunet.evaluation.metrics import dice
+from boxunet.io.atomic import read_json, write_json
+from boxunet.io.boxes import Box
+from boxunet.io.cases import CaseFiles
+from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.images import read_channels, read_image, write_image
+from boxunet.io.verification import case_header_problems, image_data_problems, verify_headers
+from boxunet.parallel import default_num_processes, map_in_processes
+from boxunet.paths import preprocessed_root, raw_root
+
+STAGE1_FOLDER = Path("pseudo_labels") / "stage1"
+
+
+@dataclass(frozen=True)
+class PseudoLabelRequest:
+    """What ``generate_pseudo_labels`` computes and how."""
+
+    dataset: str
+    method: str = "convcrf"
+    parameters: PseudoMaskParameters = field(default_factory=PseudoMaskParameters)
+    num_processes: int = 1
+    device: str = "cpu"
+    overwrite: bool = False
+    progress: bool = True
+    tuning: dict | None = None
+
+
+@dataclass(frozen=True)
+class _CaseJob:
+    case: CaseFiles
+    boxes: tuple[Box, ...]
+    box_labels: tuple[int, ...]
+    reference_labels: tuple[int, ...]
+    output: Path
+    method: str
+    parameters: PseudoMaskParameters
+    device: str
+    threads: int
+
+
+def stage1_folder(dataset_name: str) -> Path:
+    """Where the stage-1 pseudo label maps of a dataset go."""
+    return preprocessed_root() / dataset_name / STAGE1_FOLDER
+
+
+def _label_problems(case: CaseFiles, boxes: list[Box], description: DatasetDescription) -> tuple[list[Problem], list[int]]:
+    """Problems (box-label voxels outside every box of their label) and the box labels present in the label map."""
+    if case.label is None:
+        return [], []
+    labels, _ = read_image(case.label)
+    problems, present = [], []
+    for label in description.box_labels:
+        voxels = labels == label
+        if not voxels.any():
+            continue
+        present.append(label)
+        inside = np.zeros(labels.shape, dtype=bool)
+        for box in boxes:
+            if box.label == label:
+                inside[box.slices] = True
+        outside = int(np.count_nonzero(voxels & ~inside))
+        if outside:
+            problems.append(Problem(case.case_id, str(case.label),
+                                    f"{outside} voxel(s) of box label {label} lie outside every box of label {label}: "
+                                    "the labels contradict the boxes (fix the boxes, e.g. boxunet_labels_to_boxes)"))
+    return problems, present
+
+
+def _check_case(item: tuple[CaseFiles, DatasetDescription]) -> tuple[list[Problem], list[Box], list[int]]:
+    case, description = item
+    problems, boxes = case_header_problems(case, description)
+    if problems:
+        return problems, boxes, []
+    for path in case.images:
+        problems += image_data_problems(case.case_id, path, read_image(path)[0])
+    label_problems, present = _label_problems(case, boxes, description)
+    return problems + label_problems, boxes, present
+
+
+def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple[Box, ...],
+                  box_labels: tuple[int, ...], reference_labels: tuple[int, ...]) -> dict:
+    metrics = {}
+    for label in box_labels:
+        entry = {"boxes": sum(1 for b in boxes if b.label == label),
+                 "pseudo_mask_voxels": int(np.count_nonzero(result == label))}
+        if reference is not None and label in reference_labels:
+            truth = reference == label
+            box_mask = np.zeros(truth.shape, dtype=bool)
+            for box in boxes:
+                if box.label == label:
+                    box_mask[box.slices] = True
+            entry.update(dice_boxes=dice(box_mask, truth), dice_pseudo_mask=dice(result == label, truth))
+        metrics[str(label)] = entry
+    return metrics
+
+
+def _outputs(job: _CaseJob) -> tuple[Path, Path]:
+    return job.output, job.output.parent / f"{job.case.case_id}.json"
+
+
+def _settings(job: _CaseJob) -> dict:
+    return {"method": job.method, "parameters": job.parameters.to_json()}
+
+
+def _finished(job: _CaseJob) -> dict | None:
+    image_file, record_file = _outputs(job)
+    if not (image_file.exists() and record_file.exists()):
+        return None
+    record = read_json(record_file)
+    return record if record.get("settings") == _settings(job) else None
+
+
+def _run_case(job: _CaseJob) -> dict:
+    done = _finished(job)
+    if done is not None:
+        return done
+    torch.set_num_threads(job.threads)
+    image, geometry = read_channels(list(job.case.images))
+    reference = read_image(job.case.label)[0] if job.case.label is not None else None
+    start = time.perf_counter()
+    result = pseudo_masks(image, geometry.spacing, list(job.boxes), list(job.box_labels), reference, job.method,
+                          job.parameters, job.device)
+    seconds = time.perf_counter() - start
+    record = {"case_id": job.case.case_id, "settings": _settings(job), "seconds": round(seconds, 3),
+              "labels": _case_metrics(result, reference, job.boxes, job.box_labels, job.reference_labels)}
+    image_file, record_file = _outputs(job)
+    write_image(result.astype(np.uint8), geometry, image_file)
+    write_json(record, record_file)
+    return record
+
+
+def _means(records: list[dict], box_labels: tuple[int, ...]) -> dict:
+    means = {}
+    for label in box_labels:
+        entries = [r["labels"][str(label)] for r in records]
+        summary = {"seconds_per_case": round(float(np.mean([r["seconds"] for r in records])), 3)}
+        for key in ("dice_boxes", "dice_pseudo_mask"):
+            values = [e[key] for e in entries if key in e and not np.isnan(e[key])]
+            if values:
+                summary[key] = round(float(np.mean(values)), 4)
+                summary["cases_with_reference"] = len(values)
+        means[str(label)] = summary
+    return means
+
+
+def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
+    """Verify the dataset (headers, boxes, labels against boxes) and list one job per training case."""
+    if request.method not in METHODS:
+        raise BoxunetError(f"unknown method {request.method!r}; choose one of {', '.join(METHODS)}")
+    folder = find_dataset_folder(request.dataset, raw_root())
+    description = load_dataset_json(folder)
+    if not description.box_labels:
+        raise BoxunetError(f"{folder / 'dataset.json'}: no \"box_labels\": this dataset has no boxes to turn into "
+                           "pseudo masks (see documentation/box_supervision.md)")
+    cases = verify_headers(folder, description)
+    checks = map_in_processes(_check_case, [(case, description) for case in cases], request.num_processes,
+                              "check", progress=request.progress)
+    problems = [p for case_problems, _, _ in checks for p in case_problems]
+    if problems:
+        raise DatasetError(problems, header="pseudo labels: the boxes and labels disagree")
+    reference_labels = tuple(sorted({label for _, _, present in checks for label in present}))
+    output_folder = stage1_folder(folder.name)
+    threads = max(1, default_num_processes() // max(1, request.num_processes))
+    jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), reference_labels,
+                     output_folder / f"{case.case_id}{description.file_ending}", request.method, request.parameters,
+                     request.device, threads)
+            for case, (_, boxes, _) in zip(cases, checks)]
+    return folder.name, jobs
+
+
+def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
+    """Write the stage-1 pseudo label map of every training case and ``report.json``; return the report."""
+    dataset_name, jobs = plan_jobs(request)
+    output_folder = stage1_folder(dataset_name)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    if request.overwrite:
+        for job in jobs:
+            for path in _outputs(job):
+                if path.exists():
+                    os.remove(path)
+    start = time.perf_counter()
+    records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress)
+    box_labels = jobs[0].box_labels
+    report = {"dataset": dataset_name, "method": request.method, "parameters": request.parameters.to_json(),
+              "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
+              "total_seconds": round(time.perf_counter() - start, 2), "mean": _means(records, box_labels),
+              "cases": records}
+    write_json(report, output_folder / "report.json")
+    return report

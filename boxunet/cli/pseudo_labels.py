@@ -1,0 +1,67 @@
+"""``boxunet_pseudo_labels``: stage-1 pseudo masks from the boxes of a raw dataset (see documentation/box_supervision.md)."""
+import argparse
+import json
+
+from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters
+from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
+from boxunet.boxes.tuning import tune_parameters
+from boxunet.cli.common import run_cli
+from boxunet.errors import BoxunetError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="boxunet_pseudo_labels",
+        description="Turn the boxes of every training case into a pseudo label map (stage 1 of the box trainer) "
+                    "with a 3D ConvCRF, written with the raw geometry to "
+                    "$boxunet_preprocessed/DatasetXXX/pseudo_labels/stage1/, with report.json.")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id (1 -> Dataset001_*) or folder name")
+    parser.add_argument("--method", choices=METHODS, default="convcrf",
+                        help="convcrf (default) or boxfill (every box voxel not densely labelled is the box label)")
+    parser.add_argument("--parameters", default="{}",
+                        help='JSON overriding parameters, e.g. \'{"rounds": 3, "crf": {"pairwise_weight": 6}}\' '
+                             "(defaults and meaning: documentation/box_supervision.md)")
+    parser.add_argument("--tune", action="store_true",
+                        help="pick the CRF parameters on the cases whose label maps hold the box labels "
+                             "(a small grid search; the chosen values go into report.json)")
+    parser.add_argument("--tune-cases", type=int, default=10, help="at most this many cases for --tune")
+    parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--overwrite", action="store_true", help="recompute cases that are already written")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def parse_parameters(text: str) -> PseudoMaskParameters:
+    """PseudoMaskParameters with the fields given as JSON (``crf`` fields nested) changed."""
+    try:
+        overrides = json.loads(text)
+        values = PseudoMaskParameters().to_json()
+        values["crf"].update(overrides.pop("crf", {}))
+        values.update(overrides)
+        return PseudoMaskParameters.from_json(values)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise BoxunetError(f"--parameters {text!r}: {error}") from None
+
+
+def _run(arguments) -> dict:
+    request = PseudoLabelRequest(arguments.dataset, arguments.method, parse_parameters(arguments.parameters),
+                                 max(1, arguments.num_processes), arguments.device, arguments.overwrite,
+                                 not arguments.quiet)
+    if arguments.tune:
+        request = tune_parameters(request, arguments.tune_cases)
+    return generate_pseudo_labels(request)
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = build_parser().parse_args(argv)
+    report = run_cli(_run, arguments, interrupted_hint="finished cases are kept; rerun the same command to resume")
+    if not arguments.quiet:
+        for label, summary in report["mean"].items():
+            text = ", ".join(f"{key} {value}" for key, value in summary.items())
+            print(f"label {label}: {text}")
+        print(f"pseudo labels and report.json: {report['output_folder']}")
+
+
+if __name__ == "__main__":
+    main()

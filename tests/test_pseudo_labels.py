@@ -1,0 +1,123 @@
+"""Stage 1 of the box trainer: pseudo masks from boxes (ConvCRF, boxfill) and boxunet_pseudo_labels."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
+from boxunet.boxes.pseudo_masks import pseudo_masks
+from boxunet.cli.pseudo_labels import main as pseudo_labels_main
+from boxunet.evaluation.metrics import dice
+from boxunet.io.boxes import Box, write_boxes
+from boxunet.io.images import read_image, write_image
+from conftest import write_tiny_dataset
+
+
+def _two_intensity_volume(seed=0, shape=(20, 40, 40), spacing=(2.0, 1.0, 1.0)):
+    """An ellipsoid of intensity 1 in a background of 0 with noise (sigma 0.15); its tight box."""
+    z, y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    inner = ((z - 20) / 12) ** 2 + ((y - 20) / 11) ** 2 + ((x - 19) / 9) ** 2 < 1
+    image = inner + np.random.default_rng(seed).normal(0, 0.15, shape)
+    return image[None].astype(np.float32), inner, spacing
+
+
+def test_convcrf_recovers_the_object_inside_its_box():
+    image, inner, spacing = _two_intensity_volume()
+    boxes = boxes_from_label_map(inner.astype(np.uint8), 1)
+    assert len(boxes) == 1
+    box_dice = dice(box_mask(inner.shape, boxes), inner)
+    assert box_dice == pytest.approx(0.769, abs=0.001)  # the voxelized ellipsoid fills 62% of its box
+    result = pseudo_masks(image, spacing, boxes, [1]) == 1
+    assert dice(result, inner) > 0.95
+    assert not (result & ~box_mask(inner.shape, boxes)).any(), "nothing outside the box"
+
+
+def test_dense_labels_are_trusted_and_boxfill_fills_the_rest():
+    image, inner, spacing = _two_intensity_volume()
+    dense = np.zeros(inner.shape, np.uint8)
+    dense[:, :20, :] = 3  # another class known on half of the box
+    dense[inner] = 2  # the box label in the dense map is a reference only: it is ignored
+    boxes = [Box(2, (2, 8, 9), (18, 32, 30))]
+    filled = pseudo_masks(image, spacing, boxes, [2], dense, method="boxfill")
+    inside = box_mask(inner.shape, boxes)
+    assert np.array_equal(filled == 2, inside & (dense != 3))
+    assert np.array_equal(filled == 3, dense == 3)
+    crf = pseudo_masks(image, spacing, boxes, [2], dense)
+    assert np.array_equal(crf == 3, dense == 3) and not ((crf == 2) & (dense == 3)).any()
+    with pytest.raises(ValueError, match="unknown pseudo-mask method"):
+        pseudo_masks(image, spacing, boxes, [2], method="grabcut")
+
+
+def _stage1(roots):
+    return roots["preprocessed"] / "Dataset001_Tiny" / "pseudo_labels" / "stage1"
+
+
+def test_pseudo_labels_cli_writes_masks_with_raw_geometry_and_a_report(tiny_dataset, roots, capsys):
+    pseudo_labels_main(["-d", "1", "--quiet"])
+    folder = _stage1(roots)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["method"] == "convcrf" and len(report["cases"]) == 4
+    mean = report["mean"]["2"]
+    assert mean["cases_with_reference"] == 4
+    assert mean["dice_boxes"] == pytest.approx(0.8095, abs=1e-4)
+    assert mean["dice_pseudo_mask"] > 0.95
+    for index in range(4):
+        raw_image = sitk.ReadImage(str(tiny_dataset / "imagesTr" / f"case_{index:03d}_0000.nii.gz"))
+        written = sitk.ReadImage(str(folder / f"case_{index:03d}.nii.gz"))
+        assert written.GetSize() == raw_image.GetSize()
+        assert np.allclose(written.GetSpacing(), raw_image.GetSpacing())
+        assert np.allclose(written.GetOrigin(), raw_image.GetOrigin())
+        labels = sitk.GetArrayFromImage(written)
+        reference = read_image(tiny_dataset / "labelsTr" / f"case_{index:03d}.nii.gz")[0]
+        assert np.array_equal(labels == 1, reference == 1), "the dense kidney labels are kept as given"
+    # rerunning resumes: nothing is recomputed; --overwrite recomputes
+    stamp = (folder / "case_000.nii.gz").stat().st_mtime_ns
+    pseudo_labels_main(["-d", "1", "--quiet"])
+    assert (folder / "case_000.nii.gz").stat().st_mtime_ns == stamp
+    pseudo_labels_main(["-d", "1", "--quiet", "--method", "boxfill"])  # other settings: recomputed
+    assert (folder / "case_000.nii.gz").stat().st_mtime_ns != stamp
+    boxfill = json.loads((folder / "report.json").read_text())["mean"]["2"]
+    assert boxfill["dice_pseudo_mask"] < mean["dice_pseudo_mask"]
+
+
+def test_tune_picks_parameters_on_reference_cases(tiny_dataset, roots):
+    pseudo_labels_main(["-d", "1", "--quiet", "--tune", "--tune-cases", "2"])
+    report = json.loads((_stage1(roots) / "report.json").read_text())
+    tuning = report["tuning"]
+    assert tuning["cases"] == 2 and tuning["history"][0]["parameters"] == "start"
+    assert tuning["dice"] >= tuning["history"][0]["dice"]
+
+
+def test_labels_outside_their_boxes_are_an_error_before_anything_is_written(tiny_dataset, roots):
+    write_boxes([Box(2, (0, 0, 0), (2, 2, 2))], tiny_dataset / "boxesTr" / "case_001.json")
+    with pytest.raises(SystemExit, match=r"case_001.*labelsTr/case_001.nii.gz.*outside every box of label 2"):
+        pseudo_labels_main(["-d", "1", "--quiet"])
+    assert not _stage1(roots).exists()
+
+
+def test_nan_image_and_dataset_without_boxes_are_errors(roots):
+    tiny_dataset = write_tiny_dataset(roots["raw"], file_ending=".mha")  # NIfTI I/O turns NaN into 0
+    path = tiny_dataset / "imagesTr" / "case_002_0000.mha"
+    image, geometry = read_image(path)
+    image = image.astype(np.float32)
+    image[0, 0, 0] = np.nan
+    write_image(image, geometry, path)
+    with pytest.raises(SystemExit, match=r"case_002.*NaN"):
+        pseudo_labels_main(["-d", "1", "--quiet"])
+    assert not _stage1(roots).exists()
+    description = json.loads((tiny_dataset / "dataset.json").read_text())
+    del description["box_labels"]
+    (tiny_dataset / "dataset.json").write_text(json.dumps(description))
+    with pytest.raises(SystemExit, match="no \"box_labels\""):
+        pseudo_labels_main(["-d", "1", "--quiet"])
+
+
+def test_a_case_without_boxes_gets_no_box_label(tiny_dataset, roots):
+    labels, geometry = read_image(tiny_dataset / "labelsTr" / "case_003.nii.gz")
+    labels[labels == 2] = 0
+    write_image(labels, geometry, tiny_dataset / "labelsTr" / "case_003.nii.gz")
+    write_boxes([], tiny_dataset / "boxesTr" / "case_003.json")
+    pseudo_labels_main(["-d", "1", "--quiet"])
+    record = json.loads((_stage1(roots) / "case_003.json").read_text())
+    assert record["labels"]["2"]["boxes"] == 0 and record["labels"]["2"]["pseudo_mask_voxels"] == 0
