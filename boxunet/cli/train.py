@@ -6,9 +6,11 @@ import torch
 from boxunet.cli.common import run_cli
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import TrainingOptions
+from boxunet.training.box_trainers import BOX_LOSSES
+from boxunet.training.trainer import SCHEDULES, TrainingOptions
 
-SCHEDULE_OPTIONS = ("epochs", "iterations_per_epoch", "validation_iterations", "initial_lr", "save_every", "seed")
+SCHEDULE_OPTIONS = ("epochs", "iterations_per_epoch", "validation_iterations", "initial_lr", "save_every", "seed",
+                    "schedule", "group_networks", "group_epochs", "box_loss")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-every", type=int, dest="save_every",
                         help=f"write checkpoint_latest.pth every N epochs (default: {defaults.save_every})")
     parser.add_argument("--seed", type=int, help=f"default: {defaults.seed}")
+    parser.add_argument("--schedule", choices=SCHEDULES,
+                        help="poly: SGD + poly decay (default, nnU-Net); paper: Adam 1e-3 with exponential decay (seed 000)")
+    parser.add_argument("--k", type=int, dest="group_networks",
+                        help=f"box trainers: group networks of stage 2 (default {defaults.group_networks}; 0 skips "
+                             "stage 2 and trains on the stage-1 masks)")
+    parser.add_argument("--group-epochs", type=int, dest="group_epochs",
+                        help="box trainers: epochs of each stage-2 group network (default: --epochs)")
+    parser.add_argument("--loss", choices=BOX_LOSSES, dest="box_loss",
+                        help=f"BoxThreeStage: wce (Eq. 8) or vwce (Eq. 9, default; with --k 0 it is wce)")
     parser.add_argument("-np", "--augmentation-workers", type=int, default=None,
                         help="background augmentation processes (0 = in the main process, for debugging; default: "
                              "env boxunet_n_proc_DA or the number of CPU cores)")

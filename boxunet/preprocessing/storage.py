@@ -23,7 +23,8 @@ def _chunks(shape: tuple[int, ...], patch_size: list[int]) -> tuple[int, ...]:
     return (1,) + tuple(max(1, min(s, p)) for s, p in zip(spatial, patch))
 
 
-def _write_array(array: np.ndarray, path: Path, patch_size: list[int]) -> None:
+def write_array(array: np.ndarray, path: Path, patch_size: list[int]) -> None:
+    """Store a (c, *spatial) array as blosc2 with patch-shaped chunks (atomic)."""
     with atomic_path(path) as temporary:
         blosc2.asarray(np.ascontiguousarray(array), urlpath=str(temporary), mode="w",
                        chunks=_chunks(array.shape, patch_size), cparams=COMPRESSION)
@@ -33,8 +34,8 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, seg: np.ndarray, pro
               patch_size: list[int]) -> None:
     """Store one preprocessed case: (c, z, y, x) float32 data, (1, z, y, x) int8 seg, properties JSON."""
     folder = Path(folder)
-    _write_array(data.astype(np.float32, copy=False), folder / f"{case_id}.b2nd", patch_size)
-    _write_array(seg.astype(np.int8, copy=False), folder / f"{case_id}_seg.b2nd", patch_size)
+    write_array(data.astype(np.float32, copy=False), folder / f"{case_id}.b2nd", patch_size)
+    write_array(seg.astype(np.int8, copy=False), folder / f"{case_id}_seg.b2nd", patch_size)
     write_json(properties, folder / f"{case_id}.json", indent=None)
 
 

@@ -111,6 +111,19 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_mask: torch
         return per_voxel.sum() / _valid_count(per_voxel, ignore_mask)
 
 
+class WeightedCELoss(nn.Module):
+    """Cross-entropy with class weights and optional voxel weights: WCE (seed 000 Eq. 8) and, with voxel
+    weights, VWCE (Eq. 9)."""
+
+    def __init__(self, class_weights: torch.Tensor | list[float]):
+        super().__init__()
+        self.class_weights = class_weights
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, ignore_mask: torch.Tensor | None = None,
+                voxel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return cross_entropy(logits, target, ignore_mask, voxel_weights, self.class_weights)
+
+
 class DiceCELoss(nn.Module):
     """``ce_weight * cross_entropy + dice_weight * SoftDiceLoss`` for softmax training on label maps.
 

@@ -21,6 +21,7 @@ def register_trainer(cls: type) -> type:
 
 def _import_trainer_modules() -> None:
     importlib.import_module("boxunet.training.trainer")
+    importlib.import_module("boxunet.training.box_trainers")
     for module in filter(None, (m.strip() for m in os.environ.get(EXTERNAL_MODULES_VARIABLE, "").split(","))):
         try:
             importlib.import_module(module)

@@ -36,6 +36,11 @@ from boxunet.training.progress import LogFile, TrainingProgress
 from boxunet.training.registry import register_trainer
 
 
+PAPER_LEARNING_RATE = 1e-3
+PAPER_DECAY_PER_EPOCH = 0.95
+SCHEDULES = ("poly", "paper")
+
+
 @dataclass
 class TrainingOptions:
     """Every setting of a run that is not in the plans (recorded in debug.json and the checkpoints)."""
@@ -54,6 +59,11 @@ class TrainingOptions:
     compile: bool = False
     save_probabilities: bool = False
     progress_bar: bool = True
+    schedule: str = "poly"  # "poly": SGD + poly decay (nnU-Net); "paper": Adam 1e-3, exponential decay (seed 000)
+    # used by the box trainers (documentation/box_supervision.md)
+    group_networks: int = 3
+    group_epochs: int | None = None
+    box_loss: str = "vwce"
 
 
 def poly_learning_rate(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -97,8 +107,10 @@ class Trainer:
         return build_network(configuration.architecture, plans.num_input_channels, num_outputs, deep_supervision=True)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """SGD with Nesterov momentum (nnU-Net's defaults)."""
+        """SGD with Nesterov momentum (nnU-Net's defaults), or Adam with ``schedule="paper"``."""
         o = self.options
+        if o.schedule == "paper":
+            return torch.optim.Adam(self.network.parameters(), lr=PAPER_LEARNING_RATE, weight_decay=o.weight_decay)
         return torch.optim.SGD(self.network.parameters(), lr=o.initial_lr, momentum=o.momentum,
                                weight_decay=o.weight_decay, nesterov=True)
 
@@ -111,6 +123,12 @@ class Trainer:
             weights[-1] = 1e-6  # DDP needs every output head in the graph (a weight of 0 would skip it)
         return DeepSupervisionLoss(loss, weights)
 
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of ``epoch``: poly decay, or 1e-3 * 0.95^epoch with ``schedule="paper"``."""
+        if self.options.schedule == "paper":
+            return PAPER_LEARNING_RATE * PAPER_DECAY_PER_EPOCH ** epoch
+        return poly_learning_rate(self.options.initial_lr, epoch, self.options.epochs)
+
     def loss_inputs(self, batch: dict) -> tuple[list, list | None, list | None]:
         """Targets, ignore masks and voxel weight maps per deep-supervision output."""
         targets = [t[:, :1].to(self.device, non_blocking=True) for t in batch["target"]]
@@ -119,6 +137,10 @@ class Trainer:
         else:
             targets = [t.long() for t in targets]
         return targets, None, None
+
+    def sampler_options(self) -> dict:
+        """``sampler_class`` and ``sampler_arguments`` for the batch iterators (default: plain PatchSampler)."""
+        return {}
 
     # ---------------------------------------------------------------------------------------- set-up
     @property
@@ -183,7 +205,8 @@ class Trainer:
             PreprocessedCases(folder, self.train_cases), PreprocessedCases(folder, self.val_cases),
             self.configuration, self.plans, self.deep_supervision_scales, workers,
             seed=self.options.seed + 1000 * epoch + self.group.rank, oversample=self.options.oversample_foreground,
-            batch_size=len(forced), forced_foreground=forced, pin_memory=self.device.type == "cuda")
+            batch_size=len(forced), forced_foreground=forced, pin_memory=self.device.type == "cuda",
+            **self.sampler_options())
 
     # --------------------------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> float:
@@ -252,7 +275,7 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> None:
         o = self.options
         started = time.perf_counter()
-        learning_rate = poly_learning_rate(o.initial_lr, epoch, o.epochs)
+        learning_rate = self.learning_rate(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self._seed_epoch(epoch)

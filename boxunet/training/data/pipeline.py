@@ -89,7 +89,8 @@ def make_batch_iterators(train_cases: PreprocessedCases, val_cases: Preprocessed
                          configuration: ConfigurationPlan, plans: Plans, deep_supervision_scales: list | None,
                          num_processes: int, seed: int, oversample: float = 0.33,
                          batch_size: int | None = None, forced_foreground: list[bool] | None = None,
-                         pin_memory: bool = False) -> tuple[BatchIterator, BatchIterator]:
+                         pin_memory: bool = False, sampler_class=PatchSampler,
+                         sampler_arguments: dict | None = None) -> tuple[BatchIterator, BatchIterator]:
     """Endless ``(train, validation)`` batch iterators for one configuration.
 
     Training batches are sampled at the enlarged initial patch size and augmented; validation batches
@@ -98,15 +99,18 @@ def make_batch_iterators(train_cases: PreprocessedCases, val_cases: Preprocessed
     least one); with ``num_processes == 0`` everything runs in this process (debugging), where the
     augmentation draws from numpy's global random state. ``batch_size`` defaults to the plans';
     ``forced_foreground`` gives explicit per-sample oversampling flags (a DDP rank's share of the global
-    batch); ``pin_memory`` pins batches for fast copies to a CUDA device.
+    batch); ``pin_memory`` pins batches for fast copies to a CUDA device. ``sampler_class`` (a PatchSampler
+    subclass, e.g. one that adds box-derived seg channels) is built with ``sampler_arguments`` as extra
+    keyword arguments.
     """
     parameters = augmentation_parameters(configuration.patch_size)
     batch_size = batch_size or configuration.batch_size
     mask_channels = [channel for channel, n in enumerate(plans.normalization) if n.use_nonzero_mask]
-    train_sampler = PatchSampler(train_cases, batch_size, parameters["initial_patch_size"], configuration.patch_size,
-                                 oversample, seed=_stream_seed(seed, 0), forced_foreground=forced_foreground)
-    val_sampler = PatchSampler(val_cases, batch_size, configuration.patch_size, oversample_foreground_percent=oversample,
-                               seed=_stream_seed(seed, 1), forced_foreground=forced_foreground)
+    extra = sampler_arguments or {}
+    train_sampler = sampler_class(train_cases, batch_size, parameters["initial_patch_size"], configuration.patch_size,
+                                  oversample, seed=_stream_seed(seed, 0), forced_foreground=forced_foreground, **extra)
+    val_sampler = sampler_class(val_cases, batch_size, configuration.patch_size, oversample_foreground_percent=oversample,
+                                seed=_stream_seed(seed, 1), forced_foreground=forced_foreground, **extra)
     train_transforms = training_transforms(configuration.patch_size, parameters["rotation"], parameters["mirror_axes"],
                                            deep_supervision_scales, parameters["dummy_2d"], mask_channels,
                                            tensors=False)

@@ -1,0 +1,80 @@
+"""Stage 2 of the box trainer: fusion masks and voxel weight maps (seed 000, Eq. 5 and 6).
+
+For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K group networks:
+
+* votes_c = [PM = c] + sum_k [P^k = c], counted only inside the boxes of c (and not on densely
+  labelled voxels);
+* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5): the union is the unary (``union_logit`` inside
+  it, minus that outside it, within the boxes), refined by the CRF on the image; outside the boxes of c
+  the answer is fixed to not-c;
+* v = sum_c votes_c, with v = K + 1 where v = 0 (Eq. 6): agreement of the K + 1 masks, and full weight
+  where all of them say background.
+"""
+import numpy as np
+import torch
+
+from boxunet.boxes.convcrf import CRFParameters, mean_field
+from boxunet.boxes.pseudo_masks import normalize_region, region_around
+from boxunet.boxes.targets import boxes_mask
+from boxunet.io.boxes import Box
+
+
+def vote_counts(pseudo_mask: np.ndarray, predictions: list[np.ndarray], label: int, inside: np.ndarray) -> np.ndarray:
+    """How many of the K + 1 masks say ``label``, per voxel of ``inside`` (0 elsewhere), as int16."""
+    votes = (pseudo_mask == label).astype(np.int16)
+    for prediction in predictions:
+        votes += prediction == label
+    votes[~inside] = 0
+    return votes
+
+
+def weight_map(votes_per_label: list[np.ndarray], num_networks: int) -> np.ndarray:
+    """Eq. 6: the summed votes, with K + 1 where no mask votes for a box label."""
+    weights = np.sum(votes_per_label, axis=0) if votes_per_label else None
+    if weights is None:
+        raise ValueError("weight_map needs the votes of at least one box label")
+    weights = weights.astype(np.int16)
+    weights[weights == 0] = num_networks + 1
+    return weights
+
+
+def refine_union(image: np.ndarray, spacing, union: np.ndarray, inside: np.ndarray, boxes: list[Box],
+                 parameters: CRFParameters, union_logit: float = 2.0, context_mm: float = 10.0,
+                 device: str = "cpu") -> np.ndarray:
+    """Eq. 5 for one label: the ConvCRF refinement of ``union`` (bool, z y x) box by box; voxels outside
+    ``inside`` (the boxes of the label minus densely labelled voxels) are never the label."""
+    result = np.zeros(union.shape, dtype=bool)
+    for box in boxes:
+        region = region_around(box, union.shape, spacing, context_mm)
+        candidates = inside[region]
+        if not candidates.any():
+            continue
+        features = torch.from_numpy(normalize_region(image[(slice(None),) + region], candidates))[None].to(device)
+        logit = np.where(union[region], union_logit, -union_logit).astype(np.float32)
+        logit[~candidates] = -30.0
+        unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit]))[None].to(device)
+        fixed = torch.from_numpy(~candidates)[None, None].to(device)
+        q = mean_field(unary, features, spacing, parameters, fixed=fixed)[0, 1].cpu().numpy()
+        result[region] |= (q > 0.5) & candidates
+    return result
+
+
+def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_mask: np.ndarray,
+                  predictions: list[np.ndarray], boxes: list[Box], box_labels: list[int],
+                  parameters: CRFParameters, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Fusion label map (dense labels kept, box labels from Eq. 5) and weight map (Eq. 6) of one case.
+
+    ``image`` is (C, z, y, x); ``dense_labels`` holds the dense labels only (box labels removed);
+    ``pseudo_mask`` and ``predictions`` are label maps on the same grid.
+    """
+    fused = np.where(np.isin(dense_labels, box_labels), 0, np.maximum(dense_labels, 0)).astype(np.int8)
+    densely_known = fused > 0
+    all_votes = []
+    for label in box_labels:
+        inside = boxes_mask(fused.shape, boxes, label) & ~densely_known
+        votes = vote_counts(pseudo_mask, predictions, label, inside)
+        all_votes.append(votes)
+        label_boxes = [b for b in boxes if b.label == label]
+        refined = refine_union(image, spacing, votes > 0, inside, label_boxes, parameters, device=device)
+        fused[refined & (fused == 0)] = label
+    return fused, weight_map(all_votes, len(predictions))

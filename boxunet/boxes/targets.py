@@ -1,0 +1,81 @@
+"""Training targets of the box trainers on a configuration's preprocessed grid.
+
+A target store is a folder of ``<case>_target.b2nd`` arrays (1 or 2 channels, int8, chunked like the
+training patches): channel 0 is a label map, an optional channel 1 a voxel weight map (0 = no
+information, see boxunet.training.data.augmentation). Raw-grid label maps (stage-1 pseudo labels,
+reference labels) are brought onto the grid exactly as preprocessing brings labels: transposed,
+cropped to the case's crop box and resampled per label.
+"""
+from pathlib import Path
+
+import blosc2
+import numpy as np
+
+from boxunet.io.boxes import Box
+from boxunet.io.images import read_image
+from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.preprocessing.resampling import resample_segmentation, separate_z_axis
+from boxunet.preprocessing.storage import write_array
+
+TARGET_SUFFIX = "_target.b2nd"
+
+
+def raw_labels_to_grid(labels: np.ndarray, properties: dict, plans: Plans,
+                       configuration: ConfigurationPlan) -> np.ndarray:
+    """A raw (z, y, x) label map on the preprocessed grid of one case (int8, shape_after_resampling)."""
+    transposed = labels.transpose(plans.transpose_forward)
+    cropped = transposed[tuple(slice(lo, hi) for lo, hi in properties["bbox_used_for_cropping"])]
+    resampling = configuration.resampling
+    axis = separate_z_axis(properties["spacing_after_transpose"], properties["spacing"],
+                           resampling.anisotropy_threshold)
+    return resample_segmentation(np.ascontiguousarray(cropped), properties["shape_after_resampling"],
+                                 resampling.seg_order, axis, resampling.order_z)
+
+
+def case_boxes(properties: dict) -> list[Box]:
+    """The boxes of a preprocessed case, in its grid's voxel indices."""
+    return [Box(b["label"], tuple(b["min"]), tuple(b["max"])) for b in properties.get("boxes", [])]
+
+
+def boxes_mask(shape, boxes: list[Box], label: int) -> np.ndarray:
+    """Voxels inside any box of ``label``."""
+    mask = np.zeros(shape, dtype=bool)
+    for box in boxes:
+        if box.label == label:
+            mask[box.slices] = True
+    return mask
+
+
+def target_path(folder: Path, case_id: str) -> Path:
+    return Path(folder) / f"{case_id}{TARGET_SUFFIX}"
+
+
+def write_target(folder: Path, case_id: str, labels: np.ndarray, weights: np.ndarray | None,
+                 patch_size) -> None:
+    """Store a (z, y, x) label map and optional weight map of one case (atomic)."""
+    channels = [labels] if weights is None else [labels, weights]
+    array = np.stack([np.asarray(c, dtype=np.int8) for c in channels])
+    write_array(array, target_path(folder, case_id), list(patch_size))
+
+
+def open_target(folder: Path, case_id: str):
+    """The stored target of one case as a memory-mapped blosc2 array (channels, z, y, x)."""
+    return blosc2.open(str(target_path(folder, case_id)), mmap_mode="r")
+
+
+def has_target(folder: Path, case_id: str) -> bool:
+    return target_path(folder, case_id).is_file()
+
+
+def store_raw_label_maps(folder: Path, cases, label_files: dict[str, Path], plans: Plans,
+                         configuration: ConfigurationPlan) -> None:
+    """Bring raw label maps (``label_files[case_id]``) onto the grid of ``cases`` (a PreprocessedCases)
+    and store them in ``folder``; a stored case is kept unless its raw label map is newer."""
+    for case_id in cases.case_ids:
+        stored = target_path(folder, case_id)
+        if stored.is_file() and stored.stat().st_mtime_ns >= Path(label_files[case_id]).stat().st_mtime_ns:
+            continue
+        _, _, properties = cases.load(case_id)
+        labels = read_image(label_files[case_id])[0]
+        write_target(folder, case_id, raw_labels_to_grid(labels, properties, plans, configuration), None,
+                     configuration.patch_size)

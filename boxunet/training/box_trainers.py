@@ -1,0 +1,296 @@
+"""Trainers for datasets whose ``box_labels`` are given as boxes (see documentation/box_supervision.md).
+
+* ``BoxThreeStage`` (seed 000): stage 1 pseudo masks (boxunet_pseudo_labels, ConvCRF), stage 2 group
+  training of K networks and fusion masks with voxel weight maps, stage 3 the final network with
+  voxel-wise weighted cross-entropy (VWCE). ``--k 0`` trains on the stage-1 masks with WCE.
+* ``BoxFill``: every box voxel without a dense label is its box's label (Dice + CE).
+* ``BoxIgnore``: the loss ignores box voxels without a dense label (nnU-Net's ignore-label baseline).
+* ``FullySupervised``: the dense reference labels of the box labels (for comparison when they exist).
+
+Dense labels of the other classes are trusted wherever they are given.
+"""
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boxunet.boxes.convcrf import CRFParameters
+from boxunet.boxes.fusion import fusion_target
+from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
+from boxunet.boxes.targets import boxes_mask, case_boxes, has_target, open_target, store_raw_label_maps, write_target
+from boxunet.errors import BoxunetError
+from boxunet.evaluation.metrics import dice
+from boxunet.inference.precision import resolve_precision
+from boxunet.inference.sliding_window import predict_sliding_window
+from boxunet.io.atomic import write_json
+from boxunet.paths import raw_root
+from boxunet.training.checkpoint import load_checkpoint
+from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, StoredTargetSampler
+from boxunet.training.data.dataset import PreprocessedCases
+from boxunet.training.distributed import barrier
+from boxunet.training.losses import DeepSupervisionLoss, WeightedCELoss, deep_supervision_weights
+from boxunet.training.registry import register_trainer
+from boxunet.training.trainer import Trainer
+
+BOX_LOSSES = ("wce", "vwce")
+BACKGROUND_CLASS_WEIGHT = 0.2  # seed 000: 1.0 for the tumor, 0.2 for the background
+
+
+def _require_boxes(trainer: Trainer) -> None:
+    if not trainer.plans.box_labels:
+        raise BoxunetError(f"{type(trainer).__name__} needs a dataset with \"box_labels\" in dataset.json; "
+                           "this one has none (use the standard Trainer)")
+
+
+@register_trainer
+class BoxFill(Trainer):
+    """Boxes filled with their label (the boxes themselves as masks), Dice + CE."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _require_boxes(self)
+
+    def sampler_options(self) -> dict:
+        return {"sampler_class": BoxFillSampler}
+
+
+@register_trainer
+class BoxIgnore(Trainer):
+    """Dice + CE on the known voxels only: outside the boxes and on dense labels."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _require_boxes(self)
+
+    def sampler_options(self) -> dict:
+        return {"sampler_class": BoxIgnoreSampler}
+
+    def loss_inputs(self, batch: dict):
+        targets = [t[:, :1].to(self.device, non_blocking=True).long() for t in batch["target"]]
+        ignore = [t[:, 1:2].to(self.device, non_blocking=True) < 0.5 for t in batch["target"]]
+        return targets, ignore, None
+
+
+class _StoredTargetTrainer(Trainer):
+    """Trains on a target store (label map, optional weight map per case) set in ``target_folder``."""
+
+    target_folder: Path | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _require_boxes(self)
+
+    def sampler_options(self) -> dict:
+        if self.target_folder is None:
+            raise RuntimeError("target_folder must be set before the batch iterators are made")
+        return {"sampler_class": StoredTargetSampler, "sampler_arguments": {"target_folder": self.target_folder}}
+
+    @property
+    def dataset_name(self) -> str:
+        return self.preprocessed_folder.name
+
+    def _cases(self, case_ids: list[str]) -> PreprocessedCases:
+        return PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, case_ids)
+
+    def reference_store(self) -> Path | None:
+        """Dense reference labels (box labels included) on this grid, from gt_segmentations; None when the
+        dataset's label maps do not hold the box labels."""
+        ending = self.dataset_json["file_ending"]
+        files = {c: self.preprocessed_folder / "gt_segmentations" / f"{c}{ending}" for c in self.train_cases + self.val_cases}
+        if not all(path.is_file() for path in files.values()):
+            return None
+        folder = self.preprocessed_folder / "pseudo_labels" / f"reference_{self.configuration.data_identifier}"
+        if self.group.is_main:
+            store_raw_label_maps(folder, self._cases(list(files)), files, self.plans, self.configuration)
+        barrier(self.group)
+        return folder
+
+    def stage1_store(self) -> Path:
+        """The stage-1 pseudo label maps on this grid (made with boxunet_pseudo_labels defaults if missing)."""
+        raw_folder = stage1_folder(self.dataset_name)
+        ending = self.dataset_json["file_ending"]
+        case_ids = self.train_cases + self.val_cases
+        files = {c: raw_folder / f"{c}{ending}" for c in case_ids}
+        folder = self.preprocessed_folder / "pseudo_labels" / f"stage1_{self.configuration.data_identifier}"
+        if self.group.is_main:
+            if not all(path.is_file() for path in files.values()):
+                if not (raw_root() / self.dataset_name).is_dir():
+                    raise BoxunetError(f"stage-1 pseudo labels are missing in {raw_folder} and the raw dataset is not "
+                                       f"in {raw_root()}; run boxunet_pseudo_labels -d {self.dataset_name}")
+                if self.log:
+                    self.log(f"stage 1: pseudo labels missing in {raw_folder}; running boxunet_pseudo_labels")
+                generate_pseudo_labels(PseudoLabelRequest(self.dataset_name, progress=self.options.progress_bar))
+            store_raw_label_maps(folder, self._cases(case_ids), files, self.plans, self.configuration)
+        barrier(self.group)
+        return folder
+
+
+@register_trainer
+class FullySupervised(_StoredTargetTrainer):
+    """The dense reference labels, box labels included (Dice + CE): the upper bound for the box trainers."""
+
+    def run_training(self) -> None:
+        self.target_folder = self.reference_store()
+        if self.target_folder is None:
+            raise BoxunetError("FullySupervised needs label maps that hold the box labels for every training case")
+        super().run_training()
+
+
+class BoxGroupMember(_StoredTargetTrainer):
+    """A stage-2 group network: WCE on the stage-1 masks of its subset; no validation export."""
+
+    def build_loss(self):
+        return _weighted_ce(self)
+
+
+def _weighted_ce(trainer: Trainer) -> DeepSupervisionLoss:
+    class_weights = [BACKGROUND_CLASS_WEIGHT] + [1.0] * (trainer.num_outputs - 1)
+    weights = deep_supervision_weights(len(trainer.deep_supervision_scales))
+    if trainer.group.distributed and len(weights) > 1:
+        weights[-1] = 1e-6
+    return DeepSupervisionLoss(WeightedCELoss(class_weights), weights)
+
+
+def group_subsets(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
+    """``case_ids`` split into ``k`` disjoint subsets of (almost) equal size, shuffled with ``seed``."""
+    if k < 1 or k > len(case_ids):
+        raise BoxunetError(f"--k {k}: need 1 <= k <= the {len(case_ids)} training cases of the fold")
+    shuffled = sorted(case_ids)
+    random.Random(seed).shuffle(shuffled)
+    return [sorted(shuffled[i::k]) for i in range(k)]
+
+
+@register_trainer
+class BoxThreeStage(_StoredTargetTrainer):
+    """Seed 000's three stages; the final network is this trainer's own."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.options.box_loss not in BOX_LOSSES:
+            raise BoxunetError(f"--loss {self.options.box_loss!r}: choose one of {', '.join(BOX_LOSSES)}")
+        if self.regions:
+            raise BoxunetError("BoxThreeStage trains label maps; region-based datasets are not supported")
+
+    @property
+    def uses_weights(self) -> bool:
+        return self.options.group_networks > 0 and self.options.box_loss == "vwce"
+
+    def build_loss(self):
+        return _weighted_ce(self)
+
+    def loss_inputs(self, batch: dict):
+        targets = [t[:, :1].to(self.device, non_blocking=True).long() for t in batch["target"]]
+        if not self.uses_weights:
+            return targets, None, None
+        return targets, None, [t[:, 1:2].to(self.device, non_blocking=True) for t in batch["target"]]
+
+    @property
+    def stage2_folder(self) -> Path:
+        return self.output_folder / "stage2"
+
+    def run_training(self) -> None:
+        stage1 = self.stage1_store()
+        self.target_folder = stage1
+        if self.options.group_networks > 0:
+            networks = self._train_group(stage1)
+            self.target_folder = self._fusion_store(stage1, networks)
+        if self.group.is_main:
+            self._write_box_report(stage1)
+        super().run_training()
+
+    # ------------------------------------------------------------------------------------ stage 2
+    def _train_group(self, stage1: Path) -> list[torch.nn.Module]:
+        """Train (or resume, or reuse) the K group networks; return them loaded with their final weights."""
+        o = self.options
+        subsets = group_subsets(self.train_cases, o.group_networks, o.seed)
+        member_options = replace(o, epochs=o.group_epochs or o.epochs)
+        networks = []
+        for index, subset in enumerate(subsets):
+            folder = self.stage2_folder / f"group_{index}"
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / "checkpoint_final.pth"
+            if not final.is_file():
+                member = BoxGroupMember(self.plans, self.configuration, self.fold, self.preprocessed_folder, folder,
+                                        subset, self.val_cases, member_options, self.group)
+                member.target_folder = stage1
+                if (folder / "checkpoint_latest.pth").is_file():
+                    member.load(folder / "checkpoint_latest.pth")
+                if self.log:
+                    self.log(f"stage 2: group network {index + 1}/{len(subsets)} on {len(subset)} cases")
+                member.run_training()
+                del member
+            network = self.build_network(self.plans, self.configuration, self.num_outputs).to(self.device)
+            network.load_state_dict(load_checkpoint(final, map_location=self.device)["network_weights"])
+            networks.append(network.eval())
+        return networks
+
+    def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> Path:
+        """Fusion masks and weight maps (Eq. 5, 6) of every training case; stage-1 targets for validation cases."""
+        folder = self.stage2_folder / "fusion"
+        cases = self._cases(self.train_cases + self.val_cases)
+        label_values = self.plans.label_values
+        crf = CRFParameters()
+        precision = resolve_precision(self.device)
+        seconds = 0.0
+        for case_id in self.train_cases[self.group.rank::self.group.world_size]:
+            if has_target(folder, case_id):
+                continue
+            data, seg, properties = cases.load(case_id)
+            image = np.asarray(data[:])
+            predictions = []
+            for network in networks:
+                logits = predict_sliding_window(network, torch.from_numpy(image), self.configuration.patch_size,
+                                                self.num_outputs, mirror_axes=(), device=self.device,
+                                                precision=precision)
+                predictions.append(np.asarray(label_values, dtype=np.int8)[logits.argmax(0).numpy()])
+            pseudo = np.asarray(open_target(stage1, case_id)[0])
+            start = time.perf_counter()
+            labels, weights = fusion_target(image, properties["spacing"], np.asarray(seg[0]), pseudo, predictions,
+                                            case_boxes(properties), self.plans.box_labels, crf, str(self.device))
+            seconds += time.perf_counter() - start
+            write_target(folder, case_id, labels, weights, self.configuration.patch_size)
+        if self.group.is_main:
+            for case_id in self.val_cases:  # monitored against their stage-1 masks, weight 1
+                if not has_target(folder, case_id):
+                    pseudo = np.asarray(open_target(stage1, case_id)[0])
+                    write_target(folder, case_id, pseudo, np.ones_like(pseudo), self.configuration.patch_size)
+            if self.log:
+                self.log(f"stage 2: fusion masks of {len(self.train_cases)} cases in {folder} "
+                         f"(ConvCRF {seconds:.1f} s on this process)")
+        barrier(self.group)
+        return folder
+
+    # ------------------------------------------------------------------------------------ report
+    def _write_box_report(self, stage1: Path) -> None:
+        """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1)."""
+        reference = self.reference_store()
+        fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
+        cases = self._cases(self.train_cases)
+        rows = []
+        for case_id in self.train_cases:
+            properties = cases.load(case_id)[2]
+            row = {"case_id": case_id}
+            truth = np.asarray(open_target(reference, case_id)[0]) if reference else None
+            pseudo = np.asarray(open_target(stage1, case_id)[0])
+            fused = np.asarray(open_target(fusion, case_id)[0]) if fusion else None
+            for label in self.plans.box_labels:
+                entry = {"boxes": sum(1 for b in case_boxes(properties) if b.label == label)}
+                if truth is not None:
+                    reference_mask = truth == label
+                    entry["dice_boxes"] = dice(boxes_mask(truth.shape, case_boxes(properties), label), reference_mask)
+                    entry["dice_stage1"] = dice(pseudo == label, reference_mask)
+                    if fused is not None:
+                        entry["dice_fusion"] = dice(fused == label, reference_mask)
+                row[str(label)] = entry
+            rows.append(row)
+        means = {}
+        for label in self.plans.box_labels:
+            entries = [row[str(label)] for row in rows]
+            means[str(label)] = {key: round(float(np.nanmean([e[key] for e in entries])), 4)
+                                 for key in ("dice_boxes", "dice_stage1", "dice_fusion") if key in entries[0]}
+        write_json({"trainer": type(self).__name__, "group_networks": self.options.group_networks,
+                    "loss": "vwce" if self.uses_weights else "wce", "grid": self.configuration.data_identifier,
+                    "mean": means, "cases": rows}, self.output_folder / "box_report.json")

@@ -1,0 +1,76 @@
+"""Patch samplers whose seg channels come from boxes or from stored targets (the box trainers).
+
+The preprocessed label map of a box dataset holds its dense labels only (box labels are removed);
+the boxes are in each case's properties on the same grid. These samplers build the training label
+channels of a patch from that:
+
+* ``BoxFillSampler``: every box voxel without a dense label takes its box's label;
+* ``BoxIgnoreSampler``: labels as stored, plus a channel that is 1 where the label is known (outside
+  the boxes, or densely labelled) and 0 inside boxes, where the loss ignores the voxel;
+* ``StoredTargetSampler``: the label (and weight) channels of a target store (boxunet.boxes.targets),
+  e.g. stage-1 pseudo masks or stage-2 fusion masks with their voxel weights.
+"""
+import numpy as np
+
+from boxunet.boxes.targets import case_boxes, open_target
+from boxunet.training.data.sampler import PatchSampler, read_region
+
+
+def _box_slices_in_region(box, region) -> tuple[slice, ...] | None:
+    """The part of ``box`` inside ``region`` (a (start, stop) per axis) in region coordinates, or None."""
+    slices = []
+    for lo, hi, (start, stop) in zip(box.min, box.max, region):
+        a, b = max(lo, start), min(hi, stop)
+        if a >= b:
+            return None
+        slices.append(slice(a - start, b - start))
+    return tuple(slices)
+
+
+def boxes_in_region(properties: dict, region, shape_2d: bool) -> list[tuple[int, np.ndarray]]:
+    """(label, mask) per box label present: the voxels of the sampled region inside its boxes."""
+    size = tuple(stop - start for start, stop in region)
+    masks: dict[int, np.ndarray] = {}
+    for box in case_boxes(properties):
+        inside = _box_slices_in_region(box, region)
+        if inside is not None:
+            masks.setdefault(box.label, np.zeros(size, dtype=bool))[inside] = True
+    return [(label, mask[0] if shape_2d else mask) for label, mask in sorted(masks.items())]
+
+
+class BoxFillSampler(PatchSampler):
+    """Box voxels without a dense label take their box's label (the BoxFill baseline)."""
+
+    def seg_channels(self, seg, properties, region):
+        filled = seg.copy()
+        for label, mask in boxes_in_region(properties, region, len(self.patch_size) == 2):
+            filled[0][mask & (filled[0] == 0)] = label
+        return filled
+
+
+class BoxIgnoreSampler(PatchSampler):
+    """Channel 1 marks known voxels: 0 inside boxes (unless densely labelled), 1 elsewhere."""
+
+    def seg_channels(self, seg, properties, region):
+        known = np.ones_like(seg[0])
+        for _, mask in boxes_in_region(properties, region, len(self.patch_size) == 2):
+            known[mask & (seg[0] == 0)] = 0
+        return np.concatenate([seg, known[None]])
+
+
+class StoredTargetSampler(PatchSampler):
+    """Seg channels read from ``target_folder`` (label map, optional weight map) instead of the case's labels."""
+
+    def __init__(self, *args, target_folder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.target_folder = target_folder
+        self._opened = {}
+
+    def seg_channels(self, seg, properties, region):
+        case_id = properties["case_id"]
+        if case_id not in self._opened:
+            self._opened[case_id] = open_target(self.target_folder, case_id)
+        target = read_region(self._opened[case_id], region, -1)
+        if len(self.patch_size) == 2:
+            target = target[:, 0]
+        return target.astype(seg.dtype, copy=False)

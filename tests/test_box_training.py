@@ -1,0 +1,149 @@
+"""The box trainers: fusion masks and weight maps (seed 000 Eq. 5, 6), VWCE (Eq. 9), box samplers,
+label maps on the preprocessed grid, and a tiny three-stage training end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from boxunet.boxes.convcrf import CRFParameters
+from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
+from boxunet.boxes.targets import raw_labels_to_grid
+from boxunet.io.boxes import Box
+from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
+from boxunet.planning.plans import load_plans
+from boxunet.training.box_trainers import group_subsets
+from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler
+from boxunet.training.losses import WeightedCELoss
+from boxunet.training.run import TrainingRequest, run_training
+from boxunet.training.trainer import TrainingOptions
+from conftest import write_tiny_dataset
+
+
+def test_votes_and_weight_map_follow_equation_6():
+    pseudo = np.array([[[0, 2, 2, 2, 0, 1]]])
+    first = np.array([[[2, 2, 2, 0, 0, 2]]])
+    second = np.array([[[0, 0, 2, 2, 2, 0]]])
+    inside = np.array([[[True, True, True, True, True, False]]])  # the last voxel is outside every box
+    votes = vote_counts(pseudo, [first, second], 2, inside)
+    assert votes.tolist() == [[[1, 2, 3, 2, 1, 0]]]
+    # K = 2 networks: where no mask votes, the weight is K + 1 = 3
+    assert weight_map([votes], 2).tolist() == [[[1, 2, 3, 2, 1, 3]]]
+
+
+def test_fusion_mask_is_the_union_inside_the_boxes_without_pairwise_terms():
+    image = np.zeros((1, 1, 4, 8), np.float32)
+    dense = np.zeros((1, 4, 8), np.int8)
+    dense[0, 0, 3] = 1  # a kidney voxel inside the box stays kidney
+    pseudo = np.zeros((1, 4, 8), np.int8)
+    pseudo[0, 1, 2:4] = 2
+    prediction = np.zeros((1, 4, 8), np.int8)
+    prediction[0, 1:3, 3:6] = 2
+    prediction[0, 3, 7] = 2  # outside the box: never tumor
+    boxes = [Box(2, (0, 0, 1), (1, 3, 6))]
+    fused, weights = fusion_target(image, (1.0, 1.0, 1.0), dense, pseudo, [prediction], boxes, [2],
+                                   CRFParameters(pairwise_weight=0.0))
+    expected = np.zeros((1, 4, 8), np.int8)
+    expected[0, 1, 2:6] = 2
+    expected[0, 2, 3:6] = 2
+    expected[0, 0, 3] = 1
+    assert fused.tolist() == expected.tolist()
+    assert weights[0, 1].tolist() == [2, 2, 1, 2, 1, 1, 2, 2]  # votes 1 or 2 inside the union, K + 1 = 2 elsewhere
+
+
+def test_vwce_equals_hand_computed_values():
+    # two voxels, two classes; logits (0, ln 3) -> p(1) = 0.75; logits (ln 4, 0) -> p(0) = 0.8
+    logits = torch.tensor([[[0.0, np.log(4.0)], [np.log(3.0), 0.0]]]).reshape(1, 2, 2, 1, 1)
+    target = torch.tensor([1, 0]).reshape(1, 1, 2, 1, 1)
+    weights = torch.tensor([3.0, 2.0]).reshape(1, 1, 2, 1, 1)
+    loss = WeightedCELoss([0.2, 1.0])
+    # WCE: (1.0 * -ln 0.75 + 0.2 * -ln 0.8) / 2
+    assert float(loss(logits, target)) == pytest.approx((-np.log(0.75) - 0.2 * np.log(0.8)) / 2, rel=1e-6)
+    # VWCE: (3 * 1.0 * -ln 0.75 + 2 * 0.2 * -ln 0.8) / 2
+    assert float(loss(logits, target, voxel_weights=weights)) == pytest.approx(
+        (-3 * np.log(0.75) - 0.4 * np.log(0.8)) / 2, rel=1e-6)
+
+
+def test_group_subsets_are_disjoint_and_cover_the_fold():
+    cases = [f"c{i}" for i in range(10)]
+    subsets = group_subsets(cases, 3, seed=1)
+    assert sorted(sum(subsets, [])) == sorted(cases) and [len(s) for s in subsets] == [4, 3, 3]
+    assert subsets == group_subsets(list(reversed(cases)), 3, seed=1)
+
+
+class _FakeCases:
+    case_ids = ["a"]
+
+
+def test_box_samplers_fill_or_ignore_box_voxels():
+    seg = np.zeros((1, 4, 6, 6), np.int8)
+    seg[0, :, 0, :] = 1  # dense kidney row
+    properties = {"case_id": "a", "boxes": [{"label": 2, "min": [1, 0, 2], "max": [3, 3, 8]}]}
+    region = [(0, 4), (0, 6), (2, 8)]  # the patch starts at x = 2: the box covers x 0..5 of it
+    filled = BoxFillSampler(_FakeCases(), 1, (4, 6, 6)).seg_channels(seg, properties, region)
+    assert filled.shape == (1, 4, 6, 6)
+    assert (filled[0, 1:3, 1:3, :] == 2).all() and (filled[0, 1:3, 0, :] == 1).all()
+    assert (filled[0, 0] != 2).all() and (filled[0, :, 3:] == 0).all()
+    ignored = BoxIgnoreSampler(_FakeCases(), 1, (4, 6, 6)).seg_channels(seg, properties, region)
+    assert ignored.shape == (2, 4, 6, 6)
+    assert ignored[1].sum() == ignored[1].size - 2 * 2 * 6  # unknown: box voxels without a dense label
+    assert (ignored[1, 1:3, 1:3] == 0).all() and (ignored[1, 1:3, 0] == 1).all()
+
+
+def test_raw_labels_reach_the_grid_like_preprocessed_labels(roots):
+    write_tiny_dataset(roots["raw"], num_cases=5)
+    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                      num_processes=1, progress=False))
+    from boxunet.io.images import read_image
+    from boxunet.preprocessing.storage import load_case
+    folder = roots["preprocessed"] / "Dataset001_Tiny"
+    plans = load_plans(folder / "boxunet_plans.json")
+    configuration = plans.configuration("3d_fullres")
+    _, seg, properties = load_case(folder / configuration.data_identifier, "case_001")
+    raw = read_image(roots["raw"] / "Dataset001_Tiny" / "labelsTr" / "case_001.nii.gz")[0]
+    grid = raw_labels_to_grid(raw, properties, plans, configuration)
+    assert list(grid.shape) == properties["shape_after_resampling"]
+    stored = np.asarray(seg[0])
+    assert np.array_equal(grid == 1, stored == 1), "kidney mapped exactly as preprocessing maps it"
+    assert (grid == 2).sum() > 0 and not (stored == 2).any(), "box labels only through this mapping"
+
+
+@pytest.fixture
+def box_dataset(roots):
+    write_tiny_dataset(roots["raw"], num_cases=6, shape=(16, 48, 40))
+    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                      num_processes=1, progress=False))
+    return roots
+
+
+def _request(trainer: str, **options) -> TrainingRequest:
+    settings = dict(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
+                    save_every=1, progress_bar=False)
+    settings.update(options)
+    return TrainingRequest("1", "3d_fullres", "0", trainer, device="cpu", options=TrainingOptions(**settings))
+
+
+def test_three_stage_training_end_to_end(box_dataset):
+    folder = run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1))
+    for name in ("checkpoint_final.pth", "box_report.json", "validation/summary.json",
+                 "stage2/group_0/checkpoint_final.pth", "stage2/group_1/checkpoint_final.pth"):
+        assert (folder / name).is_file(), name
+    report = json.loads((folder / "box_report.json").read_text())
+    assert report["loss"] == "vwce" and report["group_networks"] == 2 and len(report["cases"]) == 4
+    mean = report["mean"]["2"]
+    assert mean["dice_stage1"] > mean["dice_boxes"], "pseudo masks beat the boxes"
+    assert 0.0 <= mean["dice_fusion"] <= 1.0
+    stage1 = box_dataset["preprocessed"] / "Dataset001_Tiny" / "pseudo_labels" / "stage1"
+    assert (stage1 / "report.json").is_file(), "missing stage-1 pseudo labels are made on the way"
+    fusion = sorted(p.name for p in (folder / "stage2" / "fusion").glob("*_target.b2nd"))
+    assert len(fusion) == 6  # 4 training cases (fusion) + 2 validation cases (stage-1 targets)
+    # resuming finds every stage done and only extends the final network
+    stamp = (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns
+    run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=2))
+    assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("trainer", ["BoxFill", "BoxIgnore", "FullySupervised"])
+def test_baseline_box_trainers_run(box_dataset, trainer):
+    folder = run_training(_request(trainer))
+    assert (folder / "validation" / "summary.json").is_file()
