@@ -9,7 +9,8 @@ Reported per case and as means: tumor Dice of the boxes, of the boxes minus the 
 of the ConvCRF pseudo masks, and the ConvCRF seconds.
 
     python benchmarks/kits23_pseudo_masks.py ../shared/data/kits23_labels [--cases 50] [--margin 0]
-        [--dense kidney|kidney+cyst] [--parameters '{"crf": {"pairwise_weight": 4}}'] [-o report.json]
+        [--dense kidney|kidney+cyst] [--tumor-hu 35 120] [--noise-hu 12]
+        [--parameters '{"crf": {"pairwise_weight": 4}}'] [-o report.json]
 """
 import argparse
 import json
@@ -33,23 +34,24 @@ def _smooth_field(rng, shape, spacing, sigma_mm: float) -> np.ndarray:
     return field / max(float(field.std()), 1e-6)
 
 
-def paint_ct(labels: np.ndarray, spacing, rng: np.random.Generator) -> np.ndarray:
-    """CT-like HU values for a KiTS label map (z, y, x): every case draws its own contrasts."""
+def paint_ct(labels: np.ndarray, spacing, rng: np.random.Generator, tumor_hu=(35, 120), noise_hu: float = 12.0) -> np.ndarray:
+    """CT-like HU values for a KiTS label map (z, y, x): every case draws its own contrasts (tumor mean
+    uniform in ``tumor_hu``; soft tissue is about 45 HU, fat -95 HU, kidney 140-220 HU)."""
     tissue = _smooth_field(rng, labels.shape, spacing, 6.0) > rng.uniform(-0.6, 0.6)
     image = np.where(tissue, rng.normal(45, 8), rng.normal(-95, 10)).astype(np.float32)
     image += 8 * _smooth_field(rng, labels.shape, spacing, 3.0)
     kidney_hu = rng.uniform(140, 220)
     image[labels == KIDNEY] = kidney_hu + 15 * _smooth_field(rng, labels.shape, spacing, 4.0)[labels == KIDNEY]
     tumor = labels == TUMOR
-    tumor_hu = rng.uniform(35, 120)
+    tumor_mean = rng.uniform(*tumor_hu)
     texture = rng.uniform(8, 25) * _smooth_field(rng, labels.shape, spacing, 3.0)
-    image[tumor] = tumor_hu + texture[tumor]
+    image[tumor] = tumor_mean + texture[tumor]
     if rng.random() < 0.3:  # a necrotic (darker) core in large tumors
         core = ndimage.binary_erosion(tumor, iterations=3) & (_smooth_field(rng, labels.shape, spacing, 5.0) > 0.5)
         image[core] = rng.uniform(10, 30)
     image[labels == CYST] = rng.normal(10, 4)
     image = ndimage.gaussian_filter(image, [0.4, 0.7, 0.7])
-    image += rng.normal(0, 12, labels.shape).astype(np.float32)
+    image += rng.normal(0, noise_hu, labels.shape).astype(np.float32)
     return image
 
 
@@ -64,11 +66,11 @@ def read_case(path: Path, context_mm: float = 30.0) -> tuple[np.ndarray, tuple]:
     return labels[tuple(slice(lo, hi) for lo, hi in zip(lower, upper))], spacing
 
 
-def evaluate_case(path: Path, seed: int, margin: int, dense_values: list[int],
-                  parameters: PseudoMaskParameters) -> dict:
+def evaluate_case(path: Path, seed: int, margin: int, dense_values: list[int], parameters: PseudoMaskParameters,
+                  tumor_hu=(35, 120), noise_hu: float = 12.0) -> dict:
     labels, spacing = read_case(path)
     reference = labels == TUMOR
-    image = paint_ct(labels, spacing, np.random.default_rng(seed))[None]
+    image = paint_ct(labels, spacing, np.random.default_rng(seed), tumor_hu, noise_hu)[None]
     boxes = boxes_from_label_map(labels, TUMOR, margin=margin)
     dense = np.where(np.isin(labels, dense_values), labels, 0)
     box_mask = np.zeros(labels.shape, dtype=bool)
@@ -91,6 +93,9 @@ def main() -> None:
     parser.add_argument("--margin", type=int, default=0)
     parser.add_argument("--dense", choices=("kidney", "kidney+cyst"), default="kidney")
     parser.add_argument("--parameters", default="{}", help="JSON overriding PseudoMaskParameters fields")
+    parser.add_argument("--tumor-hu", type=float, nargs=2, default=(35.0, 120.0),
+                        help="range of the tumor's mean HU (soft tissue ~45, kidney 140-220; default: %(default)s)")
+    parser.add_argument("--noise-hu", type=float, default=12.0, help="image noise sigma (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path)
     arguments = parser.parse_args()
     defaults = PseudoMaskParameters().to_json()
@@ -100,7 +105,8 @@ def main() -> None:
     dense_values = [KIDNEY] if arguments.dense == "kidney" else [KIDNEY, CYST]
     rows = []
     for index, path in enumerate(sorted(arguments.labels.glob("*.nii.gz"))[:arguments.cases]):
-        row = evaluate_case(path, 1000 + index, arguments.margin, dense_values, parameters)
+        row = evaluate_case(path, 1000 + index, arguments.margin, dense_values, parameters, arguments.tumor_hu,
+                            arguments.noise_hu)
         rows.append(row)
         print(f"{row['case']}: boxes {row['dice_boxes']:.3f}  box-minus-dense {row['dice_boxfill']:.3f}  "
               f"convcrf {row['dice_convcrf']:.3f}  ({row['convcrf_seconds']} s)", flush=True)

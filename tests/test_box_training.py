@@ -8,6 +8,7 @@ import torch
 
 from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
+from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.targets import raw_labels_to_grid
 from boxunet.io.boxes import Box
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
@@ -42,7 +43,7 @@ def test_fusion_mask_is_the_union_inside_the_boxes_without_pairwise_terms():
     prediction[0, 3, 7] = 2  # outside the box: never tumor
     boxes = [Box(2, (0, 0, 1), (1, 3, 6))]
     fused, weights = fusion_target(image, (1.0, 1.0, 1.0), dense, pseudo, [prediction], boxes, [2],
-                                   CRFParameters(pairwise_weight=0.0))
+                                   PseudoMaskParameters(crf=CRFParameters(pairwise_weight=0.0), appearance_weight=0.0))
     expected = np.zeros((1, 4, 8), np.int8)
     expected[0, 1, 2:6] = 2
     expected[0, 2, 3:6] = 2
@@ -147,3 +148,18 @@ def test_three_stage_training_end_to_end(box_dataset):
 def test_baseline_box_trainers_run(box_dataset, trainer):
     folder = run_training(_request(trainer))
     assert (folder / "validation" / "summary.json").is_file()
+
+
+def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
+    from boxunet.training.run import prepare
+    setup = prepare(TrainingRequest("1", "3d_fullres", "0", device="cpu"))
+    assert setup["trainer_class"].__name__ == "BoxThreeStage"
+    assert setup["output"].parent.name == "BoxThreeStage__boxunetPlans__3d_fullres"
+
+
+def test_convcrf_benchmark_reports_speed_and_memory(capsys):
+    from boxunet.cli.benchmark import main as benchmark_main
+    benchmark_main(["convcrf", "--shape", "8", "16", "16", "--repeats", "2"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["task"] == "convcrf" and len(summary["seconds"]) == 2
+    assert summary["voxels_per_second"] > 0 and summary["window_radius"] == [3, 3, 3]

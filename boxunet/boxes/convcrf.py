@@ -54,41 +54,56 @@ def _pair_slices(offset, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     return tuple(first), tuple(second)
 
 
-def crf_message(q: torch.Tensor, features: torch.Tensor, valid: torch.Tensor, spacing_mm,
-                parameters: CRFParameters) -> torch.Tensor:
-    """``pairwise_weight`` x sum_j k(i, j) Q_j for every voxel i (divided by sum_j k(i, j) with ``normalize``,
-    making it a weighted vote of the neighbours in [0, pairwise_weight]): (B, C, *spatial) from Q.
-
-    ``features`` (B, F, *spatial) are the intensities, ``valid`` (B, 1, *spatial) marks the voxels that
-    take part (padding of a batch does not).
-    """
+def _offset_kernels(features: torch.Tensor, valid: torch.Tensor | None, spacing_mm, parameters: CRFParameters):
+    """Yield ``(first, second, kernel)`` for each half-window offset: index tuples of the voxel pairs
+    (i, i + offset) and their kernel values k(i, i + offset), shaped (B, 1, *overlap)."""
     p = parameters
-    message = torch.zeros_like(q)
-    total = torch.zeros_like(q[:, :1]) if p.normalize else None
-    shape = q.shape[2:]
+    shape = features.shape[2:]
     scaled = features / p.intensity_sigma
     for offset in _half_offsets(p.window_radius(spacing_mm)):
         distance2 = sum((d * s) ** 2 for d, s in zip(offset, spacing_mm))
         first, second = _pair_slices(offset, shape)
         a, b = (slice(None), slice(None)) + first, (slice(None), slice(None)) + second
-        weight = valid[a] * valid[b]
         if p.appearance_weight:
             difference = (scaled[a] - scaled[b]).square_().sum(dim=1, keepdim=True)
-            appearance = torch.exp_(difference.mul_(-0.5).sub_(0.5 * distance2 / p.appearance_sigma_mm ** 2))
-            kernel = appearance.mul_(p.appearance_weight)
+            kernel = torch.exp_(difference.mul_(-0.5).sub_(0.5 * distance2 / p.appearance_sigma_mm ** 2))
+            kernel.mul_(p.appearance_weight)
         else:
-            kernel = torch.zeros_like(weight)
+            kernel = torch.zeros_like(scaled[a][:, :1])
         if p.smoothness_weight:
             kernel.add_(p.smoothness_weight * math.exp(-0.5 * distance2 / p.smoothness_sigma_mm ** 2))
-        kernel.mul_(weight)
-        message[a].addcmul_(kernel, q[b])
-        message[b].addcmul_(kernel, q[a])
+        if valid is not None:
+            kernel.mul_(valid[a] * valid[b])
+        yield a, b, kernel
+
+
+def crf_message(q: torch.Tensor, features: torch.Tensor, valid: torch.Tensor | None, spacing_mm,
+                parameters: CRFParameters, kernel_sum: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pairwise_weight`` x sum_j k(i, j) Q_j for every voxel i (divided by sum_j k(i, j) with ``normalize``,
+    making it a weighted vote of the neighbours in [0, pairwise_weight]): (B, C, *spatial) from Q; and
+    sum_j k(i, j), which does not depend on Q (pass it back as ``kernel_sum`` to skip recomputing it).
+
+    ``features`` (B, F, *spatial) are the intensities, ``valid`` (B, 1, *spatial) marks the voxels that
+    take part (padding of a batch does not; None: all). With two classes only the message of class 1 is
+    accumulated: that of class 0 is the kernel sum minus it.
+    """
+    binary = q.shape[1] == 2
+    source = q[:, 1:] if binary else q
+    message = torch.zeros_like(source)
+    total = torch.zeros_like(q[:, :1]) if kernel_sum is None else None
+    for a, b, kernel in _offset_kernels(features, valid, spacing_mm, parameters):
+        message[a].addcmul_(kernel, source[b])
+        message[b].addcmul_(kernel, source[a])
         if total is not None:
             total[a] += kernel
             total[b] += kernel
-    if total is not None:
-        message /= total.clamp_(min=1e-6)
-    return message.mul_(p.pairwise_weight)
+    total = kernel_sum if total is None else total
+    if binary:
+        message = torch.cat([total - message, message], dim=1)
+    if parameters.normalize:
+        message /= total.clamp(min=1e-6)
+    return message.mul_(parameters.pairwise_weight), total
 
 
 def mean_field(unary_logits: torch.Tensor, features: torch.Tensor, spacing_mm, parameters: CRFParameters,
@@ -103,11 +118,11 @@ def mean_field(unary_logits: torch.Tensor, features: torch.Tensor, spacing_mm, p
     """
     unary_logits = unary_logits.float()
     features = features.float()
-    valid = torch.ones_like(unary_logits[:, :1]) if valid is None else valid.to(unary_logits.dtype)
+    valid = None if valid is None else valid.to(unary_logits.dtype)
     q0 = torch.softmax(unary_logits, dim=1)
-    q = q0
+    q, kernel_sum = q0, None
     for _ in range(parameters.iterations):
-        message = crf_message(q, features, valid, spacing_mm, parameters)
+        message, kernel_sum = crf_message(q, features, valid, spacing_mm, parameters, kernel_sum)
         q = torch.softmax(unary_logits + message, dim=1)
         if fixed is not None:
             q = torch.where(fixed, q0, q)

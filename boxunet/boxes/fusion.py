@@ -4,19 +4,19 @@ For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K gro
 
 * votes_c = [PM = c] + sum_k [P^k = c], counted only inside the boxes of c (and not on densely
   labelled voxels);
-* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5): the union is the unary (``union_logit`` inside
-  it, minus that outside it, within the boxes), refined by the CRF on the image; outside the boxes of c
-  the answer is fixed to not-c;
+* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5): the union is the prior (``UNION_LOGIT`` inside
+  it, minus that outside it, within the boxes), refined like a stage-1 mask (appearance model and
+  ConvCRF on the image); outside the boxes of c the answer is fixed to not-c;
 * v = sum_c votes_c, with v = K + 1 where v = 0 (Eq. 6): agreement of the K + 1 masks, and full weight
   where all of them say background.
 """
 import numpy as np
-import torch
 
-from boxunet.boxes.convcrf import CRFParameters, mean_field
-from boxunet.boxes.pseudo_masks import normalize_region, region_around
+from boxunet.boxes.pseudo_masks import PseudoMaskParameters, crf_probability, normalize_region, region_around
 from boxunet.boxes.targets import boxes_mask
 from boxunet.io.boxes import Box
+
+UNION_LOGIT = 2.0
 
 
 def vote_counts(pseudo_mask: np.ndarray, predictions: list[np.ndarray], label: int, inside: np.ndarray) -> np.ndarray:
@@ -39,29 +39,27 @@ def weight_map(votes_per_label: list[np.ndarray], num_networks: int) -> np.ndarr
 
 
 def refine_union(image: np.ndarray, spacing, union: np.ndarray, inside: np.ndarray, boxes: list[Box],
-                 parameters: CRFParameters, union_logit: float = 2.0, context_mm: float = 10.0,
-                 device: str = "cpu") -> np.ndarray:
-    """Eq. 5 for one label: the ConvCRF refinement of ``union`` (bool, z y x) box by box; voxels outside
-    ``inside`` (the boxes of the label minus densely labelled voxels) are never the label."""
+                 parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
+    """Eq. 5 for one label: the ConvCRF refinement of ``union`` (bool, z y x), box by box, with the
+    stage-1 procedure (appearance model and CRF) and the union as the prior (``union_logit`` inside it,
+    minus that outside); voxels outside ``inside`` (the boxes of the label minus densely labelled voxels)
+    are never the label."""
     result = np.zeros(union.shape, dtype=bool)
     for box in boxes:
-        region = region_around(box, union.shape, spacing, context_mm)
+        region = region_around(box, union.shape, spacing, parameters.context_mm)
         candidates = inside[region]
         if not candidates.any():
             continue
-        features = torch.from_numpy(normalize_region(image[(slice(None),) + region], candidates))[None].to(device)
-        logit = np.where(union[region], union_logit, -union_logit).astype(np.float32)
-        logit[~candidates] = -30.0
-        unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit]))[None].to(device)
-        fixed = torch.from_numpy(~candidates)[None, None].to(device)
-        q = mean_field(unary, features, spacing, parameters, fixed=fixed)[0, 1].cpu().numpy()
-        result[region] |= (q > 0.5) & candidates
+        features = normalize_region(image[(slice(None),) + region], candidates)
+        prior = np.where(union[region], UNION_LOGIT, -UNION_LOGIT).astype(np.float32)
+        probability = crf_probability(features, spacing, candidates, ~candidates, prior, parameters, device)
+        result[region] |= probability > parameters.threshold
     return result
 
 
 def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_mask: np.ndarray,
                   predictions: list[np.ndarray], boxes: list[Box], box_labels: list[int],
-                  parameters: CRFParameters, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                  parameters: PseudoMaskParameters, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Fusion label map (dense labels kept, box labels from Eq. 5) and weight map (Eq. 6) of one case.
 
     ``image`` is (C, z, y, x); ``dense_labels`` holds the dense labels only (box labels removed);
@@ -75,6 +73,6 @@ def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_m
         votes = vote_counts(pseudo_mask, predictions, label, inside)
         all_votes.append(votes)
         label_boxes = [b for b in boxes if b.label == label]
-        refined = refine_union(image, spacing, votes > 0, inside, label_boxes, parameters, device=device)
+        refined = refine_union(image, spacing, votes > 0, inside, label_boxes, parameters, device)
         fused[refined & (fused == 0)] = label
     return fused, weight_map(all_votes, len(predictions))

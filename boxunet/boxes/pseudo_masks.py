@@ -110,16 +110,20 @@ def appearance_log_ratio(features: np.ndarray, belief: np.ndarray, unknown: np.n
     return total / np.sqrt(len(features))
 
 
-def box_pseudo_mask(features: np.ndarray, spacing_mm, box_region_mask: np.ndarray, known_not: np.ndarray,
-                    box: Box, region: tuple[slice, ...], parameters: PseudoMaskParameters,
-                    device: str = "cpu") -> np.ndarray:
-    """Probability of the box label for every voxel of ``region`` (float32, 0 where it is known not to be).
+def shape_prior(box: Box, region: tuple[slice, ...], parameters: PseudoMaskParameters) -> np.ndarray:
+    """Prior logit of the box label over ``region``: the inscribed ellipsoid of the box is likely, its corners not."""
+    return parameters.prior_logit + parameters.shape_weight * (1.0 - ellipsoid_radius(box, region))
+
+
+def crf_probability(features: np.ndarray, spacing_mm, box_region_mask: np.ndarray, known_not: np.ndarray,
+                    prior: np.ndarray, parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
+    """Probability of the box label for every voxel of a region (float32, 0 where it is known not to be):
+    the prior logit plus the appearance model as unary, refined by the ConvCRF, ``rounds`` times.
 
     ``features`` are the normalized region intensities (C, *region), ``box_region_mask`` marks the voxels
     of the region inside any box of this label, ``known_not`` those known not to be this label.
     """
     unknown = (box_region_mask & ~known_not).astype(np.float32)
-    prior = parameters.prior_logit + parameters.shape_weight * (1.0 - ellipsoid_radius(box, region))
     belief = 1.0 / (1.0 + np.exp(-prior)) * unknown
     samples = float(unknown.sum())
     appearance_weight = parameters.appearance_weight * samples / (samples + parameters.appearance_min_voxels)
@@ -169,8 +173,8 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
                 region = region_around(box, shape, spacing_mm, parameters.context_mm)
                 known_not = densely_known[region] | ~inside[region]
                 features = normalize_region(image[(slice(None),) + region], inside[region] & ~known_not)
-                probability = box_pseudo_mask(features, spacing_mm, inside[region], known_not, box, region,
-                                              parameters, device)
+                probability = crf_probability(features, spacing_mm, inside[region], known_not,
+                                              shape_prior(box, region, parameters), parameters, device)
             take = (probability > parameters.threshold) & (probability > best[region])
             best[region][take] = probability[take]
             result[region][take] = label

@@ -3,7 +3,8 @@
 ``boxunet_benchmark preprocess -d ID`` times ``boxunet_plan_and_preprocess`` from scratch (a fresh
 preprocessed root per run, so nothing is skipped); ``boxunet_benchmark predict -d ID -c CONFIG`` times
 ``boxunet_predict`` per case with and without mirroring TTA; ``boxunet_benchmark command -- CMD ...``
-measures any command the same way (used to measure nnU-Net on the same data).
+measures any command the same way (used to measure nnU-Net on the same data); ``boxunet_benchmark convcrf``
+times the 3D ConvCRF's mean-field inference on one region.
 """
 import argparse
 import json
@@ -11,6 +12,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from boxunet.benchmarking import environment_with, measure_command, summarize
@@ -51,8 +53,6 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
                     plans_name: str) -> dict:
     """Median seconds per training iteration (``Trainer.train_step`` on real batches of fold 0) and peak memory."""
     import resource
-    import statistics
-    import time
 
     import torch
 
@@ -106,7 +106,7 @@ def _prediction_inputs(dataset: str, input_folder: Path | None, num_cases: int, 
     return Path(input_folder)
 
 
-def benchmark_predict(dataset: str, configuration: str, trainer: str, plans_name: str, folds: list[str] | None,
+def benchmark_predict(dataset: str, configuration: str, trainer: str | None, plans_name: str, folds: list[str] | None,
                       input_folder: Path | None, num_cases: int, repeats: int, device: str, extra: list[str]) -> dict:
     """Median seconds per case and peak memory of ``boxunet_predict``, with and without mirroring TTA."""
     results = {}
@@ -117,8 +117,9 @@ def benchmark_predict(dataset: str, configuration: str, trainer: str, plans_name
             for repeat in range(repeats):
                 output = Path(temporary) / f"{name}_{repeat}"
                 command = [sys.executable, "-m", "boxunet.cli.predict", "-i", str(inputs), "-o", str(output),
-                           "-d", dataset, "-c", configuration, "-tr", trainer, "-p", plans_name, "-device", device,
-                           "--quiet", *flags, *extra] + (["-f", *folds] if folds else [])
+                           "-d", dataset, "-c", configuration, "-p", plans_name, "-device", device,
+                           "--quiet", *flags, *extra] + (["-f", *folds] if folds else []) + \
+                    (["-tr", trainer] if trainer else [])
                 run = measure_command(command)
                 if run.return_code != 0:
                     raise BoxunetError(f"boxunet_predict failed (exit {run.return_code}): {' '.join(command)}")
@@ -132,6 +133,49 @@ def benchmark_predict(dataset: str, configuration: str, trainer: str, plans_name
             results[name] = summary
     return {"task": "predict", "dataset": dataset, "configuration": configuration, "trainer": trainer,
             "plans": plans_name, "cases": cases, "device": device, **results}
+
+
+def benchmark_convcrf(shape: list[int], spacing: list[float], classes: int, repeats: int, device: str) -> dict:
+    """Median seconds, voxels per second and memory of one ConvCRF inference (default parameters) on a
+    synthetic region: an ellipsoid of contrast 1 in noise of sigma 0.2, a box-like prior."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    from boxunet.boxes.convcrf import CRFParameters, mean_field
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BoxunetError("-device cuda: no CUDA device is visible")
+    rng = np.random.default_rng(0)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    inside = sum(g ** 2 for g in grid) < 0.5
+    image = torch.from_numpy((inside + rng.normal(0, 0.2, shape)).astype(np.float32))[None, None].to(device)
+    unary = torch.zeros((1, classes) + tuple(shape), device=device)
+    unary[:, 1] = torch.from_numpy(np.where(inside, 0.5, -0.5).astype(np.float32)).to(device)
+    parameters = CRFParameters()
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mean_field(unary, image, spacing, parameters)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    voxels = int(np.prod(shape))
+    median = statistics.median(seconds)
+    summary = {"task": "convcrf", "shape": shape, "spacing_mm": spacing, "classes": classes, "device": device,
+               "window_radius": list(parameters.window_radius(spacing)), "iterations": parameters.iterations,
+               "seconds": [round(s, 3) for s in seconds], "median_seconds": round(median, 3),
+               "voxels_per_second": round(voxels / median), "threads": torch.get_num_threads()}
+    if device == "cuda":
+        summary["peak_cuda_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    else:
+        increase = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024  # ru_maxrss is in KiB
+        summary["peak_rss_increase_gb"] = round(increase / 1e9, 3)
+        summary["peak_rss_increase_bytes_per_voxel"] = round(increase / voxels, 1)
+    return summary
 
 
 def benchmark_command(command: list[str], repeats: int) -> dict:
@@ -170,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                                                "without TTA")
     predict.add_argument("-d", "--dataset", required=True)
     predict.add_argument("-c", "--configuration", default="3d_fullres")
-    predict.add_argument("-tr", "--trainer", default="Trainer")
+    predict.add_argument("-tr", "--trainer", help="default: as boxunet_predict")
     predict.add_argument("-p", "--plans", default="boxunetPlans")
     predict.add_argument("-f", "--folds", nargs="+", default=None)
     predict.add_argument("-i", "--input", type=Path, default=None,
@@ -180,6 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda", "mps"])
     predict.add_argument("--precision", default=None, help="passed to boxunet_predict (default: its own)")
     predict.add_argument("-o", "--output", type=Path)
+    convcrf = tasks.add_parser("convcrf", help="voxels per second of the 3D ConvCRF on one region")
+    convcrf.add_argument("--shape", type=int, nargs=3, default=[64, 128, 128], help="z y x (default: %(default)s)")
+    convcrf.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="mm (default: %(default)s)")
+    convcrf.add_argument("--classes", type=int, default=2)
+    convcrf.add_argument("--repeats", type=int, default=3)
+    convcrf.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    convcrf.add_argument("-o", "--output", type=Path)
     command = tasks.add_parser("command", help="time any command: boxunet_benchmark command -- CMD ARGS")
     command.add_argument("--repeats", type=int, default=3)
     command.add_argument("-o", "--output", type=Path)
@@ -196,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         summary = run_cli(benchmark_predict, arguments.dataset, arguments.configuration, arguments.trainer,
                           arguments.plans, arguments.folds, arguments.input, arguments.num_cases, arguments.repeats,
                           arguments.device, extra)
+    elif arguments.task == "convcrf":
+        summary = run_cli(benchmark_convcrf, arguments.shape, arguments.spacing, arguments.classes, arguments.repeats,
+                          arguments.device)
     else:
         cmd = arguments.cmd[1:] if arguments.cmd[:1] == ["--"] else arguments.cmd
         summary = run_cli(benchmark_command, cmd, arguments.repeats)

@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help=f"configurations to compare (default: those of {' '.join(DEFAULT_CONFIGURATIONS)} "
                              "that were trained; named ones must exist)")
-    parser.add_argument("-tr", "--trainers", nargs="+", default=["Trainer"], help="default: %(default)s")
+    parser.add_argument("-tr", "--trainers", nargs="+",
+                        help="default: the trainer boxunet_train uses for this dataset (BoxThreeStage for box datasets)")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="default: %(default)s")
     parser.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="default: %(default)s")
     parser.add_argument("--disable-ensembling", action="store_true", help="compare single models only")

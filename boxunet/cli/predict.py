@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--configuration", required=True, help="e.g. 3d_fullres, 2d, 3d_lowres")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to ensemble (default: every fold of the model that has the checkpoint)")
-    parser.add_argument("-tr", "--trainer", default="Trainer", help="default: %(default)s")
+    parser.add_argument("-tr", "--trainer", help="default: the trainer boxunet_train uses for this dataset "
+                                                  "(BoxThreeStage for box datasets, else Trainer)")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="default: %(default)s")
     parser.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="default: %(default)s")
     parser.add_argument("--step-size", type=float, default=0.5,

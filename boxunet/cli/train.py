@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", help="dataset id (1 -> Dataset001_*) or folder name")
     parser.add_argument("configuration", help="2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres or a custom one")
     parser.add_argument("fold", help="0-4, or 'all' to train on every case")
-    parser.add_argument("-tr", "--trainer", default="Trainer", help="trainer name (default: %(default)s)")
+    parser.add_argument("-tr", "--trainer", help="trainer name (default: BoxThreeStage when dataset.json has "
+                                                  "box_labels, else Trainer)")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans identifier (default: %(default)s)")
     # these default to None so that --c can tell given values (which win) from the resumed run's own
     parser.add_argument("--epochs", type=int, help=f"default: {defaults.epochs} (with --c: the resumed run's)")

@@ -18,7 +18,7 @@ from boxunet.evaluation.crossval import (CrossValidation, crossval_folder_name, 
                                          missing_probabilities, missing_validations)
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.ensemble import ensemble_folders
-from boxunet.inference.model import parse_model_folder_name, read_model_files
+from boxunet.inference.model import default_trainer_of, parse_model_folder_name, read_model_files
 from boxunet.io.atomic import write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import preprocessed_root, results_root
@@ -37,7 +37,7 @@ class SelectionRequest:
     dataset: str
     configurations: list[str] = field(default_factory=lambda: list(DEFAULT_CONFIGURATIONS))
     configurations_given: bool = False
-    trainers: list[str] = field(default_factory=lambda: ["Trainer"])
+    trainers: list[str] | None = None  # None: the dataset's default trainer
     plans_name: str = "boxunetPlans"
     folds: list[str] = field(default_factory=lambda: ["0", "1", "2", "3", "4"])
     ensembling: bool = True
@@ -50,7 +50,9 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
     A configuration named with ``-c`` must exist; of the default list, untrained ones are reported and left
     out. Any model with unfinished folds is an error naming the folds."""
     models, untrained, problems = [], [], []
-    for trainer, configuration in itertools.product(request.trainers, request.configurations):
+    trainers = request.trainers or sorted({default_trainer_of(dataset_results, request.plans_name, c)
+                                           for c in request.configurations})
+    for trainer, configuration in itertools.product(trainers, request.configurations):
         folder = dataset_results / f"{trainer}__{request.plans_name}__{configuration}"
         if not folder.is_dir():
             if request.configurations_given:
@@ -75,7 +77,7 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
                            + "\ntrain the missing folds (boxunet_train ... --npz) or choose models with -c/-tr/-f")
     if not models:
         raise BoxunetError(f"no trained model in {dataset_results} for configurations {request.configurations} "
-                           f"and trainers {request.trainers}")
+                           f"and trainers {trainers}")
     return models, untrained
 
 
@@ -91,12 +93,16 @@ def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation,
     return CrossValidation(output, output, summary, cases)
 
 
+BOX_DATASET_CONNECTIVITY = 18  # seed 000's "3D MC": largest component with 18-connectivity
+
+
 def _decide_postprocessing(result: CrossValidation, reference_folder: Path, num_processes: int) -> dict:
+    """Keep-largest-component decision; with 18-connectivity for box datasets (seed 000), else 26."""
     plans, dataset_json = read_model_files(result.folder, "cross-validation folder")
-    decision = determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans.labels),
-                                        dataset_json["file_ending"], result.folder, num_processes=num_processes,
-                                        case_ids=result.case_ids)
-    return decision
+    connectivity = BOX_DATASET_CONNECTIVITY if dataset_json.get("box_labels") else 26
+    return determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans.labels),
+                                    dataset_json["file_ending"], result.folder, connectivity=connectivity,
+                                    num_processes=num_processes, case_ids=result.case_ids)
 
 
 def _score(dice: float) -> float:

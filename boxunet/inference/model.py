@@ -19,7 +19,7 @@ from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import results_root
 from boxunet.planning.plans import PLANS_FILE_NAME, ConfigurationPlan, Plans, load_plans, save_plans
 from boxunet.training.checkpoint import load_checkpoint
-from boxunet.training.registry import get_trainer
+from boxunet.training.registry import BOX_TRAINER, STANDARD_TRAINER, default_trainer, get_trainer
 
 DATASET_JSON = "dataset.json"
 FOLD_PATTERN = re.compile(r"^fold_(?P<fold>\d+|all)$")
@@ -44,9 +44,21 @@ def read_model_files(folder: Path, what: str = "model folder") -> tuple[Plans, d
     return load_plans(folder / PLANS_FILE_NAME), read_json(folder / DATASET_JSON)
 
 
-def find_model_folder(dataset: str, configuration: str, trainer: str, plans_name: str) -> Path:
-    """``boxunet_results/DatasetXXX/<trainer>__<plans>__<configuration>``, which must exist."""
+def default_trainer_of(dataset_folder: Path, plans_name: str, configuration: str) -> str:
+    """The trainer ``boxunet_train`` uses without ``-tr`` for a results dataset folder: BoxThreeStage when its
+    models' dataset.json has box labels (or, before any training, when only that model exists), else Trainer."""
+    for name in (STANDARD_TRAINER, BOX_TRAINER):
+        candidate = dataset_folder / f"{name}__{plans_name}__{configuration}" / DATASET_JSON
+        if candidate.is_file():
+            return default_trainer(read_json(candidate).get("box_labels"))
+    return STANDARD_TRAINER
+
+
+def find_model_folder(dataset: str, configuration: str, trainer: str | None, plans_name: str) -> Path:
+    """``boxunet_results/DatasetXXX/<trainer>__<plans>__<configuration>``, which must exist (``trainer`` None:
+    the default trainer of the dataset, see ``default_trainer_of``)."""
     dataset_folder = find_dataset_folder(dataset, results_root())
+    trainer = trainer or default_trainer_of(dataset_folder, plans_name, configuration)
     folder = dataset_folder / f"{trainer}__{plans_name}__{configuration}"
     if not folder.is_dir():
         trained = sorted(p.name for p in dataset_folder.iterdir() if len(p.name.split("__")) == 3)

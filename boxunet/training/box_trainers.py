@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target
+from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
 from boxunet.boxes.targets import boxes_mask, case_boxes, has_target, open_target, store_raw_label_maps, write_target
 from boxunet.errors import BoxunetError
@@ -232,7 +232,7 @@ class BoxThreeStage(_StoredTargetTrainer):
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
         label_values = self.plans.label_values
-        crf = CRFParameters()
+        parameters = PseudoMaskParameters()
         precision = resolve_precision(self.device)
         seconds = 0.0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
@@ -249,7 +249,7 @@ class BoxThreeStage(_StoredTargetTrainer):
             pseudo = np.asarray(open_target(stage1, case_id)[0])
             start = time.perf_counter()
             labels, weights = fusion_target(image, properties["spacing"], np.asarray(seg[0]), pseudo, predictions,
-                                            case_boxes(properties), self.plans.box_labels, crf, str(self.device))
+                                            case_boxes(properties), self.plans.box_labels, parameters, str(self.device))
             seconds += time.perf_counter() - start
             write_target(folder, case_id, labels, weights, self.configuration.patch_size)
         if self.group.is_main:

@@ -29,6 +29,15 @@ def _import_trainer_modules() -> None:
             raise BoxunetError(f"{EXTERNAL_MODULES_VARIABLE}: cannot import {module!r} ({error})") from None
 
 
+STANDARD_TRAINER = "Trainer"
+BOX_TRAINER = "BoxThreeStage"
+
+
+def default_trainer(box_labels) -> str:
+    """The trainer used when ``-tr`` is not given: BoxThreeStage for datasets with box labels, else Trainer."""
+    return BOX_TRAINER if box_labels else STANDARD_TRAINER
+
+
 def get_trainer(name: str) -> type:
     """The trainer class registered as ``name``."""
     _import_trainer_modules()

@@ -16,7 +16,7 @@ from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
                                           shutdown)
 from boxunet.training.checkpoint import load_checkpoint
-from boxunet.training.registry import get_trainer
+from boxunet.training.registry import default_trainer, get_trainer
 from boxunet.training.splits import fold_cases, load_or_create_splits
 from boxunet.training.trainer import TrainingOptions
 
@@ -31,7 +31,7 @@ class TrainingRequest:
     dataset: str
     configuration: str
     fold: str
-    trainer: str = "Trainer"
+    trainer: str | None = None  # None: BoxThreeStage for box datasets, else Trainer
     plans_name: str = DEFAULT_PLANS_NAME
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     num_gpus: int = 1
@@ -85,14 +85,15 @@ def prepare(request: TrainingRequest) -> dict:
     folder = find_dataset_folder(request.dataset, preprocessed_root())
     plans = load_plans(plans_file(folder, request.plans_name))
     configuration = plans.configuration(request.configuration)
-    trainer_class = get_trainer(request.trainer)
+    trainer_name = request.trainer or default_trainer(plans.box_labels)
+    trainer_class = get_trainer(trainer_name)
     fold = _parse_fold(str(request.fold))
     check_device(request.device, request.num_gpus)
     case_ids = _preprocessed_case_ids(folder / configuration.data_identifier, request.dataset, request.configuration)
     raw_folder = raw_root() / folder.name
     splits = load_or_create_splits(folder, case_ids, raw_folder if raw_folder.is_dir() else None)
     train, val = fold_cases(splits, fold, case_ids, str(folder / "splits_final.json"))
-    output = model_folder(folder.name, request.trainer, request.plans_name, request.configuration) / f"fold_{fold}"
+    output = model_folder(folder.name, trainer_name, request.plans_name, request.configuration) / f"fold_{fold}"
     if request.validation_only and not (output / "checkpoint_final.pth").is_file():
         raise BoxunetError(f"--val-only needs {output / 'checkpoint_final.pth'}; finish the training first")
     return {"folder": folder, "plans": plans, "configuration": configuration, "trainer_class": trainer_class,
