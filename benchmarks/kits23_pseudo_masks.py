@@ -6,10 +6,11 @@ values (a fat / soft-tissue background, contrast-enhanced kidney, heterogeneous 
 volume blur and noise; every case draws its own contrasts), given one tight box per tumor component
 (26-connected, margin 0) and its kidney mask as the dense label, and turned into a stage-1 pseudo mask.
 Reported per case and as means: tumor Dice of the boxes, of the boxes minus the kidney (boxfill) and
-of the ConvCRF pseudo masks, and the ConvCRF seconds.
+of the ConvCRF pseudo masks, and the ConvCRF seconds. ``--modality mri`` paints four MRI-like channels
+instead and gives boxes only (the multi-channel lesion setting).
 
     python benchmarks/kits23_pseudo_masks.py ../shared/data/kits23_labels [--cases 50] [--margin 0]
-        [--dense kidney|kidney+cyst] [--tumor-hu 35 120] [--noise-hu 12]
+        [--modality ct|mri] [--dense kidney|kidney+cyst|none] [--tumor-hu 35 120] [--noise-hu 12]
         [--parameters '{"crf": {"pairwise_weight": 4}}'] [-o report.json]
 """
 import argparse
@@ -21,8 +22,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from boxunet.boxes.from_labels import boxes_from_label_map
+from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
+from boxunet.cli.pseudo_labels import parse_parameters
 from boxunet.evaluation.metrics import dice
 
 KIDNEY, TUMOR, CYST = 1, 2, 3
@@ -55,6 +57,25 @@ def paint_ct(labels: np.ndarray, spacing, rng: np.random.Generator, tumor_hu=(35
     return image
 
 
+def paint_mri(labels: np.ndarray, spacing, rng: np.random.Generator, channels: int = 4,
+              noise: float = 0.3) -> np.ndarray:
+    """MRI-like multi-channel intensities: three tissue classes with random per-channel values, the
+    KiTS kidney and cyst as two more tissues, the tumor as a lesion whose contrast differs per channel
+    (normal with sigma 1.2 tissue units: weak in some channels, strong in others), texture, blur, noise."""
+    field_a, field_b = _smooth_field(rng, labels.shape, spacing, 8.0), _smooth_field(rng, labels.shape, spacing, 5.0)
+    tissue = (field_a > 0).astype(np.int8) + (field_b > 0.7)
+    tissue[labels == KIDNEY], tissue[labels == CYST] = 3, 4
+    image = np.empty((channels,) + labels.shape, dtype=np.float32)
+    lesion = labels == TUMOR
+    for channel in range(channels):
+        values = rng.normal(0, 1, 5).astype(np.float32)
+        painted = values[tissue] + 0.3 * _smooth_field(rng, labels.shape, spacing, 3.0)
+        contrast = rng.normal(0, 1.2)
+        painted[lesion] = values[0] + contrast + 0.4 * _smooth_field(rng, labels.shape, spacing, 3.0)[lesion]
+        image[channel] = ndimage.gaussian_filter(painted, [0.4, 0.7, 0.7]) + rng.normal(0, noise, labels.shape)
+    return image
+
+
 def read_case(path: Path, context_mm: float = 30.0) -> tuple[np.ndarray, tuple]:
     """The label map (z, y, x order of the SimpleITK array) cropped to its labels plus ``context_mm``."""
     image = sitk.ReadImage(str(path))
@@ -67,21 +88,22 @@ def read_case(path: Path, context_mm: float = 30.0) -> tuple[np.ndarray, tuple]:
 
 
 def evaluate_case(path: Path, seed: int, margin: int, dense_values: list[int], parameters: PseudoMaskParameters,
-                  tumor_hu=(35, 120), noise_hu: float = 12.0) -> dict:
+                  arguments) -> dict:
     labels, spacing = read_case(path)
     reference = labels == TUMOR
-    image = paint_ct(labels, spacing, np.random.default_rng(seed), tumor_hu, noise_hu)[None]
+    rng = np.random.default_rng(seed)
+    if arguments.modality == "mri":
+        image = paint_mri(labels, spacing, rng)
+    else:
+        image = paint_ct(labels, spacing, rng, arguments.tumor_hu, arguments.noise_hu)[None]
     boxes = boxes_from_label_map(labels, TUMOR, margin=margin)
     dense = np.where(np.isin(labels, dense_values), labels, 0)
-    box_mask = np.zeros(labels.shape, dtype=bool)
-    for box in boxes:
-        box_mask[box.slices] = True
     boxfill = pseudo_masks(image, spacing, boxes, [TUMOR], dense, method="boxfill") == TUMOR
     start = time.perf_counter()
     crf = pseudo_masks(image, spacing, boxes, [TUMOR], dense, parameters=parameters) == TUMOR
     seconds = time.perf_counter() - start
     return {"case": path.name, "shape": list(labels.shape), "spacing": [round(s, 3) for s in spacing],
-            "boxes": len(boxes), "dice_boxes": dice(box_mask, reference),
+            "boxes": len(boxes), "dice_boxes": dice(box_mask(labels.shape, boxes), reference),
             "dice_boxfill": dice(boxfill, reference), "dice_convcrf": dice(crf, reference),
             "convcrf_seconds": round(seconds, 2)}
 
@@ -91,22 +113,22 @@ def main() -> None:
     parser.add_argument("labels", type=Path)
     parser.add_argument("--cases", type=int, default=50)
     parser.add_argument("--margin", type=int, default=0)
-    parser.add_argument("--dense", choices=("kidney", "kidney+cyst"), default="kidney")
+    parser.add_argument("--modality", choices=("ct", "mri"), default="ct",
+                        help="ct: one painted CT channel; mri: four MRI-like channels, boxes only (no dense labels)")
+    parser.add_argument("--dense", choices=("kidney", "kidney+cyst", "none"), default="kidney",
+                        help="dense labels given beside the boxes (ignored with --modality mri: none)")
     parser.add_argument("--parameters", default="{}", help="JSON overriding PseudoMaskParameters fields")
     parser.add_argument("--tumor-hu", type=float, nargs=2, default=(35.0, 120.0),
                         help="range of the tumor's mean HU (soft tissue ~45, kidney 140-220; default: %(default)s)")
     parser.add_argument("--noise-hu", type=float, default=12.0, help="image noise sigma (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path)
     arguments = parser.parse_args()
-    defaults = PseudoMaskParameters().to_json()
-    overrides = json.loads(arguments.parameters)
-    defaults["crf"].update(overrides.pop("crf", {}))
-    parameters = PseudoMaskParameters.from_json({**defaults, **overrides})
-    dense_values = [KIDNEY] if arguments.dense == "kidney" else [KIDNEY, CYST]
+    parameters = parse_parameters(arguments.parameters)
+    dense = "none" if arguments.modality == "mri" else arguments.dense
+    dense_values = {"kidney": [KIDNEY], "kidney+cyst": [KIDNEY, CYST], "none": []}[dense]
     rows = []
     for index, path in enumerate(sorted(arguments.labels.glob("*.nii.gz"))[:arguments.cases]):
-        row = evaluate_case(path, 1000 + index, arguments.margin, dense_values, parameters, arguments.tumor_hu,
-                            arguments.noise_hu)
+        row = evaluate_case(path, 1000 + index, arguments.margin, dense_values, parameters, arguments)
         rows.append(row)
         print(f"{row['case']}: boxes {row['dice_boxes']:.3f}  box-minus-dense {row['dice_boxfill']:.3f}  "
               f"convcrf {row['dice_convcrf']:.3f}  ({row['convcrf_seconds']} s)", flush=True)
@@ -115,7 +137,8 @@ def main() -> None:
     print("mean:", json.dumps(means))
     if arguments.output:
         arguments.output.write_text(json.dumps({"parameters": parameters.to_json(), "margin": arguments.margin,
-                                                "dense": arguments.dense, "mean": means, "cases": rows}, indent=2))
+                                                "modality": arguments.modality, "dense": dense, "mean": means,
+                                                "cases": rows}, indent=2))
 
 
 if __name__ == "__main__":

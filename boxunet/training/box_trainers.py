@@ -193,12 +193,14 @@ class BoxThreeStage(_StoredTargetTrainer):
 
     def run_training(self) -> None:
         stage1 = self.stage1_store()
-        self.target_folder = stage1
+        reference = self.reference_store()  # every rank: it synchronizes them
+        self.target_folder, fusion_seconds = stage1, None
         if self.options.group_networks > 0:
             networks = self._train_group(stage1)
-            self.target_folder = self._fusion_store(stage1, networks)
+            self.target_folder, fusion_seconds = self._fusion_store(stage1, networks)
+            del networks
         if self.group.is_main:
-            self._write_box_report(stage1)
+            self._write_box_report(stage1, reference, fusion_seconds)
         super().run_training()
 
     # ------------------------------------------------------------------------------------ stage 2
@@ -227,17 +229,19 @@ class BoxThreeStage(_StoredTargetTrainer):
             networks.append(network.eval())
         return networks
 
-    def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> Path:
-        """Fusion masks and weight maps (Eq. 5, 6) of every training case; stage-1 targets for validation cases."""
+    def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> tuple[Path, dict]:
+        """Fusion masks and weight maps (Eq. 5, 6) of every training case (stage-1 targets for validation
+        cases); the folder and this process's fusion timing (cases made, ConvCRF seconds)."""
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
         label_values = self.plans.label_values
         parameters = PseudoMaskParameters()
         precision = resolve_precision(self.device)
-        seconds = 0.0
+        seconds, made = 0.0, 0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
             if has_target(folder, case_id):
                 continue
+            made += 1
             data, seg, properties = cases.load(case_id)
             image = np.asarray(data[:])
             predictions = []
@@ -261,12 +265,11 @@ class BoxThreeStage(_StoredTargetTrainer):
                 self.log(f"stage 2: fusion masks of {len(self.train_cases)} cases in {folder} "
                          f"(ConvCRF {seconds:.1f} s on this process)")
         barrier(self.group)
-        return folder
+        return folder, {"cases_made": made, "convcrf_seconds": round(seconds, 2)}
 
     # ------------------------------------------------------------------------------------ report
-    def _write_box_report(self, stage1: Path) -> None:
+    def _write_box_report(self, stage1: Path, reference: Path | None, fusion_timing: dict | None) -> None:
         """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1)."""
-        reference = self.reference_store()
         fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
         cases = self._cases(self.train_cases)
         rows = []
@@ -293,4 +296,5 @@ class BoxThreeStage(_StoredTargetTrainer):
                                  for key in ("dice_boxes", "dice_stage1", "dice_fusion") if key in entries[0]}
         write_json({"trainer": type(self).__name__, "group_networks": self.options.group_networks,
                     "loss": "vwce" if self.uses_weights else "wce", "grid": self.configuration.data_identifier,
-                    "mean": means, "cases": rows}, self.output_folder / "box_report.json")
+                    "fusion_timing_this_run": fusion_timing, "mean": means, "cases": rows},
+                   self.output_folder / "box_report.json")
