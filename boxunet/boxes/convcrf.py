@@ -61,6 +61,8 @@ def _offset_kernels(features: torch.Tensor, valid: torch.Tensor | None, spacing_
     shape = features.shape[2:]
     scaled = features / p.intensity_sigma
     for offset in _half_offsets(p.window_radius(spacing_mm)):
+        if any(abs(d) >= n for d, n in zip(offset, shape)):
+            continue  # no voxel pair this far apart along a short axis
         distance2 = sum((d * s) ** 2 for d, s in zip(offset, spacing_mm))
         first, second = _pair_slices(offset, shape)
         a, b = (slice(None), slice(None)) + first, (slice(None), slice(None)) + second

@@ -52,7 +52,7 @@ class _CaseJob:
     case: CaseFiles
     boxes: tuple[Box, ...]
     box_labels: tuple[int, ...]
-    reference_labels: tuple[int, ...]
+    reference_labels: tuple[int, ...]  # the box labels this case's label map holds (its references)
     output: Path
     method: str
     parameters: PseudoMaskParameters
@@ -175,18 +175,19 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
         raise BoxunetError(f"{folder / 'dataset.json'}: no \"box_labels\": this dataset has no boxes to turn into "
                            "pseudo masks (see documentation/box_supervision.md)")
     cases = verify_headers(folder, description)
+    if not cases:
+        raise BoxunetError(f"{folder}: no training cases to make pseudo labels for")
     checks = map_in_processes(_check_case, [(case, description) for case in cases], request.num_processes,
                               "check", progress=request.progress)
     problems = [p for case_problems, _, _ in checks for p in case_problems]
     if problems:
         raise DatasetError(problems, header="pseudo labels: the boxes and labels disagree")
-    reference_labels = tuple(sorted({label for _, _, present in checks for label in present}))
     output_folder = stage1_folder(folder.name)
     threads = max(1, default_num_processes() // max(1, request.num_processes))
-    jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), reference_labels,
+    jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
                      output_folder / f"{case.case_id}{description.file_ending}", request.method, request.parameters,
                      request.device, threads)
-            for case, (_, boxes, _) in zip(cases, checks)]
+            for case, (_, boxes, present) in zip(cases, checks)]
     return folder.name, jobs
 
 

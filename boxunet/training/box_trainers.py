@@ -10,6 +10,7 @@
 Dense labels of the other classes are trusted wherever they are given.
 """
 import random
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,12 +21,13 @@ import torch
 from boxunet.boxes.fusion import fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
-from boxunet.boxes.targets import boxes_mask, case_boxes, has_target, open_target, store_raw_label_maps, write_target
+from boxunet.boxes.targets import (boxes_mask, case_boxes, has_target, open_target, store_raw_label_maps,
+                                   target_path, write_target)
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
-from boxunet.io.atomic import write_json
+from boxunet.io.atomic import read_json, write_json
 from boxunet.paths import raw_root
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, StoredTargetSampler
@@ -95,18 +97,28 @@ class _StoredTargetTrainer(Trainer):
     def _cases(self, case_ids: list[str]) -> PreprocessedCases:
         return PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, case_ids)
 
-    def reference_store(self) -> Path | None:
-        """Dense reference labels (box labels included) on this grid, from gt_segmentations; None when the
-        dataset's label maps do not hold the box labels."""
+    def reference_store(self) -> tuple[Path | None, dict[str, list[int]]]:
+        """Dense reference labels (box labels included) on this grid, from gt_segmentations, and the box labels
+        each case's reference holds; (None, {}) when no label map holds a box label."""
         ending = self.dataset_json["file_ending"]
         files = {c: self.preprocessed_folder / "gt_segmentations" / f"{c}{ending}" for c in self.train_cases + self.val_cases}
         if not all(path.is_file() for path in files.values()):
-            return None
+            return None, {}
         folder = self.preprocessed_folder / "pseudo_labels" / f"reference_{self.configuration.data_identifier}"
+        index = folder / "box_labels_present.json"
         if self.group.is_main:
             store_raw_label_maps(folder, self._cases(list(files)), files, self.plans, self.configuration)
+            present = read_json(index) if index.is_file() else {}
+            for case_id in files:
+                if case_id not in present:
+                    values = np.unique(np.asarray(open_target(folder, case_id)[0])).tolist()
+                    present[case_id] = [v for v in self.plans.box_labels if v in values]
+            write_json(present, index)
         barrier(self.group)
-        return folder
+        present = read_json(index)
+        if not any(present.get(c) for c in files):
+            return None, {}
+        return folder, present
 
     def stage1_store(self) -> Path:
         """The stage-1 pseudo label maps on this grid (made with boxunet_pseudo_labels defaults if missing)."""
@@ -115,14 +127,18 @@ class _StoredTargetTrainer(Trainer):
         case_ids = self.train_cases + self.val_cases
         files = {c: raw_folder / f"{c}{ending}" for c in case_ids}
         folder = self.preprocessed_folder / "pseudo_labels" / f"stage1_{self.configuration.data_identifier}"
+        if not all(path.is_file() for path in files.values()):
+            if self.group.distributed or not (raw_root() / self.dataset_name).is_dir():
+                # every rank sees the same files, so every rank raises: nobody waits at a barrier
+                raise BoxunetError(f"stage-1 pseudo labels are missing in {raw_folder}; run boxunet_pseudo_labels -d "
+                                   f"{self.dataset_name} first (needs the raw dataset; multi-process training does "
+                                   "not make them itself)")
+            if self.log:
+                self.log(f"stage 1: pseudo labels missing in {raw_folder}; running boxunet_pseudo_labels")
+            threads = torch.get_num_threads()
+            generate_pseudo_labels(PseudoLabelRequest(self.dataset_name, progress=self.options.progress_bar))
+            torch.set_num_threads(threads)
         if self.group.is_main:
-            if not all(path.is_file() for path in files.values()):
-                if not (raw_root() / self.dataset_name).is_dir():
-                    raise BoxunetError(f"stage-1 pseudo labels are missing in {raw_folder} and the raw dataset is not "
-                                       f"in {raw_root()}; run boxunet_pseudo_labels -d {self.dataset_name}")
-                if self.log:
-                    self.log(f"stage 1: pseudo labels missing in {raw_folder}; running boxunet_pseudo_labels")
-                generate_pseudo_labels(PseudoLabelRequest(self.dataset_name, progress=self.options.progress_bar))
             store_raw_label_maps(folder, self._cases(case_ids), files, self.plans, self.configuration)
         barrier(self.group)
         return folder
@@ -133,9 +149,10 @@ class FullySupervised(_StoredTargetTrainer):
     """The dense reference labels, box labels included (Dice + CE): the upper bound for the box trainers."""
 
     def run_training(self) -> None:
-        self.target_folder = self.reference_store()
+        self.target_folder = self.reference_store()[0]
         if self.target_folder is None:
-            raise BoxunetError("FullySupervised needs label maps that hold the box labels for every training case")
+            raise BoxunetError("FullySupervised needs label maps (labelsTr) that hold the box labels; this dataset's "
+                               "hold none")
         super().run_training()
 
 
@@ -204,13 +221,41 @@ class BoxThreeStage(_StoredTargetTrainer):
         super().run_training()
 
     # ------------------------------------------------------------------------------------ stage 2
+    def _stage2_settings(self, stage1: Path, subsets: list[list[str]]) -> dict:
+        """What stage 2's results depend on; stored results made with other settings are not reused."""
+        newest = max(target_path(stage1, c).stat().st_mtime_ns for c in self.train_cases + self.val_cases)
+        return {"group_networks": self.options.group_networks, "subsets": subsets,
+                "group_epochs": self.options.group_epochs or self.options.epochs, "seed": self.options.seed,
+                "iterations_per_epoch": self.options.iterations_per_epoch, "stage1_newest_mtime_ns": newest,
+                "pseudo_mask_parameters": self._pseudo_mask_parameters().to_json()}
+
+    def _prepare_stage2_folder(self, settings: dict) -> None:
+        """Empty ``stage2/`` when it holds results of other settings (main process; all ranks wait)."""
+        record = self.stage2_folder / "settings.json"
+        if self.group.is_main:
+            if self.stage2_folder.is_dir() and (not record.is_file() or read_json(record) != settings):
+                if self.log:
+                    self.log(f"stage 2: {self.stage2_folder} holds results of other settings; starting stage 2 anew")
+                shutil.rmtree(self.stage2_folder)
+            write_json(settings, record)
+        barrier(self.group)
+
+    def _pseudo_mask_parameters(self) -> PseudoMaskParameters:
+        """The stage-1 parameters (tuned or given to boxunet_pseudo_labels), which fusion masks reuse."""
+        report = stage1_folder(self.dataset_name) / "report.json"
+        if report.is_file():
+            return PseudoMaskParameters.from_json(read_json(report)["parameters"])
+        return PseudoMaskParameters()
+
     def _train_group(self, stage1: Path) -> list[torch.nn.Module]:
         """Train (or resume, or reuse) the K group networks; return them loaded with their final weights."""
         o = self.options
         subsets = group_subsets(self.train_cases, o.group_networks, o.seed)
-        member_options = replace(o, epochs=o.group_epochs or o.epochs)
+        self._prepare_stage2_folder(self._stage2_settings(stage1, subsets))
         networks = []
         for index, subset in enumerate(subsets):
+            # each group network starts from its own random initialization
+            member_options = replace(o, epochs=o.group_epochs or o.epochs, seed=o.seed + 10 ** 6 * (index + 1))
             folder = self.stage2_folder / f"group_{index}"
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / "checkpoint_final.pth"
@@ -235,7 +280,7 @@ class BoxThreeStage(_StoredTargetTrainer):
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
         label_values = self.plans.label_values
-        parameters = PseudoMaskParameters()
+        parameters = self._pseudo_mask_parameters()
         precision = resolve_precision(self.device)
         seconds, made = 0.0, 0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
@@ -268,8 +313,10 @@ class BoxThreeStage(_StoredTargetTrainer):
         return folder, {"cases_made": made, "convcrf_seconds": round(seconds, 2)}
 
     # ------------------------------------------------------------------------------------ report
-    def _write_box_report(self, stage1: Path, reference: Path | None, fusion_timing: dict | None) -> None:
-        """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1)."""
+    def _write_box_report(self, stage1: Path, reference: tuple[Path | None, dict], fusion_timing: dict | None) -> None:
+        """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1),
+        for the cases whose reference holds the label."""
+        reference, present = reference
         fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
         cases = self._cases(self.train_cases)
         rows = []
@@ -281,7 +328,7 @@ class BoxThreeStage(_StoredTargetTrainer):
             fused = np.asarray(open_target(fusion, case_id)[0]) if fusion else None
             for label in self.plans.box_labels:
                 entry = {"boxes": sum(1 for b in case_boxes(properties) if b.label == label)}
-                if truth is not None:
+                if truth is not None and label in present.get(case_id, []):
                     reference_mask = truth == label
                     entry["dice_boxes"] = dice(boxes_mask(truth.shape, case_boxes(properties), label), reference_mask)
                     entry["dice_stage1"] = dice(pseudo == label, reference_mask)
@@ -292,8 +339,9 @@ class BoxThreeStage(_StoredTargetTrainer):
         means = {}
         for label in self.plans.box_labels:
             entries = [row[str(label)] for row in rows]
-            means[str(label)] = {key: round(float(np.nanmean([e[key] for e in entries])), 4)
-                                 for key in ("dice_boxes", "dice_stage1", "dice_fusion") if key in entries[0]}
+            means[str(label)] = {key: round(float(np.nanmean([e[key] for e in entries if key in e])), 4)
+                                 for key in ("dice_boxes", "dice_stage1", "dice_fusion")
+                                 if any(key in e for e in entries)}
         write_json({"trainer": type(self).__name__, "group_networks": self.options.group_networks,
                     "loss": "vwce" if self.uses_weights else "wce", "grid": self.configuration.data_identifier,
                     "fusion_timing_this_run": fusion_timing, "mean": means, "cases": rows},

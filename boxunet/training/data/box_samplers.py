@@ -73,4 +73,6 @@ class StoredTargetSampler(PatchSampler):
         target = read_region(self._opened[case_id], region, -1)
         if len(self.patch_size) == 2:
             target = target[:, 0]
-        return target.astype(seg.dtype, copy=False)
+        target = target.astype(seg.dtype, copy=True)
+        target[0][seg[0] < 0] = -1  # keep the outside-of-nonzero-mask marker of the stored labels
+        return target
