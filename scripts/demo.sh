@@ -4,8 +4,8 @@
 # preprocess -> train fold 0 of 3d_fullres from the boxes with the three-stage box trainer (stage-1 ConvCRF
 # pseudo masks, 2 group networks and fusion masks, the final network with VWCE) briefly and validate it at
 # the original geometry against the dense tumor labels -> predict the test images -> evaluate them.
-# Sized for a 2-core CPU (half-resolution phantoms, a 0.25 GB memory budget, short epochs): 13m52s
-# measured with 2 group epochs and 10 final epochs; these settings (1 and 8) take about 2 minutes less. Data goes to ./boxunet_data/ unless the
+# Sized for a 2-core CPU (half-resolution phantoms, a 0.25 GB memory budget, short epochs): 11m10s
+# measured from scratch on 2 cores. Such short training does not yet find the small tumors. Data goes to ./boxunet_data/ unless the
 # boxunet_raw / boxunet_preprocessed / boxunet_results environment variables say otherwise.
 # Rerunning resumes: the dataset is kept, finished cases are skipped, training continues (--c).
 set -euo pipefail
