@@ -13,7 +13,7 @@ For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K gro
 import numpy as np
 
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, crf_probability, normalize_region, region_around
-from boxunet.boxes.targets import boxes_mask
+from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
 UNION_LOGIT = 2.0
@@ -30,10 +30,9 @@ def vote_counts(pseudo_mask: np.ndarray, predictions: list[np.ndarray], label: i
 
 def weight_map(votes_per_label: list[np.ndarray], num_networks: int) -> np.ndarray:
     """Eq. 6: the summed votes, with K + 1 where no mask votes for a box label."""
-    weights = np.sum(votes_per_label, axis=0) if votes_per_label else None
-    if weights is None:
+    if not votes_per_label:
         raise ValueError("weight_map needs the votes of at least one box label")
-    weights = weights.astype(np.int16)
+    weights = np.sum(votes_per_label, axis=0).astype(np.int16)
     weights[weights == 0] = num_networks + 1
     return weights
 
@@ -69,7 +68,7 @@ def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_m
     densely_known = fused > 0
     all_votes = []
     for label in box_labels:
-        inside = boxes_mask(fused.shape, boxes, label) & ~densely_known
+        inside = box_mask(fused.shape, boxes, label) & ~densely_known
         votes = vote_counts(pseudo_mask, predictions, label, inside)
         all_votes.append(votes)
         label_boxes = [b for b in boxes if b.label == label]

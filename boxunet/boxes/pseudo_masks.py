@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from boxunet.boxes.convcrf import CRFParameters, mean_field
+from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
 METHODS = ("convcrf", "boxfill")
@@ -161,11 +162,8 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
     densely_known = result > 0
     best = np.zeros(shape, dtype=np.float32)
     for label in box_labels:
-        label_boxes = [b for b in boxes if b.label == label]
-        inside = np.zeros(shape, dtype=bool)
-        for box in label_boxes:
-            inside[box.slices] = True
-        for box in label_boxes:
+        inside = box_mask(shape, boxes, label)
+        for box in (b for b in boxes if b.label == label):
             if method == "boxfill":
                 region = box.slices
                 probability = (~densely_known[region]).astype(np.float32)

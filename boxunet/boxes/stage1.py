@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.metrics import dice
@@ -76,11 +77,7 @@ def _label_problems(case: CaseFiles, boxes: list[Box], description: DatasetDescr
         if not voxels.any():
             continue
         present.append(label)
-        inside = np.zeros(labels.shape, dtype=bool)
-        for box in boxes:
-            if box.label == label:
-                inside[box.slices] = True
-        outside = int(np.count_nonzero(voxels & ~inside))
+        outside = int(np.count_nonzero(voxels & ~box_mask(labels.shape, boxes, label)))
         if outside:
             problems.append(Problem(case.case_id, str(case.label),
                                     f"{outside} voxel(s) of box label {label} lie outside every box of label {label}: "
@@ -89,6 +86,9 @@ def _label_problems(case: CaseFiles, boxes: list[Box], description: DatasetDescr
 
 
 def _check_case(item: tuple[CaseFiles, DatasetDescription]) -> tuple[list[Problem], list[Box], list[int]]:
+    """Every problem of one case (headers, boxes, NaN voxels, labels outside their boxes), its boxes and the box
+    labels its label map holds. The images are read here and again when the case is computed: the price of
+    reporting every bad case before the first file is written."""
     case, description = item
     problems, boxes = case_header_problems(case, description)
     if problems:
@@ -107,11 +107,8 @@ def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple
                  "pseudo_mask_voxels": int(np.count_nonzero(result == label))}
         if reference is not None and label in reference_labels:
             truth = reference == label
-            box_mask = np.zeros(truth.shape, dtype=bool)
-            for box in boxes:
-                if box.label == label:
-                    box_mask[box.slices] = True
-            entry.update(dice_boxes=dice(box_mask, truth), dice_pseudo_mask=dice(result == label, truth))
+            entry.update(dice_boxes=dice(box_mask(truth.shape, list(boxes), label), truth),
+                         dice_pseudo_mask=dice(result == label, truth))
         metrics[str(label)] = entry
     return metrics
 

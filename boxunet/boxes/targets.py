@@ -11,7 +11,7 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
-from boxunet.io.boxes import Box
+from boxunet.io.boxes import Box, parse_boxes
 from boxunet.io.images import read_image
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.resampling import resample_segmentation, separate_z_axis
@@ -34,16 +34,7 @@ def raw_labels_to_grid(labels: np.ndarray, properties: dict, plans: Plans,
 
 def case_boxes(properties: dict) -> list[Box]:
     """The boxes of a preprocessed case, in its grid's voxel indices."""
-    return [Box(b["label"], tuple(b["min"]), tuple(b["max"])) for b in properties.get("boxes", [])]
-
-
-def boxes_mask(shape, boxes: list[Box], label: int) -> np.ndarray:
-    """Voxels inside any box of ``label``."""
-    mask = np.zeros(shape, dtype=bool)
-    for box in boxes:
-        if box.label == label:
-            mask[box.slices] = True
-    return mask
+    return parse_boxes({"boxes": properties.get("boxes", [])}, f"properties of case {properties.get('case_id')}")
 
 
 def target_path(folder: Path, case_id: str) -> Path:

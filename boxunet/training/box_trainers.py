@@ -21,10 +21,12 @@ import torch
 from boxunet.boxes.fusion import fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
-from boxunet.boxes.targets import (boxes_mask, case_boxes, has_target, open_target, store_raw_label_maps,
-                                   target_path, write_target)
+from boxunet.boxes.from_labels import box_mask
+from boxunet.boxes.targets import (case_boxes, has_target, open_target, store_raw_label_maps, target_path,
+                                   write_target)
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
+from boxunet.inference.export import logits_to_segmentation
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
@@ -41,31 +43,27 @@ BOX_LOSSES = ("wce", "vwce")
 BACKGROUND_CLASS_WEIGHT = 0.2  # seed 000: 1.0 for the tumor, 0.2 for the background
 
 
-def _require_boxes(trainer: Trainer) -> None:
-    if not trainer.plans.box_labels:
-        raise BoxunetError(f"{type(trainer).__name__} needs a dataset with \"box_labels\" in dataset.json; "
-                           "this one has none (use the standard Trainer)")
-
-
-@register_trainer
-class BoxFill(Trainer):
-    """Boxes filled with their label (the boxes themselves as masks), Dice + CE."""
+class _BoxDatasetTrainer(Trainer):
+    """A trainer for datasets with ``box_labels``; refuses others before training."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        _require_boxes(self)
+        if not self.plans.box_labels:
+            raise BoxunetError(f"{type(self).__name__} needs a dataset with \"box_labels\" in dataset.json; "
+                               "this one has none (use the standard Trainer)")
+
+
+@register_trainer
+class BoxFill(_BoxDatasetTrainer):
+    """Boxes filled with their label (the boxes themselves as masks), Dice + CE."""
 
     def sampler_options(self) -> dict:
         return {"sampler_class": BoxFillSampler}
 
 
 @register_trainer
-class BoxIgnore(Trainer):
+class BoxIgnore(_BoxDatasetTrainer):
     """Dice + CE on the known voxels only: outside the boxes and on dense labels."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require_boxes(self)
 
     def sampler_options(self) -> dict:
         return {"sampler_class": BoxIgnoreSampler}
@@ -76,14 +74,10 @@ class BoxIgnore(Trainer):
         return targets, ignore, None
 
 
-class _StoredTargetTrainer(Trainer):
+class _StoredTargetTrainer(_BoxDatasetTrainer):
     """Trains on a target store (label map, optional weight map per case) set in ``target_folder``."""
 
     target_folder: Path | None = None
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require_boxes(self)
 
     def sampler_options(self) -> dict:
         if self.target_folder is None:
@@ -271,6 +265,7 @@ class BoxThreeStage(_StoredTargetTrainer):
                 del member
             network = self.build_network(self.plans, self.configuration, self.num_outputs).to(self.device)
             network.load_state_dict(load_checkpoint(final, map_location=self.device)["network_weights"])
+            network.set_deep_supervision(False)  # only the full-resolution output is used for prediction
             networks.append(network.eval())
         return networks
 
@@ -279,7 +274,6 @@ class BoxThreeStage(_StoredTargetTrainer):
         cases); the folder and this process's fusion timing (cases made, ConvCRF seconds)."""
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
-        label_values = self.plans.label_values
         parameters = self._pseudo_mask_parameters()
         precision = resolve_precision(self.device)
         seconds, made = 0.0, 0
@@ -294,7 +288,7 @@ class BoxThreeStage(_StoredTargetTrainer):
                 logits = predict_sliding_window(network, torch.from_numpy(image), self.configuration.patch_size,
                                                 self.num_outputs, mirror_axes=(), device=self.device,
                                                 precision=precision)
-                predictions.append(np.asarray(label_values, dtype=np.int8)[logits.argmax(0).numpy()])
+                predictions.append(logits_to_segmentation(logits, self.plans))
             pseudo = np.asarray(open_target(stage1, case_id)[0])
             start = time.perf_counter()
             labels, weights = fusion_target(image, properties["spacing"], np.asarray(seg[0]), pseudo, predictions,
@@ -330,7 +324,7 @@ class BoxThreeStage(_StoredTargetTrainer):
                 entry = {"boxes": sum(1 for b in case_boxes(properties) if b.label == label)}
                 if truth is not None and label in present.get(case_id, []):
                     reference_mask = truth == label
-                    entry["dice_boxes"] = dice(boxes_mask(truth.shape, case_boxes(properties), label), reference_mask)
+                    entry["dice_boxes"] = dice(box_mask(truth.shape, case_boxes(properties), label), reference_mask)
                     entry["dice_stage1"] = dice(pseudo == label, reference_mask)
                     if fused is not None:
                         entry["dice_fusion"] = dice(fused == label, reference_mask)
