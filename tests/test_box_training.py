@@ -10,10 +10,11 @@ from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.targets import raw_labels_to_grid
+from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import load_plans
-from boxunet.training.box_trainers import group_subsets
+from boxunet.training.box_trainers import box_loss, group_subsets
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
@@ -63,6 +64,19 @@ def test_vwce_equals_hand_computed_values():
     # VWCE: (3 * 1.0 * -ln 0.75 + 2 * 0.2 * -ln 0.8) / 2
     assert float(loss(logits, target, voxel_weights=weights)) == pytest.approx(
         (-3 * np.log(0.75) - 0.4 * np.log(0.8)) / 2, rel=1e-6)
+
+
+def test_vwce_dice_adds_the_weighted_soft_dice_of_the_labels():
+    logits = torch.tensor([[[0.0, np.log(4.0)], [np.log(3.0), 0.0]]]).reshape(1, 2, 2, 1, 1)
+    target = torch.tensor([1, 0]).reshape(1, 1, 2, 1, 1)
+    weights = torch.tensor([3.0, 2.0]).reshape(1, 1, 2, 1, 1)
+    # label 1: p = (0.75, 0.2); tp = 3 * 0.75, fp = 2 * 0.2, fn = 3 * 0.25 -> Dice 4.5 / 5.65
+    expected = (-3 * np.log(0.75) - 0.4 * np.log(0.8)) / 2 - 4.5 / 5.65
+    loss = box_loss("vwce_dice", num_classes=2, batch_dice=True)
+    assert float(loss(logits, target, voxel_weights=weights)) == pytest.approx(expected, rel=1e-5)
+    assert isinstance(box_loss("wce", 2, True), WeightedCELoss)
+    with pytest.raises(BoxunetError, match="--loss 'dice'"):
+        box_loss("dice", 2, True)
 
 
 def test_group_subsets_are_disjoint_and_cover_the_fold():

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group-epochs", type=int, dest="group_epochs",
                         help="box trainers: epochs of each stage-2 group network (default: --epochs)")
     parser.add_argument("--loss", choices=BOX_LOSSES, dest="box_loss",
-                        help=f"BoxThreeStage: wce (Eq. 8) or vwce (Eq. 9, default; with --k 0 it is wce)")
+                        help="BoxThreeStage: wce (Eq. 8), vwce (Eq. 9, default; with --k 0 it is wce), or either plus soft Dice "
+                             "(wce_dice, vwce_dice; the group networks use the same loss without voxel weights)")
     parser.add_argument("-np", "--augmentation-workers", type=int, default=None,
                         help="background augmentation processes (0 = in the main process, for debugging; default: "
                              "env boxunet_n_proc_DA or the number of CPU cores)")

@@ -35,11 +35,11 @@ from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, StoredTargetSampler
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import barrier
-from boxunet.training.losses import DeepSupervisionLoss, WeightedCELoss, deep_supervision_weights
+from boxunet.training.losses import DiceCELoss, WeightedCELoss
 from boxunet.training.registry import register_trainer
 from boxunet.training.trainer import Trainer
 
-BOX_LOSSES = ("wce", "vwce")
+BOX_LOSSES = ("wce", "vwce", "wce_dice", "vwce_dice")
 BACKGROUND_CLASS_WEIGHT = 0.2  # seed 000: 1.0 for the tumor, 0.2 for the background
 
 
@@ -151,18 +151,22 @@ class FullySupervised(_StoredTargetTrainer):
 
 
 class BoxGroupMember(_StoredTargetTrainer):
-    """A stage-2 group network: WCE on the stage-1 masks of its subset; no validation export."""
+    """A stage-2 group network: WCE (plus Dice with a ``*_dice`` loss) on the stage-1 masks of its subset."""
 
-    def build_loss(self):
-        return _weighted_ce(self)
+    def segmentation_loss(self):
+        return box_loss(self.options.box_loss, self.num_outputs, self.configuration.batch_dice)
 
 
-def _weighted_ce(trainer: Trainer) -> DeepSupervisionLoss:
-    class_weights = [BACKGROUND_CLASS_WEIGHT] + [1.0] * (trainer.num_outputs - 1)
-    weights = deep_supervision_weights(len(trainer.deep_supervision_scales))
-    if trainer.group.distributed and len(weights) > 1:
-        weights[-1] = 1e-6
-    return DeepSupervisionLoss(WeightedCELoss(class_weights), weights)
+def box_loss(name: str, num_classes: int, batch_dice: bool) -> torch.nn.Module:
+    """The loss ``name`` (one of ``BOX_LOSSES``) of one output: cross-entropy with the class weights of seed 000
+    (background 0.2, labels 1.0), plus soft Dice for the ``*_dice`` variants. Voxel weights, when the trainer
+    passes them (``vwce*``), multiply both terms."""
+    if name not in BOX_LOSSES:
+        raise BoxunetError(f"--loss {name!r}: choose one of {', '.join(BOX_LOSSES)}")
+    class_weights = [BACKGROUND_CLASS_WEIGHT] + [1.0] * (num_classes - 1)
+    if name.endswith("_dice"):
+        return DiceCELoss(batch_dice=batch_dice, class_weights=class_weights)
+    return WeightedCELoss(class_weights)
 
 
 def group_subsets(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
@@ -179,18 +183,21 @@ class BoxThreeStage(_StoredTargetTrainer):
     """Seed 000's three stages; the final network is this trainer's own."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.options.box_loss not in BOX_LOSSES:
-            raise BoxunetError(f"--loss {self.options.box_loss!r}: choose one of {', '.join(BOX_LOSSES)}")
+        super().__init__(*args, **kwargs)  # builds the loss, so an unknown --loss is refused here
         if self.regions:
             raise BoxunetError("BoxThreeStage trains label maps; region-based datasets are not supported")
 
     @property
-    def uses_weights(self) -> bool:
-        return self.options.group_networks > 0 and self.options.box_loss == "vwce"
+    def loss_name(self) -> str:
+        """``--loss``, without the voxel weights when ``--k 0`` leaves no weight maps."""
+        return self.options.box_loss if self.options.group_networks > 0 else self.options.box_loss.removeprefix("v")
 
-    def build_loss(self):
-        return _weighted_ce(self)
+    @property
+    def uses_weights(self) -> bool:
+        return self.loss_name.startswith("vwce")
+
+    def segmentation_loss(self):
+        return box_loss(self.loss_name, self.num_outputs, self.configuration.batch_dice)
 
     def loss_inputs(self, batch: dict):
         targets = [t[:, :1].to(self.device, non_blocking=True).long() for t in batch["target"]]
@@ -220,6 +227,7 @@ class BoxThreeStage(_StoredTargetTrainer):
         newest = max(target_path(stage1, c).stat().st_mtime_ns for c in self.train_cases + self.val_cases)
         return {"group_networks": self.options.group_networks, "subsets": subsets,
                 "group_epochs": self.options.group_epochs or self.options.epochs, "seed": self.options.seed,
+                "group_loss": self.loss_name.removeprefix("v"),
                 "iterations_per_epoch": self.options.iterations_per_epoch, "stage1_newest_mtime_ns": newest,
                 "pseudo_mask_parameters": self._pseudo_mask_parameters().to_json()}
 
@@ -337,6 +345,6 @@ class BoxThreeStage(_StoredTargetTrainer):
                                  for key in ("dice_boxes", "dice_stage1", "dice_fusion")
                                  if any(key in e for e in entries)}
         write_json({"trainer": type(self).__name__, "group_networks": self.options.group_networks,
-                    "loss": "vwce" if self.uses_weights else "wce", "grid": self.configuration.data_identifier,
+                    "loss": self.loss_name, "grid": self.configuration.data_identifier,
                     "fusion_timing_this_run": fusion_timing, "mean": means, "cases": rows},
                    self.output_folder / "box_report.json")

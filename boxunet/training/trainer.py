@@ -114,10 +114,14 @@ class Trainer:
         return torch.optim.SGD(self.network.parameters(), lr=o.initial_lr, momentum=o.momentum,
                                weight_decay=o.weight_decay, nesterov=True)
 
-    def build_loss(self) -> nn.Module:
-        """Dice + CE (sigmoid Dice + BCE for regions), weighted over the deep-supervision outputs."""
+    def segmentation_loss(self) -> nn.Module:
+        """The loss of one output: Dice + CE (sigmoid Dice + BCE for regions)."""
         batch_dice = self.configuration.batch_dice
-        loss = DiceBCELoss(batch_dice=batch_dice) if self.regions else DiceCELoss(batch_dice=batch_dice)
+        return DiceBCELoss(batch_dice=batch_dice) if self.regions else DiceCELoss(batch_dice=batch_dice)
+
+    def build_loss(self) -> nn.Module:
+        """``segmentation_loss`` weighted over the deep-supervision outputs."""
+        loss = self.segmentation_loss()
         weights = deep_supervision_weights(len(self.deep_supervision_scales))
         if self.group.distributed and len(weights) > 1:
             weights[-1] = 1e-6  # DDP needs every output head in the graph (a weight of 0 would skip it)
