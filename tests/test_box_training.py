@@ -158,6 +158,20 @@ def test_three_stage_training_end_to_end(box_dataset):
     assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
 
 
+def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(box_dataset):
+    from boxunet.io.images import read_image, write_image
+    dataset = box_dataset["preprocessed"] / "Dataset001_Tiny"
+    for folder in (box_dataset["raw"] / "Dataset001_Tiny" / "labelsTr", dataset / "gt_segmentations"):
+        for path in folder.glob("*.nii.gz"):  # boxes only: the tumor voxels lose their label
+            labels, geometry = read_image(path)
+            write_image(np.where(labels == 2, 0, labels).astype(np.uint8), geometry, path)
+    folder = run_training(_request("BoxThreeStage", group_networks=0))
+    summary = json.loads((folder / "validation" / "summary.json").read_text())
+    assert summary["reference_folder"] == str(dataset / "pseudo_labels" / "stage1")
+    assert json.loads((folder / "box_report.json").read_text())["loss"] == "wce"
+    assert 0.0 <= summary["mean"]["2"]["Dice"] <= 1.0 or np.isnan(summary["mean"]["2"]["Dice"])
+
+
 @pytest.mark.parametrize("trainer", ["BoxFill", "BoxIgnore", "FullySupervised"])
 def test_baseline_box_trainers_run(box_dataset, trainer):
     folder = run_training(_request(trainer))

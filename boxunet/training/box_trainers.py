@@ -29,6 +29,7 @@ from boxunet.evaluation.metrics import dice
 from boxunet.inference.export import logits_to_segmentation
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
+from boxunet.io.images import read_image
 from boxunet.io.atomic import read_json, write_json
 from boxunet.paths import raw_root
 from boxunet.training.checkpoint import load_checkpoint
@@ -204,6 +205,15 @@ class BoxThreeStage(_StoredTargetTrainer):
         if not self.uses_weights:
             return targets, None, None
         return targets, None, [t[:, 1:2].to(self.device, non_blocking=True) for t in batch["target"]]
+
+    def validation_reference(self) -> Path:
+        """The dense labels when the validation cases' label maps hold a box label; otherwise (boxes only) their
+        stage-1 pseudo masks, so validation reports agreement with the box-derived masks."""
+        dense = super().validation_reference()
+        ending = self.dataset_json["file_ending"]
+        if any(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
+            return dense
+        return stage1_folder(self.dataset_name)
 
     @property
     def stage2_folder(self) -> Path:

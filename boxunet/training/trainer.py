@@ -383,9 +383,15 @@ class Trainer:
         if not self.group.is_main:
             return None
         labels = evaluation_targets(self.plans.labels)
-        summary = evaluate_folders(self.preprocessed_folder / "gt_segmentations", folder, labels, ending,
-                                   output_file=folder / "summary.json", case_ids=self.val_cases,
+        reference = self.validation_reference()
+        summary = evaluate_folders(reference, folder, labels, ending, case_ids=self.val_cases,
                                    label_names=self.plans.labels)
+        summary["reference_folder"] = str(reference)
+        write_json(summary, folder / "summary.json")
         self.log(f"validation: mean foreground Dice {summary['foreground_mean']['Dice']:.4f} "
-                 f"({json.dumps({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})})")
+                 f"({json.dumps({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})}) against {reference}")
         return summary
+
+    def validation_reference(self) -> Path:
+        """The folder of label maps (original geometry) the validation predictions are scored against."""
+        return self.preprocessed_folder / "gt_segmentations"
