@@ -9,7 +9,7 @@ import torch
 from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
-from boxunet.boxes.targets import raw_labels_to_grid
+from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess

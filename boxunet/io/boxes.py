@@ -47,6 +47,11 @@ def parse_boxes(data, source: str) -> list[Box]:
     return boxes
 
 
+def case_boxes(properties: dict) -> list[Box]:
+    """The boxes of a preprocessed case, in its grid's voxel indices."""
+    return parse_boxes({"boxes": properties.get("boxes", [])}, f"properties of case {properties.get('case_id')}")
+
+
 def read_boxes(path: Path) -> list[Box]:
     """Read a box file."""
     try:

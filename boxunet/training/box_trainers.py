@@ -18,20 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.fusion import fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
-from boxunet.boxes.from_labels import box_mask
-from boxunet.boxes.targets import (case_boxes, has_target, open_target, store_raw_label_maps, target_path,
-                                   write_target)
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
 from boxunet.inference.export import logits_to_segmentation
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
-from boxunet.io.images import read_image
 from boxunet.io.atomic import read_json, write_json
+from boxunet.io.boxes import case_boxes
+from boxunet.io.images import read_image
 from boxunet.paths import raw_root
+from boxunet.preprocessing.grid_labels import (has_target, open_target, store_raw_label_maps, target_path,
+                                               write_target)
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, StoredTargetSampler
 from boxunet.training.data.dataset import PreprocessedCases

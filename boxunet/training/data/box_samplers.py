@@ -7,12 +7,13 @@ channels of a patch from that:
 * ``BoxFillSampler``: every box voxel without a dense label takes its box's label;
 * ``BoxIgnoreSampler``: labels as stored, plus a channel that is 1 where the label is known (outside
   the boxes, or densely labelled) and 0 inside boxes, where the loss ignores the voxel;
-* ``StoredTargetSampler``: the label (and weight) channels of a target store (boxunet.boxes.targets),
+* ``StoredTargetSampler``: the label (and weight) channels of a target store (boxunet.preprocessing.grid_labels),
   e.g. stage-1 pseudo masks or stage-2 fusion masks with their voxel weights.
 """
 import numpy as np
 
-from boxunet.boxes.targets import case_boxes, open_target
+from boxunet.io.boxes import case_boxes
+from boxunet.preprocessing.grid_labels import open_target
 from boxunet.training.data.sampler import PatchSampler, read_region
 
 

@@ -1,17 +1,17 @@
-"""Training targets of the box trainers on a configuration's preprocessed grid.
+"""Label maps on a configuration's preprocessed grid: training targets of the box trainers and the
+previous-stage segmentations of a cascade.
 
 A target store is a folder of ``<case>_target.b2nd`` arrays (1 or 2 channels, int8, chunked like the
 training patches): channel 0 is a label map, an optional channel 1 a voxel weight map (0 = no
 information, see boxunet.training.data.augmentation). Raw-grid label maps (stage-1 pseudo labels,
-reference labels) are brought onto the grid exactly as preprocessing brings labels: transposed,
-cropped to the case's crop box and resampled per label.
+reference labels, a lower-resolution stage's predictions) are brought onto the grid exactly as
+preprocessing brings labels: transposed, cropped to the case's crop box and resampled per label.
 """
 from pathlib import Path
 
 import blosc2
 import numpy as np
 
-from boxunet.io.boxes import Box, parse_boxes
 from boxunet.io.images import read_image
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.resampling import resample_segmentation, separate_z_axis
@@ -30,11 +30,6 @@ def raw_labels_to_grid(labels: np.ndarray, properties: dict, plans: Plans,
                            resampling.anisotropy_threshold)
     return resample_segmentation(np.ascontiguousarray(cropped), properties["shape_after_resampling"],
                                  resampling.seg_order, axis, resampling.order_z)
-
-
-def case_boxes(properties: dict) -> list[Box]:
-    """The boxes of a preprocessed case, in its grid's voxel indices."""
-    return parse_boxes({"boxes": properties.get("boxes", [])}, f"properties of case {properties.get('case_id')}")
 
 
 def target_path(folder: Path, case_id: str) -> Path:
