@@ -39,3 +39,13 @@ def preprocessed_root() -> Path:
 def results_root() -> Path:
     """Folder holding trained models and their validation outputs per dataset."""
     return _root("results")
+
+
+def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
+    """``<trainer>__<plans>__<configuration>``: a trained model's folder inside its dataset's results."""
+    return f"{trainer}__{plans_name}__{configuration}"
+
+
+def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    """``boxunet_results/DatasetXXX/<trainer>__<plans>__<configuration>``."""
+    return results_root() / dataset_name / model_folder_name(trainer, plans_name, configuration)

@@ -29,6 +29,7 @@ class PlanAndPreprocessOptions:
     ct_window: tuple[float, float] | None = None
     target_spacing: list[float] | None = None
     plans_name: str = DEFAULT_PLANS_NAME
+    force_cascade: bool = False
     verify_only: bool = False
     clean: bool = False
     preprocess: bool = True
@@ -77,7 +78,7 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
     write_json(fingerprint, stored)
     write_json(description.to_json(), output_folder / "dataset.json")
     plans = plan_experiment(fingerprint, description, raw_folder.name, options.gpu_memory_gb, options.ct_window,
-                            options.target_spacing, options.plans_name)
+                            options.target_spacing, options.plans_name, options.force_cascade)
     plans_file = output_folder / (PLANS_FILE_NAME if options.plans_name == DEFAULT_PLANS_NAME
                                   else f"{options.plans_name}.json")
     _keep_custom_configurations(plans, plans_file)

@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "percentiles + z-score (seed 000: -200 500)")
     parser.add_argument("--target-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="override the 3d_fullres target spacing (array axis order)")
+    parser.add_argument("--cascade", action="store_true",
+                        help="plan 3d_lowres and 3d_cascade_fullres even when 3d_fullres patches cover a quarter of "
+                             "the median image (nnU-Net plans them only below that)")
     parser.add_argument("-p", "--plans-name", default=DEFAULT_PLANS_NAME, help="plans identifier (default: %(default)s)")
     parser.add_argument("--verify", action="store_true",
                         help="only verify the dataset (file names, geometry, labels, boxes, voxel values); write nothing")
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         configurations=arguments.configurations, num_processes=max(1, arguments.num_processes),
         gpu_memory_gb=arguments.gpu_memory_gb,
         ct_window=tuple(arguments.ct_window) if arguments.ct_window else None,
-        target_spacing=arguments.target_spacing, plans_name=arguments.plans_name, verify_only=arguments.verify,
+        target_spacing=arguments.target_spacing, plans_name=arguments.plans_name, force_cascade=arguments.cascade,
+        verify_only=arguments.verify,
         clean=arguments.clean, preprocess=not arguments.no_preprocess, progress=not arguments.quiet)
     for dataset in arguments.dataset:
         report = run_cli(plan_and_preprocess, dataset, options,

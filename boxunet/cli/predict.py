@@ -1,5 +1,7 @@
 """``boxunet_predict -i IN -o OUT -d DATASET -c CONFIGURATION``: label maps for a folder of new images."""
 import argparse
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -40,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=max(1, min(3, default_num_processes() // 2)),
                         help="background processes for preprocessing and for export, each (0: everything in "
                              "the main process; default: %(default)s)")
+    parser.add_argument("--prev-stage-predictions", type=Path, default=None,
+                        help="cascades (3d_cascade_fullres): a folder with the previous stage's <case><ending> "
+                             "segmentations of the same images; without it the previous stage (same trainer, plans "
+                             "and folds) predicts them first into OUT/previous_stage_<configuration>/")
     parser.add_argument("--continue", dest="continue_prediction", action="store_true",
                         help="skip cases whose output already exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -64,9 +70,28 @@ def predict(arguments: argparse.Namespace) -> dict:
                                   precision=arguments.precision, save_probabilities=arguments.save_probabilities,
                                   postprocessing=not arguments.no_postprocessing, workers=arguments.num_processes,
                                   continue_prediction=arguments.continue_prediction, progress=not arguments.quiet)
+    previous_stage = arguments.prev_stage_predictions
+    if model.configuration.previous_stage and previous_stage is None:
+        previous_stage = _predict_previous_stage(arguments, model, settings, device)
     if not arguments.quiet:
         print(f"model {folder}, folds {' '.join(model.folds)}")
-    return predict_folder(model, arguments.input, arguments.output, settings, device)
+    return predict_folder(model, arguments.input, arguments.output, settings, device, previous_stage)
+
+
+def _predict_previous_stage(arguments: argparse.Namespace, model, settings: PredictionSettings,
+                            device: torch.device) -> Path:
+    """Run the cascade's previous stage (same trainer, plans, folds and checkpoint) into
+    ``OUT/previous_stage_<configuration>/``, without postprocessing, as its cross-validation predictions
+    that the cascade trained on; return that folder."""
+    name = model.configuration.previous_stage
+    folder = find_model_folder(arguments.dataset, name, model.trainer_name, arguments.plans)
+    previous = load_trained_model(folder, model.folds, arguments.checkpoint, device)
+    output = Path(arguments.output) / f"previous_stage_{name}"
+    if not arguments.quiet:
+        print(f"previous stage: model {folder}, folds {' '.join(previous.folds)} -> {output}")
+    predict_folder(previous, arguments.input, output, replace(settings, postprocessing=False, save_probabilities=False),
+                   device)
+    return output
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from boxunet.inference.ensemble import ensemble_folders
 from boxunet.inference.model import default_trainer_of, parse_model_folder_name, read_model_files
 from boxunet.io.atomic import write_json
 from boxunet.io.dataset_locator import find_dataset_folder
-from boxunet.paths import preprocessed_root, results_root
+from boxunet.paths import model_folder_name, preprocessed_root, results_root
 from boxunet.planning.plans import evaluation_targets
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
@@ -53,7 +53,7 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
     trainers = request.trainers or sorted({default_trainer_of(dataset_results, request.plans_name, c)
                                            for c in request.configurations})
     for trainer, configuration in itertools.product(trainers, request.configurations):
-        folder = dataset_results / f"{trainer}__{request.plans_name}__{configuration}"
+        folder = dataset_results / model_folder_name(trainer, request.plans_name, configuration)
         if not folder.is_dir():
             if request.configurations_given:
                 problems.append(f"{folder.name}: not trained (no folder {folder})")

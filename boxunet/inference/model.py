@@ -16,7 +16,7 @@ from torch import nn
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_json
 from boxunet.io.dataset_locator import find_dataset_folder
-from boxunet.paths import results_root
+from boxunet.paths import model_folder_name, results_root
 from boxunet.planning.plans import PLANS_FILE_NAME, ConfigurationPlan, Plans, load_plans, save_plans
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.registry import BOX_TRAINER, STANDARD_TRAINER, default_trainer, get_trainer
@@ -48,7 +48,7 @@ def default_trainer_of(dataset_folder: Path, plans_name: str, configuration: str
     """The trainer ``boxunet_train`` uses without ``-tr`` for a results dataset folder: BoxThreeStage when its
     models' dataset.json has box labels (or, before any training, when only that model exists), else Trainer."""
     for name in (STANDARD_TRAINER, BOX_TRAINER):
-        candidate = dataset_folder / f"{name}__{plans_name}__{configuration}" / DATASET_JSON
+        candidate = dataset_folder / model_folder_name(name, plans_name, configuration) / DATASET_JSON
         if candidate.is_file():
             return default_trainer(read_json(candidate).get("box_labels"))
     return STANDARD_TRAINER
@@ -59,7 +59,7 @@ def find_model_folder(dataset: str, configuration: str, trainer: str | None, pla
     the default trainer of the dataset, see ``default_trainer_of``)."""
     dataset_folder = find_dataset_folder(dataset, results_root())
     trainer = trainer or default_trainer_of(dataset_folder, plans_name, configuration)
-    folder = dataset_folder / f"{trainer}__{plans_name}__{configuration}"
+    folder = dataset_folder / model_folder_name(trainer, plans_name, configuration)
     if not folder.is_dir():
         trained = sorted(p.name for p in dataset_folder.iterdir() if len(p.name.split("__")) == 3)
         raise BoxunetError(f"no trained model {folder.name} in {dataset_folder} (trained: {trained or 'none'}); "

@@ -36,6 +36,7 @@ from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME
 from boxunet.preprocessing.case import preprocess_case
+from boxunet.preprocessing.previous_stage import append_previous_stage, read_previous_stage
 
 REPORT_FILE = "prediction_report.json"
 
@@ -54,14 +55,41 @@ class PredictionSettings:
     progress: bool = True
 
 
-def read_and_preprocess(case: CaseFiles, plans: Plans, configuration: ConfigurationPlan) -> tuple[np.ndarray, dict]:
-    """Read one raw case and preprocess it for ``configuration``: (C, *shape) float32 data and properties."""
+def read_and_preprocess(case: CaseFiles, plans: Plans, configuration: ConfigurationPlan,
+                        previous_stage_file: Path | None = None) -> tuple[np.ndarray, dict]:
+    """Read one raw case and preprocess it for ``configuration``: (C, *shape) float32 data and properties.
+    A cascade's ``previous_stage_file`` (the lower stage's segmentation of the case) adds its one-hot channels."""
     data, geometry = read_channels(list(case.images))
     problems = [p for path, channel in zip(case.images, data) for p in image_data_problems(case.case_id, path, channel)]
     if problems:
         raise BoxunetError("; ".join(str(p) for p in problems))
     (_, preprocessed, _, properties), = preprocess_case(data, geometry, plans, [configuration], case_id=case.case_id)
-    return preprocessed.astype(np.float32, copy=False), properties
+    preprocessed = preprocessed.astype(np.float32, copy=False)
+    if previous_stage_file is not None:
+        segmentation = read_previous_stage(previous_stage_file, properties, plans, configuration)
+        preprocessed = append_previous_stage(preprocessed, segmentation, plans)
+    return preprocessed, properties
+
+
+def previous_stage_inputs(model: TrainedModel, cases: list[CaseFiles], previous_stage_folder: Path | None,
+                          file_ending: str) -> dict[str, Path | None]:
+    """Case id -> the previous stage's segmentation file (None for a model without a previous stage); raises
+    when a cascade lacks the folder or a case's file."""
+    previous = model.configuration.previous_stage
+    if previous is None:
+        if previous_stage_folder is not None:
+            raise BoxunetError(f"configuration {model.configuration.name} has no previous stage; "
+                               "--prev-stage-predictions is only for cascades (e.g. 3d_cascade_fullres)")
+        return {case.case_id: None for case in cases}
+    if previous_stage_folder is None:
+        raise BoxunetError(f"configuration {model.configuration.name} needs the {previous} predictions of the same "
+                           "images (--prev-stage-predictions)")
+    files = {case.case_id: Path(previous_stage_folder) / f"{case.case_id}{file_ending}" for case in cases}
+    missing = [case_id for case_id, path in files.items() if not path.is_file()]
+    if missing:
+        raise BoxunetError(f"--prev-stage-predictions {previous_stage_folder}: no {previous} segmentation for "
+                           f"{len(missing)} case(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return files
 
 
 def output_file(output_folder: Path, case_id: str, file_ending: str) -> Path:
@@ -135,11 +163,13 @@ def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path,
 
 
 def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path, settings: PredictionSettings,
-                   device: torch.device) -> dict:
+                   device: torch.device, previous_stage_folder: Path | None = None) -> dict:
     """Predict every case of ``input_folder`` into ``output_folder``; return the report (also written to
-    ``prediction_report.json``). Raises a BoxunetError listing the failed cases after all others are written."""
+    ``prediction_report.json``). Raises a BoxunetError listing the failed cases after all others are written.
+    A cascade model reads each case's previous-stage segmentation from ``previous_stage_folder``."""
     cases = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder, output_folder)
     ending = model.dataset_json["file_ending"]
+    previous_stage = previous_stage_inputs(model, cases, previous_stage_folder, ending)
     postprocessing = model_postprocessing(model) if settings.postprocessing else None
     precision = resolve_precision(device, settings.precision)
     todo = [c for c in cases if not (settings.continue_prediction
@@ -147,6 +177,7 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
     write_model_files(output_folder, model.plans, model.folder / DATASET_JSON)
     write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
                 "input_folder": str(input_folder), "settings": asdict(settings), "precision": precision,
+                "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
                 "device": str(device), "postprocessing": postprocessing},
                Path(output_folder) / "prediction_settings.json")
     failed, seconds = [], {}
@@ -161,7 +192,8 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
                 case = next(upcoming, None)
                 if case is None:
                     return
-                queued.append((case, preprocessing.submit(read_and_preprocess, case, model.plans, model.configuration)))
+                queued.append((case, preprocessing.submit(read_and_preprocess, case, model.plans, model.configuration,
+                                                          previous_stage[case.case_id])))
 
         fill_queue()
         for _ in tqdm(range(len(todo)), desc="prediction", unit="case", disable=not settings.progress):

@@ -35,8 +35,13 @@ def _configuration(name: str, identifier: str, spacing, median_shape, patch: Pat
 
 
 def _plan_lowres(fullres_spacing: np.ndarray, spacings: np.ndarray, shapes: np.ndarray, num_classes: int,
-                 memory_gb: float, dataset_voxels: float) -> tuple[np.ndarray, np.ndarray, PatchPlan] | None:
+                 memory_gb: float, dataset_voxels: float, forced: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, PatchPlan] | None:
+    """Coarsen the spacing in 3 % steps (only the finer axes while one is over twice as coarse) until a patch
+    covers ``LOWRES_MIN_PATCH_COVERAGE`` of the median image; ``forced`` also waits until the median image
+    has ``LOWRES_MIN_VOXEL_RATIO`` times fewer voxels than at full resolution."""
     spacing = fullres_spacing.copy()
+    fullres_voxels = np.prod(_median_shape_at(fullres_spacing, spacings, shapes))
     for _ in range(LOWRES_MAX_STEPS):
         coarse_limited = spacing.max() / spacing > 2
         spacing = spacing * np.where(coarse_limited, LOWRES_SPACING_STEP, 1.0) if coarse_limited.any() \
@@ -44,7 +49,8 @@ def _plan_lowres(fullres_spacing: np.ndarray, spacings: np.ndarray, shapes: np.n
         median_shape = _median_shape_at(spacing, spacings, shapes)
         voxels = dataset_voxels * np.prod(fullres_spacing / spacing)
         patch = plan_patch_and_batch(spacing.tolist(), median_shape.tolist(), num_classes, memory_gb, voxels)
-        if np.prod(patch.topology.patch_size) / np.prod(median_shape) >= LOWRES_MIN_PATCH_COVERAGE:
+        coarse_enough = not forced or fullres_voxels / np.prod(median_shape) >= LOWRES_MIN_VOXEL_RATIO
+        if np.prod(patch.topology.patch_size) / np.prod(median_shape) >= LOWRES_MIN_PATCH_COVERAGE and coarse_enough:
             return spacing, median_shape, patch
     return None
 
@@ -52,8 +58,13 @@ def _plan_lowres(fullres_spacing: np.ndarray, spacings: np.ndarray, shapes: np.n
 def plan_experiment(fingerprint: dict, description: DatasetDescription, dataset_name: str,
                     memory_gb: float = 8.0, ct_window: tuple[float, float] | None = None,
                     target_spacing_override: list[float] | None = None,
-                    plans_name: str = DEFAULT_PLANS_NAME) -> Plans:
-    """Plans for every configuration, from the fingerprint and the dataset description."""
+                    plans_name: str = DEFAULT_PLANS_NAME, force_cascade: bool = False) -> Plans:
+    """Plans for every configuration, from the fingerprint and the dataset description.
+
+    3d_lowres and 3d_cascade_fullres are planned when a 3d_fullres patch covers less than a quarter of the
+    median image (nnU-Net's rule), or always with ``force_cascade`` (the lowres stage then has at most half
+    the voxels of full resolution).
+    """
     if memory_gb <= 0:
         raise BoxunetError(f"--gpu-memory-gb must be positive, got {memory_gb}")
     spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)
@@ -71,8 +82,8 @@ def plan_experiment(fingerprint: dict, description: DatasetDescription, dataset_
     full_patch = plan_patch_and_batch(fullres.tolist(), median_shape.tolist(), num_classes, memory_gb, dataset_voxels)
     configurations = {}
     lowres = None
-    if np.prod(full_patch.topology.patch_size) / np.prod(median_shape) < LOWRES_MIN_PATCH_COVERAGE:
-        lowres = _plan_lowres(fullres, spacings, shapes, num_classes, memory_gb, dataset_voxels)
+    if force_cascade or np.prod(full_patch.topology.patch_size) / np.prod(median_shape) < LOWRES_MIN_PATCH_COVERAGE:
+        lowres = _plan_lowres(fullres, spacings, shapes, num_classes, memory_gb, dataset_voxels, force_cascade)
         if lowres is not None and np.prod(median_shape) / np.prod(lowres[1]) < LOWRES_MIN_VOXEL_RATIO:
             lowres = None
 

@@ -221,6 +221,7 @@ class BoxThreeStage(_StoredTargetTrainer):
         return self.output_folder / "stage2"
 
     def run_training(self) -> None:
+        self.prepare_previous_stage()  # a cascade's group networks take the previous stage as input too
         stage1 = self.stage1_store()
         reference = self.reference_store()  # every rank: it synchronizes them
         self.target_folder, fusion_seconds = stage1, None
@@ -275,7 +276,7 @@ class BoxThreeStage(_StoredTargetTrainer):
             if not final.is_file():
                 member = BoxGroupMember(self.plans, self.configuration, self.fold, self.preprocessed_folder, folder,
                                         subset, self.val_cases, member_options, self.group)
-                member.target_folder = stage1
+                member.target_folder, member.previous_stage_folder = stage1, self.previous_stage_folder
                 if (folder / "checkpoint_latest.pth").is_file():
                     member.load(folder / "checkpoint_latest.pth")
                 if self.log:
@@ -302,9 +303,10 @@ class BoxThreeStage(_StoredTargetTrainer):
             made += 1
             data, seg, properties = cases.load(case_id)
             image = np.asarray(data[:])
+            network_input = torch.from_numpy(self.network_input(case_id, image))
             predictions = []
             for network in networks:
-                logits = predict_sliding_window(network, torch.from_numpy(image), self.configuration.patch_size,
+                logits = predict_sliding_window(network, network_input, self.configuration.patch_size,
                                                 self.num_outputs, mirror_axes=(), device=self.device,
                                                 precision=precision)
                 predictions.append(logits_to_segmentation(logits, self.plans))

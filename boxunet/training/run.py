@@ -8,14 +8,16 @@ import torch.multiprocessing as mp
 
 from boxunet.errors import BoxunetError
 from boxunet.inference.model import write_model_files
+from boxunet.io.atomic import read_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
-from boxunet.paths import preprocessed_root, raw_root, results_root
+from boxunet.paths import model_folder, preprocessed_root, raw_root
 from boxunet.planning.plans import PLANS_FILE_NAME, load_plans
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
                                           shutdown)
 from boxunet.training.checkpoint import load_checkpoint
+from boxunet.training.previous_stage import previous_stage_files
 from boxunet.training.registry import default_trainer, get_trainer
 from boxunet.training.splits import fold_cases, load_or_create_splits
 from boxunet.training.trainer import TrainingOptions
@@ -39,11 +41,6 @@ class TrainingRequest:
     validation_only: bool = False
     options: TrainingOptions = field(default_factory=TrainingOptions)
     explicit_options: tuple[str, ...] = ()  # options given on the command line; they win over a resumed run's
-
-
-def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
-    """``boxunet_results/DatasetXXX/<trainer>__<plans>__<configuration>``."""
-    return results_root() / dataset_name / f"{trainer}__{plans_name}__{configuration}"
 
 
 def plans_file(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
@@ -93,6 +90,10 @@ def prepare(request: TrainingRequest) -> dict:
     raw_folder = raw_root() / folder.name
     splits = load_or_create_splits(folder, case_ids, raw_folder if raw_folder.is_dir() else None)
     train, val = fold_cases(splits, fold, case_ids, str(folder / "splits_final.json"))
+    if configuration.previous_stage:  # a cascade: its inputs must exist before anything is written
+        previous_stage_files(folder.name, trainer_name, request.plans_name, configuration.name,
+                             configuration.previous_stage, train + val, read_json(folder / "dataset.json")["file_ending"],
+                             splits)
     output = model_folder(folder.name, trainer_name, request.plans_name, request.configuration) / f"fold_{fold}"
     if request.validation_only and not (output / "checkpoint_final.pth").is_file():
         raise BoxunetError(f"--val-only needs {output / 'checkpoint_final.pth'}; finish the training first")

@@ -25,13 +25,17 @@ from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.nets.unet import build_network, deep_supervision_scales
+from boxunet.paths import model_folder_name
 from boxunet.planning.plans import ConfigurationPlan, Plans, evaluation_targets, regions_of
+from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
+from boxunet.preprocessing.previous_stage import append_previous_stage, network_input_channels
 from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
 from boxunet.training.distributed import ProcessGroupInfo, all_reduce_sum, barrier, rank_share_of_batch
 from boxunet.training.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights
+from boxunet.training.previous_stage import previous_stage_files
 from boxunet.training.progress import LogFile, TrainingProgress
 from boxunet.training.registry import register_trainer
 
@@ -104,7 +108,8 @@ class Trainer:
     def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
         """The U-Net from the plans with deep supervision. A classmethod: prediction rebuilds the network
         of a checkpoint through it without a trainer instance."""
-        return build_network(configuration.architecture, plans.num_input_channels, num_outputs, deep_supervision=True)
+        return build_network(configuration.architecture, network_input_channels(plans, configuration), num_outputs,
+                             deep_supervision=True)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD with Nesterov momentum (nnU-Net's defaults), or Adam with ``schedule="paper"``."""
@@ -145,6 +150,36 @@ class Trainer:
     def sampler_options(self) -> dict:
         """``sampler_class`` and ``sampler_arguments`` for the batch iterators (default: plain PatchSampler)."""
         return {}
+
+    # ------------------------------------------------------------------------------------ cascade
+    previous_stage_folder: Path | None = None
+
+    def prepare_previous_stage(self) -> Path | None:
+        """For a cascade configuration: the previous stage's held-out predictions of this fold's cases, brought
+        onto this grid once (boxunet.training.previous_stage explains which predictions); None otherwise."""
+        if not self.configuration.previous_stage or self.previous_stage_folder is not None:
+            return self.previous_stage_folder
+        dataset = self.preprocessed_folder.name
+        cases = self.train_cases + self.val_cases
+        files = previous_stage_files(dataset, type(self).__name__, self.plans.plans_name, self.configuration.name,
+                                     self.configuration.previous_stage, cases, self.dataset_json["file_ending"],
+                                     read_json(self.preprocessed_folder / "splits_final.json"))
+        folder = (self.preprocessed_folder / "previous_stage" /
+                  f"{model_folder_name(type(self).__name__, self.plans.plans_name, self.configuration.previous_stage)}"
+                  f"_on_{self.configuration.data_identifier}")
+        if self.group.is_main:
+            store_raw_label_maps(folder, PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier,
+                                                           cases), files, self.plans, self.configuration)
+        barrier(self.group)
+        self.previous_stage_folder = folder
+        return folder
+
+    def network_input(self, case_id: str, data: np.ndarray) -> np.ndarray:
+        """A whole preprocessed case's network input: ``data``, plus the previous stage's one-hot channels in a
+        cascade (``prepare_previous_stage`` must have run)."""
+        if self.previous_stage_folder is None:
+            return data
+        return append_previous_stage(data, np.asarray(open_target(self.previous_stage_folder, case_id)[0]), self.plans)
 
     # ---------------------------------------------------------------------------------------- set-up
     @property
@@ -210,7 +245,7 @@ class Trainer:
             self.configuration, self.plans, self.deep_supervision_scales, workers,
             seed=self.options.seed + 1000 * epoch + self.group.rank, oversample=self.options.oversample_foreground,
             batch_size=len(forced), forced_foreground=forced, pin_memory=self.device.type == "cuda",
-            **self.sampler_options())
+            previous_stage_folder=self.previous_stage_folder, **self.sampler_options())
 
     # --------------------------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> float:
@@ -256,6 +291,7 @@ class Trainer:
     def run_training(self) -> None:
         """Train from ``current_epoch`` to ``options.epochs``, checkpointing as it goes."""
         o = self.options
+        self.prepare_previous_stage()
         if self.group.is_main:
             self._write_debug()
             todo = (f"epochs {self.current_epoch}..{o.epochs - 1}" if self.current_epoch < o.epochs else
@@ -364,6 +400,7 @@ class Trainer:
     def perform_validation(self) -> dict | None:
         """Predict the held-out cases at their original geometry and write ``validation/summary.json``."""
         folder = self.output_folder / "validation"
+        self.prepare_previous_stage()
         folder.mkdir(parents=True, exist_ok=True)
         if self.group.is_main:
             write_model_files(folder, self.plans, self.preprocessed_folder / "dataset.json")
@@ -374,9 +411,10 @@ class Trainer:
         own_cases = self.val_cases[self.group.rank::self.group.world_size]
         for case_id in tqdm(own_cases, desc="validation", disable=not (self.options.progress_bar and self.group.is_main)):
             data, _, properties = cases.load(case_id)
-            logits = predict_sliding_window(self.network, torch.from_numpy(np.asarray(data[:])),
-                                            self.configuration.patch_size, self.num_outputs,
-                                            mirror_axes=self.mirror_axes, device=self.device, precision=precision)
+            data = self.network_input(case_id, np.asarray(data[:]))
+            logits = predict_sliding_window(self.network, torch.from_numpy(data), self.configuration.patch_size,
+                                            self.num_outputs, mirror_axes=self.mirror_axes, device=self.device,
+                                            precision=precision)
             export_prediction(logits, properties, self.plans, self.configuration, folder / f"{case_id}{ending}",
                               save_probabilities=self.options.save_probabilities)
         barrier(self.group)

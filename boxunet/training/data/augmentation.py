@@ -12,6 +12,9 @@ are rotated, scaled, mirrored and downsampled exactly like the labels, which mea
   they should take few distinct values, e.g. a 0/1 mask or a handful of weight levels;
 * beyond the image they become -1 and then, like the labels, 0: encode them so that 0 means
   "no information" (weight 0, not annotated).
+
+A cascade's previous-stage labels travel as the last seg channel and leave it for ``data`` (one-hot)
+after the spatial and intensity transforms (boxunet.training.data.previous_stage).
 """
 import math
 
@@ -23,6 +26,8 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 from batchgenerators.transforms.utility_transforms import NumpyToTensor, RemoveLabelTransform, RenameTransform
+
+from boxunet.training.data.previous_stage import PreviousStageToData
 
 ANISOTROPY_THRESHOLD = 3.0
 SCALE_RANGE = (0.7, 1.4)
@@ -140,21 +145,25 @@ class DownsampleForDeepSupervision(AbstractTransform):
         return array[(slice(None), slice(None)) + np.ix_(*index)]
 
 
-def _final_transforms(deep_supervision_scales, tensors: bool) -> list[AbstractTransform]:
-    transforms = [RemoveLabelTransform(-1, 0), RenameTransform("seg", "target", True)]
+def _final_transforms(deep_supervision_scales, tensors: bool, previous_stage: PreviousStageToData | None
+                      ) -> list[AbstractTransform]:
+    transforms = [RemoveLabelTransform(-1, 0)] + ([previous_stage] if previous_stage else [])
+    transforms.append(RenameTransform("seg", "target", True))
     if deep_supervision_scales is not None:
         transforms.append(DownsampleForDeepSupervision(deep_supervision_scales))
     return transforms + ([NumpyToTensor(["data", "target"], "float")] if tensors else [])
 
 
 def training_transforms(patch_size, rotation, mirror_axes, deep_supervision_scales: list | None,
-                        do_dummy_2d: bool, mask_channels=(), tensors: bool = True) -> Compose:
+                        do_dummy_2d: bool, mask_channels=(), tensors: bool = True,
+                        previous_stage_labels: list[int] | None = None) -> Compose:
     """nnU-Net's training augmentation for a final ``patch_size``; batches come in at the initial patch size.
 
     Spatial (rotation p 0.2, scaling (0.7, 1.4) p 0.2, centre crop), noise, blur, brightness, contrast,
     low resolution, gamma (inverted and not), mirroring on ``mirror_axes``, masking of ``mask_channels``
-    outside the nonzero mask, -1 -> 0, deep-supervision targets, float tensors (unless ``tensors`` is
-    False). ``rotation`` is as returned by ``augmentation_parameters``.
+    outside the nonzero mask, -1 -> 0, the previous stage's labels (last seg channel, when
+    ``previous_stage_labels`` is given) moved into data one-hot and perturbed, deep-supervision targets,
+    float tensors (unless ``tensors`` is False). ``rotation`` is as returned by ``augmentation_parameters``.
     """
     spatial = SpatialTransform(
         list(patch_size[1:] if do_dummy_2d else patch_size), patch_center_dist_from_border=None,
@@ -179,9 +188,13 @@ def training_transforms(patch_size, rotation, mirror_axes, deep_supervision_scal
         transforms.append(MirrorTransform(tuple(mirror_axes)))
     if mask_channels:
         transforms.append(MaskOutsideTransform(mask_channels))
-    return Compose(transforms + _final_transforms(deep_supervision_scales, tensors))
+    previous_stage = PreviousStageToData(previous_stage_labels, perturb=True) if previous_stage_labels else None
+    return Compose(transforms + _final_transforms(deep_supervision_scales, tensors, previous_stage))
 
 
-def validation_transforms(deep_supervision_scales: list | None, tensors: bool = True) -> Compose:
-    """No augmentation: -1 -> 0, deep-supervision targets, float tensors (unless ``tensors`` is False)."""
-    return Compose(_final_transforms(deep_supervision_scales, tensors))
+def validation_transforms(deep_supervision_scales: list | None, tensors: bool = True,
+                          previous_stage_labels: list[int] | None = None) -> Compose:
+    """No augmentation: -1 -> 0, the previous stage's labels into data (unperturbed), deep-supervision
+    targets, float tensors (unless ``tensors`` is False)."""
+    previous_stage = PreviousStageToData(previous_stage_labels, perturb=False) if previous_stage_labels else None
+    return Compose(_final_transforms(deep_supervision_scales, tensors, previous_stage))

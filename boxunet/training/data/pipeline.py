@@ -14,6 +14,7 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from boxunet.errors import BoxunetError
 from boxunet.parallel import default_num_processes
 from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.preprocessing.previous_stage import previous_stage_labels
 from boxunet.training.data.augmentation import augmentation_parameters, training_transforms, validation_transforms
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.sampler import PatchSampler
@@ -90,7 +91,8 @@ def make_batch_iterators(train_cases: PreprocessedCases, val_cases: Preprocessed
                          num_processes: int, seed: int, oversample: float = 0.33,
                          batch_size: int | None = None, forced_foreground: list[bool] | None = None,
                          pin_memory: bool = False, sampler_class=PatchSampler,
-                         sampler_arguments: dict | None = None) -> tuple[BatchIterator, BatchIterator]:
+                         sampler_arguments: dict | None = None,
+                         previous_stage_folder=None) -> tuple[BatchIterator, BatchIterator]:
     """Endless ``(train, validation)`` batch iterators for one configuration.
 
     Training batches are sampled at the enlarged initial patch size and augmented; validation batches
@@ -101,20 +103,22 @@ def make_batch_iterators(train_cases: PreprocessedCases, val_cases: Preprocessed
     ``forced_foreground`` gives explicit per-sample oversampling flags (a DDP rank's share of the global
     batch); ``pin_memory`` pins batches for fast copies to a CUDA device. ``sampler_class`` (a PatchSampler
     subclass, e.g. one that adds box-derived seg channels) is built with ``sampler_arguments`` as extra
-    keyword arguments.
+    keyword arguments. ``previous_stage_folder`` (a cascade) adds the previous stage's labels of each case,
+    stored on this grid, to ``data`` as one-hot channels (perturbed in training).
     """
     parameters = augmentation_parameters(configuration.patch_size)
     batch_size = batch_size or configuration.batch_size
     mask_channels = [channel for channel, n in enumerate(plans.normalization) if n.use_nonzero_mask]
-    extra = sampler_arguments or {}
+    extra = dict(sampler_arguments or {}, previous_stage_folder=previous_stage_folder)
+    previous_labels = previous_stage_labels(plans) if previous_stage_folder is not None else None
     train_sampler = sampler_class(train_cases, batch_size, parameters["initial_patch_size"], configuration.patch_size,
                                   oversample, seed=_stream_seed(seed, 0), forced_foreground=forced_foreground, **extra)
     val_sampler = sampler_class(val_cases, batch_size, configuration.patch_size, oversample_foreground_percent=oversample,
                                 seed=_stream_seed(seed, 1), forced_foreground=forced_foreground, **extra)
     train_transforms = training_transforms(configuration.patch_size, parameters["rotation"], parameters["mirror_axes"],
                                            deep_supervision_scales, parameters["dummy_2d"], mask_channels,
-                                           tensors=False)
-    val_transforms = validation_transforms(deep_supervision_scales, tensors=False)
+                                           tensors=False, previous_stage_labels=previous_labels)
+    val_transforms = validation_transforms(deep_supervision_scales, tensors=False, previous_stage_labels=previous_labels)
     val_workers = max(1, num_processes // 2) if num_processes else 0
     return (_augmenter(train_sampler, train_transforms, num_processes, seed, 2, pin_memory),
             _augmenter(val_sampler, val_transforms, val_workers, seed, 3, pin_memory))

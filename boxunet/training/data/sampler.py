@@ -4,6 +4,7 @@ import random
 import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
+from boxunet.preprocessing.grid_labels import open_target
 from boxunet.training.data.dataset import PreprocessedCases
 
 
@@ -32,7 +33,9 @@ class PatchSampler(SlimDataLoaderBase):
     final patch lies inside the image (centred when the image is smaller); forced-foreground patches
     are centred on a random voxel of a random class present in the case's ``class_locations`` and
     shifted only as far as needed to keep the final patch inside. Outside the image, data is 0 and
-    seg -1. With 2 values, cases are sampled slice-wise along their first axis.
+    seg -1. With 2 values, cases are sampled slice-wise along their first axis. With a
+    ``previous_stage_folder`` (a target store of a cascade's previous-stage labels on this grid), those
+    labels are read from the same region and stacked as the last seg channel.
 
     Oversampling is deterministic by default: the last ``batch_size - round(batch_size * (1 - p))``
     samples of every batch are forced foreground; ``probabilistic_oversampling`` forces each sample
@@ -41,8 +44,10 @@ class PatchSampler(SlimDataLoaderBase):
 
     def __init__(self, cases: PreprocessedCases, batch_size: int, patch_size, final_patch_size=None,
                  oversample_foreground_percent: float = 0.33, probabilistic_oversampling: bool = False,
-                 seed: int = 0, forced_foreground: list[bool] | None = None):
+                 seed: int = 0, forced_foreground: list[bool] | None = None, previous_stage_folder=None):
         super().__init__(cases, batch_size)
+        self.previous_stage_folder = previous_stage_folder
+        self._previous_stage = {}
         self.patch_size = tuple(int(p) for p in patch_size)
         self.final_patch_size = tuple(int(p) for p in (final_patch_size or patch_size))
         if len(self.final_patch_size) != len(self.patch_size) or len(self.patch_size) not in (2, 3) or \
@@ -105,7 +110,16 @@ class PatchSampler(SlimDataLoaderBase):
         data_patch, seg_patch = read_region(data, region, 0), read_region(seg, region, -1)
         if len(self.patch_size) == 2:
             data_patch, seg_patch = data_patch[:, 0], seg_patch[:, 0]
-        return data_patch, self.seg_channels(seg_patch, properties, region)
+        channels = self.seg_channels(seg_patch, properties, region)
+        if self.previous_stage_folder is not None:
+            previous = read_region(self._previous_stage_of(case_id), region, 0)[:1].astype(channels.dtype)
+            channels = np.concatenate([channels, previous[:, 0] if len(self.patch_size) == 2 else previous])
+        return data_patch, channels
+
+    def _previous_stage_of(self, case_id: str):
+        if case_id not in self._previous_stage:
+            self._previous_stage[case_id] = open_target(self.previous_stage_folder, case_id)
+        return self._previous_stage[case_id]
 
     def _foreground_location(self, properties: dict) -> list[int] | None:
         locations = properties.get("class_locations", {})
