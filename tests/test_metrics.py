@@ -10,9 +10,9 @@ import pytest
 
 from boxunet.cli.evaluate import main as evaluate_main
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.kits import kits_labels
+from boxunet.evaluation.kits import kits_regions
 from boxunet.evaluation.metrics import case_metrics, evaluate_folders, label_metrics
-from boxunet.evaluation.surface import surface_distance_metrics
+from boxunet.evaluation.surface import surface_dice, surface_distance_metrics
 from boxunet.io.images import Geometry, write_image
 
 
@@ -175,12 +175,27 @@ def test_volume_difference_in_ml():
 
 
 # -------------------------------------------------------------------------------------- KiTS composite
-def test_kits_labels_are_recognised_by_name():
-    assert kits_labels({"background": 0, "kidney": 1, "tumor": 2}) == {"kidney": 1, "tumor": 2}
-    assert kits_labels({"Background": 0, "Kidney": 1, "Tumor": 2, "Cyst": 3}) == {"kidney": 1, "tumor": 2, "cyst": 3}
-    assert kits_labels({"background": 0, "liver": 1, "tumor": 2}) is None
-    # the region version of KiTS21/23 (kidney is a region) has no plain kidney label
-    assert kits_labels({"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}) is None
+def test_kits_hecs_are_recognised_by_name():
+    assert kits_regions({"background": 0, "kidney": 1, "tumor": 2}) == {
+        "kidney_and_masses": (1, 2), "masses": (2,), "tumor": (2,)}
+    assert kits_regions({"Background": 0, "Kidney": 1, "Tumor": 2, "Cyst": 3}) == {
+        "kidney_and_masses": (1, 2, 3), "masses": (2, 3), "tumor": (2,)}
+    assert kits_regions({"background": 0, "liver": 1, "tumor": 2}) is None
+    # the region version of KiTS21/23
+    assert kits_regions({"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}) == {
+        "kidney_and_masses": (1, 2, 3), "masses": (2, 3), "tumor": (2,)}
+
+
+def test_surface_dice_on_hand_made_masks():
+    # reference x 0..3, prediction x 0..4 on a 1 x 1 x 8 line, spacing 1 mm: the surface of each is the whole
+    # mask (every voxel touches the image border in y and z); reference voxels lie 0..1 mm from the
+    # prediction, prediction voxel x = 4 lies 1 mm from the reference: all within 1 mm, 8 / 9 within 0.5 mm
+    reference, prediction = np.zeros((1, 1, 8), bool), np.zeros((1, 1, 8), bool)
+    reference[0, 0, :4], prediction[0, 0, :5] = True, True
+    assert surface_dice(reference, prediction, (1.0, 1.0, 1.0), 1.0) == pytest.approx(1.0)
+    assert surface_dice(reference, prediction, (1.0, 1.0, 1.0), 0.5) == pytest.approx(8 / 9)
+    assert surface_dice(reference, prediction, (1.0, 1.0, 2.0), 1.0) == pytest.approx(8 / 9)
+    assert surface_dice(reference, np.zeros_like(reference), (1.0, 1.0, 1.0), 1.0) == 0.0
 
 
 def test_kits_composite_per_case_and_mean(tmp_path):
@@ -197,6 +212,12 @@ def test_kits_composite_per_case_and_mean(tmp_path):
     composites = [case["kits_composite"] for case in summary["metric_per_case"]]
     assert composites == pytest.approx([(8 / 11 + 1 / 2) / 2, 2 / 3])
     assert summary["kits_composite"] == {"mean": pytest.approx(((8 / 11 + 1 / 2) / 2 + 2 / 3) / 2)}
+    # HECs with KiTS's empty rule: masses a: reference x 3..5, prediction x 2, 3, 7 -> 2 / 6; b: both empty -> 1
+    hecs = summary["kits"]["mean"]
+    assert hecs["kidney_and_masses"]["Dice"] == pytest.approx((8 / 11 + 2 / 3) / 2)
+    assert hecs["masses"]["Dice"] == pytest.approx((2 / 6 + 1) / 2)
+    assert hecs["tumor"]["Dice"] == pytest.approx((1 / 2 + 1) / 2)
+    assert summary["kits"]["tolerance_mm"] == {"kidney_and_masses": 1.03, "masses": 1.13, "tumor": 1.15}
     assert "kits_composite" not in evaluate_folders(reference, prediction, [1, 2], ".nii.gz")
 
 

@@ -49,17 +49,23 @@ def dataset_description(dataset: str) -> DatasetDescription:
 
 
 def format_summary(summary: dict, names: dict[str, str]) -> str:
-    """A compact table of the mean Dice and HD95 per label or region, the foreground mean and the KiTS composite."""
+    """A compact table of the mean Dice and HD95 per label or region, the foreground mean and, for KiTS labels,
+    the KiTS19 composite and the Dice and Surface Dice of the KiTS21 HECs."""
     def number(value) -> str:
         return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
     rows = [(f"{key} {names[key]}" if key in names else key, metrics) for key, metrics in summary["mean"].items()]
     rows.append(("foreground mean", summary["foreground_mean"]))
-    width = max(len(label) for label, _ in rows + [("KiTS composite", None)])
+    width = max(len(label) for label, _ in rows + [("kidney_and_masses", None)])
     lines = [f"{'label':<{width}}  {'Dice':>8}  {'HD95 mm':>8}"]
     lines += [f"{label:<{width}}  {number(m.get('Dice')):>8}  {number(m.get('HD95')):>8}" for label, m in rows]
     if "kits_composite" in summary:
         lines.append(f"{'KiTS composite':<{width}}  {number(summary['kits_composite']['mean']):>8}")
+        tolerances = summary["kits"]["tolerance_mm"]
+        lines.append(f"{'KiTS HEC':<{width}}  {'Dice':>8}  {'SD':>8}  (Surface Dice at the HEC's tolerance in mm)")
+        for name, metrics in summary["kits"]["mean"].items():
+            lines.append(f"{name:<{width}}  {number(metrics['Dice']):>8}  {number(metrics.get('SurfaceDice')):>8}  "
+                         f"({tolerances[name]} mm)")
     return "\n".join(lines)
 
 

@@ -1,25 +1,62 @@
-"""The KiTS19 composite score: mean of Dice(kidney and masses) and Dice(tumor).
+"""KiTS metrics: the KiTS19 composite and the KiTS21/23 hierarchical evaluation classes (HECs).
 
-"Kidney and masses" is every KiTS label (kidney + tumor, and cyst for KiTS21/23), i.e. all foreground.
-When a term is NaN (reference and prediction both empty) the composite is the mean of the other term.
+The HECs are "kidney and masses" (every KiTS label), "masses" (tumor and cyst; the tumor alone without a
+cyst label) and "tumor". They are recognised by the names in dataset.json "labels" (case-insensitive):
+``kidney`` and ``tumor`` as plain labels (KiTS19, the demo dataset), or as the regions of the KiTS21/23
+conversion (``kidney: [1, 2, 3], masses: [2, 3], tumor: 2``).
+
+* KiTS19 composite: per case the mean of Dice(kidney and masses) and Dice(tumor); when one term is NaN
+  (reference and prediction both empty) the other alone.
+* Per HEC and case, Dice and Surface Dice at the HEC's tolerance (``KITS_SURFACE_TOLERANCE_MM``, the KiTS21
+  values: about the 95th percentile of the inter-rater surface distances) with KiTS's empty-case rule:
+  both empty scores 1, exactly one empty scores 0.
 """
+from boxunet.evaluation.surface import surface_dice
 
-KITS_LABEL_NAMES = ("kidney", "tumor", "cyst")
-
-
-def _is_label(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+KITS_SURFACE_TOLERANCE_MM = {"kidney_and_masses": 1.03, "masses": 1.13, "tumor": 1.15}
 
 
-def kits_labels(labels: dict) -> dict | None:
-    """The values of kidney, tumor (and cyst) when ``labels`` (dataset.json "labels", names compared
-    case-insensitively) are KiTS's: kidney and tumor as plain integer labels; otherwise None."""
+def _label_value(value) -> int | None:
+    """A single label value (an int, or a one-element list); None otherwise."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def kits_regions(labels: dict) -> dict[str, tuple[int, ...]] | None:
+    """The label values of each HEC (``kidney_and_masses``, ``masses``, ``tumor``) when ``labels`` are KiTS's,
+    else None."""
     by_name = {str(name).lower(): value for name, value in labels.items()}
-    if not all(_is_label(by_name.get(name)) for name in ("kidney", "tumor")):
+    tumor, kidney = _label_value(by_name.get("tumor")), by_name.get("kidney")
+    if tumor is None or kidney is None:
         return None
-    return {name: by_name[name] for name in KITS_LABEL_NAMES if _is_label(by_name.get(name))}
+    if isinstance(kidney, list) and len(kidney) > 1:  # KiTS21/23 regions
+        everything = tuple(sorted(kidney))
+        masses = by_name.get("masses")
+        masses = tuple(sorted(masses)) if isinstance(masses, list) else (tumor,)
+    else:
+        kidney, cyst = _label_value(kidney), _label_value(by_name.get("cyst"))
+        if kidney is None:
+            return None
+        everything = tuple(sorted(v for v in (kidney, tumor, cyst) if v is not None))
+        masses = tuple(sorted(v for v in (tumor, cyst) if v is not None))
+    if tumor not in everything or not set(masses) <= set(everything):
+        return None
+    return {"kidney_and_masses": everything, "masses": masses, "tumor": (tumor,)}
 
 
-def kits_composite_regions(kits: dict) -> list[int | tuple[int, ...]]:
-    """The two regions the composite averages the Dice of: kidney and masses, then tumor."""
-    return [tuple(sorted(kits.values())), kits["tumor"]]
+def kits_case_scores(masks: dict[str, tuple], spacing, surface: bool = True) -> dict[str, dict[str, float]]:
+    """Dice and (with ``surface``) Surface Dice per HEC with KiTS's empty-case rule; ``masks`` maps each HEC
+    name to (reference, prediction) boolean masks."""
+    scores = {}
+    for name, (reference, prediction) in masks.items():
+        reference_empty, prediction_empty = not reference.any(), not prediction.any()
+        if reference_empty or prediction_empty:
+            value = 1.0 if reference_empty and prediction_empty else 0.0
+            scores[name] = {"Dice": value, "SurfaceDice": value} if surface else {"Dice": value}
+            continue
+        overlap = int((reference & prediction).sum())
+        scores[name] = {"Dice": 2 * overlap / (int(reference.sum()) + int(prediction.sum()))}
+        if surface:
+            scores[name]["SurfaceDice"] = surface_dice(reference, prediction, spacing, KITS_SURFACE_TOLERANCE_MM[name])
+    return scores

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.kits import kits_composite_regions, kits_labels
+from boxunet.evaluation.kits import KITS_SURFACE_TOLERANCE_MM, kits_case_scores, kits_regions
 from boxunet.evaluation.surface import surface_distance_metrics
 from boxunet.io.atomic import write_json
 from boxunet.io.images import read_image
@@ -91,8 +91,9 @@ def _evaluate_case(files: tuple[str, Path, Path], labels_or_regions: list[LabelO
     result = {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
               "metrics": case_metrics(reference, prediction, labels_or_regions, spacing, surface_metrics)}
     if kits is not None:
-        dice = case_metrics(reference, prediction, kits_composite_regions(kits), spacing, surface_metrics=False)
-        result["kits_composite"] = _nanmean([metrics["Dice"] for metrics in dice.values()])
+        masks = {name: (_mask(reference, region), _mask(prediction, region)) for name, region in kits.items()}
+        result["kits_composite"] = _nanmean([dice(*masks["kidney_and_masses"]), dice(*masks["tumor"])])
+        result["kits"] = kits_case_scores(masks, spacing, surface_metrics)
     return result
 
 
@@ -117,7 +118,8 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
     The summary holds ``metric_per_case``, ``mean`` (per label or region, NaN-skipping mean over cases) and
     ``foreground_mean`` (mean of the per-label means, label 0 excluded). Without ``surface_metrics`` HD95
     and ASSD are neither computed nor reported. When ``label_names`` (dataset.json "labels") are KiTS's,
-    every case and the summary also get ``kits_composite``. A missing folder, a missing or unreadable file
+    every case and the summary also get ``kits_composite`` and ``kits`` (Dice and Surface Dice of the
+    HECs, see boxunet.evaluation.kits). A missing folder, a missing or unreadable file
     or a prediction whose geometry differs from its reference raises a BoxunetError before anything is
     written; predictions without a reference are ignored.
     """
@@ -135,7 +137,7 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
         raise BoxunetError(f"folder {prediction_folder}: no prediction for {len(missing)} reference case(s) of "
                            f"{reference_folder}: {', '.join(missing)}")
     pairs = [(p.name[:-len(file_ending)], p, prediction_folder / p.name) for p in references]
-    kits = kits_labels(label_names) if label_names else None
+    kits = kits_regions(label_names) if label_names else None
     evaluate = functools.partial(_evaluate_case, labels_or_regions=list(labels_or_regions),
                                  surface_metrics=surface_metrics, kits=kits)
     per_case = map_in_processes(evaluate, pairs, num_processes, "evaluation", progress=False)
@@ -145,6 +147,8 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
     summary = {"metric_per_case": per_case, "mean": mean, "foreground_mean": _mean_of(foreground)}
     if kits is not None:
         summary["kits_composite"] = {"mean": _nanmean([case["kits_composite"] for case in per_case])}
+        summary["kits"] = {"tolerance_mm": KITS_SURFACE_TOLERANCE_MM,
+                           "mean": {name: _mean_of([case["kits"][name] for case in per_case]) for name in kits}}
     if output_file is not None:
         write_json(summary, output_file)
     return summary
