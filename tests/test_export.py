@@ -138,3 +138,17 @@ def test_logits_to_segmentation_softmax_and_regions():
     # sigmoid > 0.5 <=> logit > 0; the tumor region (painted last) overwrites the kidney region
     region_logits = np.array([[[[1.0, 1.0, -1.0, -3.0]]], [[[-1.0, 2.0, 4.0, -0.5]]]])
     assert logits_to_segmentation(region_logits, regions).tolist() == [[[1, 2, 2, 0]]]
+
+
+def test_kits_regions_round_trip_through_the_region_order():
+    """KiTS21/23 labels -> the region targets training uses -> confident region logits -> labels again."""
+    plans = dataclasses.replace(_plans((3.0, 0.9, 0.9)), regions_class_order=[1, 3, 2],
+                                labels={"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2})
+    from boxunet.planning.plans import regions_of
+    from boxunet.training.trainer import labels_to_regions
+    labels = np.random.default_rng(0).integers(0, 4, size=(1, 1, 4, 5, 6))
+    targets = labels_to_regions(torch.from_numpy(labels), regions_of(plans.labels))  # what training uses
+    assert targets.shape == (1, 3, 4, 5, 6)
+    assert torch.equal(targets[0, 1].bool(), torch.from_numpy(np.isin(labels[0, 0], [2, 3])))
+    logits = (targets[0] * 2 - 1) * 10  # certain regions
+    assert np.array_equal(logits_to_segmentation(logits, plans), labels[0, 0])

@@ -45,6 +45,12 @@ PAPER_DECAY_PER_EPOCH = 0.95
 SCHEDULES = ("poly", "paper")
 
 
+def labels_to_regions(labels: torch.Tensor, regions: list) -> torch.Tensor:
+    """Region targets ``(B, R, *)`` (float 0/1) of a label map ``(B, 1, *)``: channel r is 1 where the label is one
+    of region r's values (``regions`` as ``regions_of`` returns them)."""
+    return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device).reshape(-1)) for r in regions],
+                     1).float()
+
 @dataclass
 class TrainingOptions:
     """Every setting of a run that is not in the plans (recorded in debug.json and the checkpoints)."""
@@ -142,7 +148,7 @@ class Trainer:
         """Targets, ignore masks and voxel weight maps per deep-supervision output."""
         targets = [t[:, :1].to(self.device, non_blocking=True) for t in batch["target"]]
         if self.regions:
-            targets = [self._to_regions(t) for t in targets]
+            targets = [labels_to_regions(t, self.regions) for t in targets]
         else:
             targets = [t.long() for t in targets]
         return targets, None, None
@@ -191,10 +197,6 @@ class Trainer:
             return [name for name, value in self.plans.labels.items() if value not in (0, [0])]
         names = {v: k for k, v in self.plans.labels.items() if isinstance(v, int)}
         return [names.get(v, str(v)) for v in self.plans.label_values if v != 0]
-
-    def _to_regions(self, labels: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device).reshape(-1))
-                          for r in self.regions], 1).float()
 
     def _wrap_network(self) -> nn.Module:
         network = self.network
