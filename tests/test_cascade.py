@@ -45,15 +45,14 @@ def test_previous_stage_moves_into_data_one_hot():
     assert one_hot(np.array([[0, 1], [2, 2]]), [1, 2]).sum(axis=(1, 2)).tolist() == [1.0, 2.0]
 
 
-def _train(configuration: str, fold: int):
-    options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
-                              save_every=1, progress_bar=False)
-    return run_training(TrainingRequest("1", configuration, str(fold), "Trainer", device="cpu", options=options))
+def _train(configuration: str, fold: int, trainer: str = "Trainer", **options):
+    options = TrainingOptions(**dict(dict(epochs=1, iterations_per_epoch=2, validation_iterations=1,
+                                          augmentation_workers=0, save_every=1, progress_bar=False), **options))
+    return run_training(TrainingRequest("1", configuration, str(fold), trainer, device="cpu", options=options))
 
 
-@pytest.fixture
-def cascade_dataset(roots):
-    write_tiny_dataset(roots["raw"], num_cases=6, shape=(16, 48, 40), with_boxes=False)
+def _cascade_dataset(roots, with_boxes: bool):
+    write_tiny_dataset(roots["raw"], num_cases=6, shape=(16, 48, 40), with_boxes=with_boxes)
     plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres", "3d_lowres"], gpu_memory_gb=0.25,
                                                       num_processes=1, progress=False, force_cascade=True))
     folder = roots["preprocessed"] / "Dataset001_Tiny"
@@ -61,6 +60,11 @@ def cascade_dataset(roots):
     splits = [{"train": cases[3:], "val": cases[:3]}, {"train": cases[:3], "val": cases[3:]}]
     (folder / "splits_final.json").write_text(json.dumps(splits))
     return roots
+
+
+@pytest.fixture
+def cascade_dataset(roots):
+    return _cascade_dataset(roots, with_boxes=False)
 
 
 def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
@@ -124,3 +128,18 @@ def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
     report = json.loads((tmp_path / "out2" / "prediction_report.json").read_text())
     assert report["predicted"] == ["case_005"] and report["failed"][0]["case"] == "case_000"
     assert "previous-stage segmentation" in report["failed"][0]["error"] and "case_000" in report["failed"][0]["error"]
+
+
+def test_box_dataset_cascade_feeds_the_lowres_box_model_to_every_stage(roots):
+    _cascade_dataset(roots, with_boxes=True)
+    for fold in (0, 1):
+        _train("3d_lowres", fold, "BoxThreeStage", group_networks=0)
+    output = _train("3d_cascade_fullres", 0, "BoxThreeStage", group_networks=2, group_epochs=1)
+    # the group networks and the final network all take CT + the two one-hot lowres channels
+    import torch
+    for checkpoint in (output / "stage2" / "group_0" / "checkpoint_final.pth", output / "checkpoint_final.pth"):
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+        first_convolution = next(v for k, v in weights.items() if k.endswith("weight") and v.ndim == 5)
+        assert first_convolution.shape[1] == 3, checkpoint
+    report = json.loads((output / "box_report.json").read_text())
+    assert report["group_networks"] == 2 and len(report["cases"]) == 3
