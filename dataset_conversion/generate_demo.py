@@ -3,6 +3,7 @@
 Layout: ``imagesTr/<case>_0000<ending>``, ``labelsTr/<case><ending>`` (0 background, 1 kidney, 2 tumor,
 3 cyst), ``boxesTr/<case>.json`` (one box per connected tumor component), optional ``imagesTs/`` with ``labelsTs/``, and
 ``dataset.json`` (written last). Case ``i`` (test cases continue the numbering) is made from seed ``seed + i``.
+The dense variant (``--dense``) has no boxes: every label, tumor included, is trained from the label maps.
 """
 import argparse
 import time
@@ -24,35 +25,38 @@ FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha")
 DEFAULT_DATASET_ID, DEFAULT_NAME = 900, "KiTSDemo"
 
 
-def demo_dataset_json(num_training: int, file_ending: str, name: str, cysts: bool = True) -> dict:
-    """The dataset.json of the demo dataset; the tumor label is given as boxes."""
+def demo_dataset_json(num_training: int, file_ending: str, name: str, cysts: bool = True, boxes: bool = True) -> dict:
+    """The dataset.json of the demo dataset; the tumor label is given as boxes unless ``boxes`` is False."""
     labels = {"background": 0, "kidney": 1, "tumor": 2} | ({"cyst": 3} if cysts else {})
+    description = ("Synthetic KiTS-like abdominal CT phantoms (kidney, tumor, cyst); "
+                   + ("tumors given as boxes, their dense labels kept in labelsTr for evaluation" if boxes
+                      else "every label dense"))
     return {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": num_training, "file_ending": file_ending,
-            "box_labels": [TUMOR], "name": name,
-            "description": "Synthetic KiTS-like abdominal CT phantoms (kidney, tumor, cyst); tumors given as "
-                           "boxes, their dense labels kept in labelsTr for evaluation",
+            **({"box_labels": [TUMOR]} if boxes else {}), "name": name, "description": description,
             "reference": "synthetic"}
 
 
 def _write_case(job: tuple) -> None:
-    folder, case_id, seed, size_scale, file_ending, cysts, training = job
+    folder, case_id, seed, size_scale, file_ending, cysts, boxes, training = job
     image, label, geometry = generate_case(seed, size_scale, cysts)
     if not training:  # the test labels are references for boxunet_evaluate only
         write_image(label, geometry, folder / "labelsTs" / f"{case_id}{file_ending}")
         write_image(image, geometry, folder / "imagesTs" / f"{case_id}_0000{file_ending}")
         return
     write_image(label, geometry, folder / "labelsTr" / f"{case_id}{file_ending}")
-    write_boxes(boxes_from_label_map(label, TUMOR, margin=0), folder / "boxesTr" / f"{case_id}.json")
+    if boxes:
+        write_boxes(boxes_from_label_map(label, TUMOR, margin=0), folder / "boxesTr" / f"{case_id}.json")
     write_image(image, geometry, folder / "imagesTr" / f"{case_id}_0000{file_ending}")
 
 
 def generate_demo_dataset(output_folder: Path, num_cases: int, seed: int = 0, size_scale: float = 1.0,
                           file_ending: str = ".nii.gz", num_test: int = 0, cysts: bool = True,
-                          num_processes: int = 2, overwrite: bool = False) -> Path:
+                          num_processes: int = 2, overwrite: bool = False, boxes: bool = True) -> Path:
     """Write ``num_cases`` training and ``num_test`` test phantoms into the dataset folder ``output_folder``.
 
     Refused (nothing written) when the folder exists and is not empty, unless ``overwrite``, which
-    replaces it. ``size_scale`` scales the voxel counts at constant physical extent. Returns the folder.
+    replaces it. ``size_scale`` scales the voxel counts at constant physical extent; ``boxes=False`` writes the
+    dense variant (no boxesTr, no box_labels). Returns the folder.
     """
     if num_cases < 1 or num_test < 0:
         raise BoxunetError(f"need at least 1 training case and >= 0 test cases; got {num_cases} and {num_test}")
@@ -68,10 +72,10 @@ def generate_demo_dataset(output_folder: Path, num_cases: int, seed: int = 0, si
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise BoxunetError(f"folder {folder}: exists and is not empty; use --overwrite to replace it")
     replace_folder(folder)
-    jobs = [(folder, f"case_{index:05d}", seed + index, size_scale, file_ending, cysts, index < num_cases)
+    jobs = [(folder, f"case_{index:05d}", seed + index, size_scale, file_ending, cysts, boxes, index < num_cases)
             for index in range(num_cases + num_test)]
     map_in_processes(_write_case, jobs, num_processes, "generate")
-    write_dataset_json(demo_dataset_json(num_cases, file_ending, folder.name, cysts), folder)
+    write_dataset_json(demo_dataset_json(num_cases, file_ending, folder.name, cysts, boxes), folder)
     return folder
 
 
@@ -101,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--file-ending", choices=FILE_ENDINGS, default=".nii.gz", help="image format (default .nii.gz)")
     parser.add_argument("--num-test", type=int, default=0, help="extra test cases in imagesTs, their labels in labelsTs (default 0)")
     parser.add_argument("--no-cysts", action="store_true", help="no cysts and no cyst label")
+    parser.add_argument("--dense", action="store_true",
+                        help="no boxes: the tumor is trained from its label maps like kidney and cyst")
     parser.add_argument("-np", "--num-processes", type=positive_int, default=2, help="worker processes (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
     return parser.parse_args(argv)
@@ -111,7 +117,7 @@ def _run(args: argparse.Namespace) -> None:
     folder = new_dataset_folder(root, args.dataset_id, args.name, args.overwrite)
     start = time.perf_counter()
     generate_demo_dataset(folder, args.num_cases, args.seed, args.size_scale, args.file_ending, args.num_test,
-                          not args.no_cysts, args.num_processes, args.overwrite)
+                          not args.no_cysts, args.num_processes, args.overwrite, boxes=not args.dense)
     print(f"wrote {args.num_cases} training and {args.num_test} test cases to {folder} "
           f"in {time.perf_counter() - start:.1f} s; {summarize(folder)}")
 
