@@ -23,6 +23,7 @@ from dataset_conversion.phantom import MAX_SIZE_SCALE, MIN_SIZE_SCALE, TUMOR, ge
 
 FILE_ENDINGS = (".nii.gz", ".nrrd", ".mha")
 DEFAULT_DATASET_ID, DEFAULT_NAME = 900, "KiTSDemo"
+DENSE_DATASET_ID, DENSE_NAME = 901, "KiTSDemoDense"
 
 
 def demo_dataset_json(num_training: int, file_ending: str, name: str, cysts: bool = True, boxes: bool = True) -> dict:
@@ -92,10 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="boxunet_generate_demo",
         description="Write the synthetic KiTS-like CT demo dataset (kidney 1, tumor 2 as boxes, cyst 3) into the "
                     "raw data root as DatasetXXX_<name>.")
-    parser.add_argument("-d", "--dataset-id", type=positive_int, default=DEFAULT_DATASET_ID,
-                        help=f"dataset number XXX of the folder DatasetXXX_<name> (default {DEFAULT_DATASET_ID})")
+    parser.add_argument("-d", "--dataset-id", type=positive_int, default=None,
+                        help=f"dataset number XXX of the folder DatasetXXX_<name> (default {DEFAULT_DATASET_ID}, "
+                             f"{DENSE_DATASET_ID} with --dense)")
     parser.add_argument("-n", "--num-cases", type=positive_int, default=20, help="training cases (default 20)")
-    parser.add_argument("--name", default=DEFAULT_NAME, help=f"folder name suffix (default {DEFAULT_NAME})")
+    parser.add_argument("--name", default=None,
+                        help=f"folder name suffix (default {DEFAULT_NAME}, {DENSE_NAME} with --dense)")
     parser.add_argument("-o", "--output-root", type=Path, default=None,
                         help="folder to write DatasetXXX_<name> into (default: the raw root, $boxunet_raw)")
     parser.add_argument("--seed", type=int, default=0, help="case i is made from seed + i (default 0)")
@@ -114,7 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _run(args: argparse.Namespace) -> None:
     root = args.output_root if args.output_root is not None else raw_root()
-    folder = new_dataset_folder(root, args.dataset_id, args.name, args.overwrite)
+    dataset_id = args.dataset_id or (DENSE_DATASET_ID if args.dense else DEFAULT_DATASET_ID)
+    name = args.name or (DENSE_NAME if args.dense else DEFAULT_NAME)
+    folder = new_dataset_folder(root, dataset_id, name, args.overwrite)
     start = time.perf_counter()
     generate_demo_dataset(folder, args.num_cases, args.seed, args.size_scale, args.file_ending, args.num_test,
                           not args.no_cysts, args.num_processes, args.overwrite, boxes=not args.dense)

@@ -1,5 +1,6 @@
 """The 3d_lowres -> 3d_cascade_fullres cascade: planning, previous-stage channels, leak guard, one-command prediction."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -99,6 +100,12 @@ def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
     held_out = read_image(lowres_folder / "fold_1" / "validation" / "case_004.nii.gz")[0]
     assert np.array_equal(np.asarray(open_target(store, "case_004")[0]),
                           raw_labels_to_grid(held_out, properties, plans, cascade))
+
+    # a lowres fold that is being retrained (debug.json newer than its final checkpoint) no longer counts
+    final = lowres_folder / "fold_1" / "checkpoint_final.pth"
+    os.utime(lowres_folder / "fold_1" / "debug.json", ns=(final.stat().st_mtime_ns + 10 ** 9,) * 2)
+    with pytest.raises(BoxunetError, match=r"fold\(s\) 1 first"):
+        _train("3d_cascade_fullres", 1)
 
     # one command: the lowres stage runs first, then the cascade
     inputs = tmp_path / "in"

@@ -167,8 +167,8 @@ def test_cli(tmp_path, capsys):
 
 
 def test_dense_variant_has_no_boxes(tmp_path):
-    main(["-d", "902", "-n", "1", "--size-scale", "0.25", "-o", str(tmp_path), "-np", "1", "--dense"])
-    folder = tmp_path / "Dataset902_KiTSDemo"
+    main(["-n", "1", "--size-scale", "0.25", "-o", str(tmp_path), "-np", "1", "--dense"])
+    folder = tmp_path / "Dataset901_KiTSDemoDense"
     assert sorted(p.name for p in folder.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]
     assert load_dataset_json(folder).box_labels == []
     assert (read_image(folder / "labelsTr" / "case_00000.nii.gz")[0] == 2).any(), "the tumor stays in the labels"

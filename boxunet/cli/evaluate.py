@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"file ending of the segmentations (default: the dataset's, or {DEFAULT_FILE_ENDING})")
     parser.add_argument("-np", "--num-processes", type=int, default=min(8, default_num_processes()),
                         help="worker processes (default: %(default)s)")
-    parser.add_argument("--no-surface", action="store_true", help="skip HD95 and ASSD (much faster)")
+    parser.add_argument("--no-surface", action="store_true", help="skip HD95, ASSD and KiTS Surface Dice (much faster)")
     return parser
 
 

@@ -9,7 +9,8 @@ from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.inference.model import DATASET_JSON, find_model_folder, load_trained_model, read_model_files
 from boxunet.inference.precision import PRECISIONS
-from boxunet.inference.predictor import PredictionSettings, check_prediction_inputs, predict_folder
+from boxunet.inference.predictor import (PredictionSettings, check_prediction_inputs, model_postprocessing,
+                                         predict_folder)
 from boxunet.parallel import default_num_processes
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.training.run import check_device
@@ -71,6 +72,8 @@ def predict(arguments: argparse.Namespace) -> dict:
                                   postprocessing=not arguments.no_postprocessing, workers=arguments.num_processes,
                                   continue_prediction=arguments.continue_prediction, progress=not arguments.quiet)
     previous_stage = arguments.prev_stage_predictions
+    if settings.postprocessing:
+        model_postprocessing(model)  # a broken postprocessing.json fails now, not after the previous stage ran
     if model.configuration.previous_stage and previous_stage is None:
         previous_stage = _predict_previous_stage(arguments, model, settings, device)
     if not arguments.quiet:

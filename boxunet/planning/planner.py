@@ -86,6 +86,9 @@ def plan_experiment(fingerprint: dict, description: DatasetDescription, dataset_
         lowres = _plan_lowres(fullres, spacings, shapes, num_classes, memory_gb, dataset_voxels, force_cascade)
         if lowres is not None and np.prod(median_shape) / np.prod(lowres[1]) < LOWRES_MIN_VOXEL_RATIO:
             lowres = None
+        if lowres is None and force_cascade:
+            raise BoxunetError(f"--cascade: no 3d_lowres spacing within {LOWRES_MAX_STEPS} steps gives a patch covering "
+                               f"{LOWRES_MIN_PATCH_COVERAGE:.0%} of the median image with half the voxels")
 
     plane_patch = plan_patch_and_batch(fullres[1:].tolist(), median_shape[1:].tolist(), num_classes, memory_gb,
                                        dataset_voxels)

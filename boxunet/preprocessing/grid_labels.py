@@ -54,14 +54,17 @@ def has_target(folder: Path, case_id: str) -> bool:
 
 
 def store_raw_label_maps(folder: Path, cases, label_files: dict[str, Path], plans: Plans,
-                         configuration: ConfigurationPlan) -> None:
+                         configuration: ConfigurationPlan, to_grid=None) -> None:
     """Bring raw label maps (``label_files[case_id]``) onto the grid of ``cases`` (a PreprocessedCases)
-    and store them in ``folder``; a stored case is kept unless its raw label map is newer."""
+    and store them in ``folder``; a stored case is kept unless its raw label map is newer. ``to_grid(path,
+    properties)`` replaces the default reading and mapping (e.g. one that checks the file first)."""
     for case_id in cases.case_ids:
         stored = target_path(folder, case_id)
         if stored.is_file() and stored.stat().st_mtime_ns >= Path(label_files[case_id]).stat().st_mtime_ns:
             continue
         _, _, properties = cases.load(case_id)
-        labels = read_image(label_files[case_id])[0]
-        write_target(folder, case_id, raw_labels_to_grid(labels, properties, plans, configuration), None,
-                     configuration.patch_size)
+        if to_grid is None:
+            grid = raw_labels_to_grid(read_image(label_files[case_id])[0], properties, plans, configuration)
+        else:
+            grid = to_grid(label_files[case_id], properties)
+        write_target(folder, case_id, grid, None, configuration.patch_size)

@@ -156,7 +156,8 @@ class BoxGroupMember(_StoredTargetTrainer):
     """A stage-2 group network: WCE (plus Dice with a ``*_dice`` loss) on the stage-1 masks of its subset."""
 
     def segmentation_loss(self):
-        return box_loss(self.options.box_loss, self.num_outputs, self.configuration.batch_dice)
+        # the stage-1 masks have no weight maps: vwce -> wce, vwce_dice -> wce_dice
+        return box_loss(self.options.box_loss.removeprefix("v"), self.num_outputs, self.configuration.batch_dice)
 
 
 def box_loss(name: str, num_classes: int, batch_dice: bool) -> torch.nn.Module:
@@ -208,11 +209,12 @@ class BoxThreeStage(_StoredTargetTrainer):
         return targets, None, [t[:, 1:2].to(self.device, non_blocking=True) for t in batch["target"]]
 
     def validation_reference(self) -> Path:
-        """The dense labels when the validation cases' label maps hold a box label; otherwise (boxes only) their
-        stage-1 pseudo masks, so validation reports agreement with the box-derived masks."""
+        """The dense labels when every validation case's label map holds a box label; otherwise (boxes only, or
+        a mix) their stage-1 pseudo masks, so validation reports agreement with the box-derived masks rather
+        than scoring missing references as misses."""
         dense = super().validation_reference()
         ending = self.dataset_json["file_ending"]
-        if any(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
+        if all(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
             return dense
         return stage1_folder(self.dataset_name)
 

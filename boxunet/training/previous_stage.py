@@ -14,17 +14,20 @@ from boxunet.paths import model_folder
 
 def held_out_predictions(folder: Path, file_ending: str) -> dict[str, Path]:
     """Case id -> validation prediction, over the finished folds of model ``folder``, each case taken only
-    from a fold that did not train on it."""
+    from a fold that did not train on it. A fold counts only when its ``checkpoint_final.pth`` is newer than
+    its ``debug.json`` (written when a run starts: a fold being retrained, perhaps on another split, does
+    not count) and a prediction only when it is newer than that checkpoint."""
     found = {}
     for fold in sorted(folder.glob("fold_*")):
-        debug = fold / "debug.json"
-        if not (fold / "checkpoint_final.pth").is_file() or not debug.is_file():
+        debug, final = fold / "debug.json", fold / "checkpoint_final.pth"
+        if not final.is_file() or not debug.is_file() or final.stat().st_mtime_ns < debug.stat().st_mtime_ns:
             continue
         record = read_json(debug)
         trained_on = set(record["train_cases"])
         for case_id in record["val_cases"]:
             prediction = fold / "validation" / f"{case_id}{file_ending}"
-            if case_id not in trained_on and prediction.is_file():
+            if case_id not in trained_on and prediction.is_file() and \
+                    prediction.stat().st_mtime_ns >= final.stat().st_mtime_ns:
                 found.setdefault(case_id, prediction)
     return found
 

@@ -28,7 +28,7 @@ from boxunet.nets.unet import build_network, deep_supervision_scales
 from boxunet.paths import model_folder_name
 from boxunet.planning.plans import ConfigurationPlan, Plans, evaluation_targets, regions_of
 from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
-from boxunet.preprocessing.previous_stage import append_previous_stage, network_input_channels
+from boxunet.preprocessing.previous_stage import append_previous_stage, network_input_channels, read_previous_stage
 from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
@@ -175,7 +175,9 @@ class Trainer:
                   f"_on_{self.configuration.data_identifier}")
         if self.group.is_main:
             store_raw_label_maps(folder, PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier,
-                                                           cases), files, self.plans, self.configuration)
+                                                           cases), files, self.plans, self.configuration,
+                                 lambda path, properties: read_previous_stage(path, properties, self.plans,
+                                                                              self.configuration))
         barrier(self.group)
         self.previous_stage_folder = folder
         return folder

@@ -109,7 +109,9 @@ def make_batch_iterators(train_cases: PreprocessedCases, val_cases: Preprocessed
     parameters = augmentation_parameters(configuration.patch_size)
     batch_size = batch_size or configuration.batch_size
     mask_channels = [channel for channel, n in enumerate(plans.normalization) if n.use_nonzero_mask]
-    extra = dict(sampler_arguments or {}, previous_stage_folder=previous_stage_folder)
+    extra = dict(sampler_arguments or {})
+    if previous_stage_folder is not None:
+        extra["previous_stage_folder"] = previous_stage_folder
     previous_labels = previous_stage_labels(plans) if previous_stage_folder is not None else None
     train_sampler = sampler_class(train_cases, batch_size, parameters["initial_patch_size"], configuration.patch_size,
                                   oversample, seed=_stream_seed(seed, 0), forced_foreground=forced_foreground, **extra)
