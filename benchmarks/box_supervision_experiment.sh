@@ -2,12 +2,13 @@
 # Box supervision on the built-in synthetic dataset (documentation/box_supervision.md, Table-1/2 style):
 # stage-1 pseudo masks, BoxThreeStage (K group networks, fusion masks, VWCE), and FullySupervised with the
 # same final-network budget, on fold 0 of the half-resolution demo dataset (as scripts/demo.sh plans it).
-# Usage: bash benchmarks/box_supervision_experiment.sh [EPOCHS] [ITERATIONS] [GROUP_EPOCHS]
+# Usage: bash benchmarks/box_supervision_experiment.sh [EPOCHS] [ITERATIONS] [GROUP_EPOCHS] [LOSS]
 # Data roots come from the boxunet_raw / boxunet_preprocessed / boxunet_results environment variables.
 set -euo pipefail
 epochs=${1:-40}
 iterations=${2:-25}
 group_epochs=${3:-20}
+loss=${4:-vwce}
 if [ ! -d "$boxunet_raw/Dataset900_KiTSDemo/labelsTs" ]; then
     boxunet_generate_demo -d 900 -n 20 --num-test 4 --size-scale 0.5 --overwrite
 fi
@@ -15,7 +16,7 @@ boxunet_plan_and_preprocess -d 900 --gpu-memory-gb 0.25 -np 2 -c 3d_fullres --qu
 boxunet_pseudo_labels -d 900 -np 2
 common=(--epochs "$epochs" --iters-per-epoch "$iterations" --val-iters 5 --c --quiet)
 boxunet_train 900 3d_fullres 0 -tr FullySupervised "${common[@]}"
-boxunet_train 900 3d_fullres 0 -tr BoxThreeStage --k 3 --group-epochs "$group_epochs" "${common[@]}"
+boxunet_train 900 3d_fullres 0 -tr BoxThreeStage --k 3 --group-epochs "$group_epochs" --loss "$loss" "${common[@]}"
 results=$boxunet_results/Dataset900_KiTSDemo
 python - "$results" <<'EOF'
 import json, sys
