@@ -91,6 +91,17 @@ def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
         output = _train("3d_cascade_fullres", fold)
         assert (output / "validation" / "summary.json").is_file()
 
+    # cross-validation compares the cascade with its lowres stage; the cascade predicts with one command
+    from boxunet.cli.find_best_configuration import main as find_best_main
+    find_best_main(["1", "-c", "3d_lowres", "3d_cascade_fullres", "-tr", "Trainer", "-f", "0", "1",
+                    "--disable-ensembling", "-np", "1"])
+    information = json.loads((roots["results"] / "Dataset001_Tiny" / "inference_information.json").read_text())
+    assert set(information["candidates"]) == {"Trainer__boxunetPlans__3d_lowres",
+                                              "Trainer__boxunetPlans__3d_cascade_fullres"}
+    best_configuration = information["best"]["name"].split("__")[-1]
+    commands = " ".join(information["commands"])
+    assert f"-c {best_configuration}" in commands and "--prev-stage-predictions" not in commands
+
     store = next((roots["preprocessed"] / "Dataset001_Tiny" / "previous_stage").iterdir())
     assert store.name == "Trainer__boxunetPlans__3d_lowres_on_boxunetPlans_3d_fullres"
     from boxunet.preprocessing.grid_labels import raw_labels_to_grid
