@@ -91,6 +91,8 @@ def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
         output = _train("3d_cascade_fullres", fold)
         assert (output / "validation" / "summary.json").is_file()
 
+    (lowres_folder / "fold_0" / "validation" / "case_004.nii.gz").unlink()  # cross-validation would refuse it
+
     # cross-validation compares the cascade with its lowres stage; the cascade predicts with one command
     from boxunet.cli.find_best_configuration import main as find_best_main
     find_best_main(["1", "-c", "3d_lowres", "3d_cascade_fullres", "-tr", "Trainer", "-f", "0", "1",
