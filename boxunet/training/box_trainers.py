@@ -243,7 +243,10 @@ class BoxThreeStage(_StoredTargetTrainer):
                 "group_epochs": self.options.group_epochs or self.options.epochs, "seed": self.options.seed,
                 "group_loss": self.loss_name.removeprefix("v"),
                 "iterations_per_epoch": self.options.iterations_per_epoch, "stage1_newest_mtime_ns": newest,
-                "pseudo_mask_parameters": self._pseudo_mask_parameters().to_json()}
+                "pseudo_mask_parameters": self._pseudo_mask_parameters().to_json(),
+                "previous_stage_newest_mtime_ns": None if self.previous_stage_folder is None else
+                max(target_path(self.previous_stage_folder, c).stat().st_mtime_ns
+                    for c in self.train_cases + self.val_cases)}
 
     def _prepare_stage2_folder(self, settings: dict) -> None:
         """Empty ``stage2/`` when it holds results of other settings (main process; all ranks wait)."""
