@@ -51,6 +51,7 @@ def labels_to_regions(labels: torch.Tensor, regions: list) -> torch.Tensor:
     return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device).reshape(-1)) for r in regions],
                      1).float()
 
+
 @dataclass
 class TrainingOptions:
     """Every setting of a run that is not in the plans (recorded in debug.json and the checkpoints)."""

@@ -13,7 +13,6 @@ channels of a patch from that:
 import numpy as np
 
 from boxunet.io.boxes import case_boxes
-from boxunet.preprocessing.grid_labels import open_target
 from boxunet.training.data.sampler import PatchSampler, read_region
 
 
@@ -65,13 +64,9 @@ class StoredTargetSampler(PatchSampler):
     def __init__(self, *args, target_folder, **kwargs):
         super().__init__(*args, **kwargs)
         self.target_folder = target_folder
-        self._opened = {}
 
     def seg_channels(self, seg, properties, region):
-        case_id = properties["case_id"]
-        if case_id not in self._opened:
-            self._opened[case_id] = open_target(self.target_folder, case_id)
-        target = read_region(self._opened[case_id], region, -1)
+        target = read_region(self.stored_target(self.target_folder, properties["case_id"]), region, -1)
         if len(self.patch_size) == 2:
             target = target[:, 0]
         target = target.astype(seg.dtype, copy=True)

@@ -47,7 +47,7 @@ class PatchSampler(SlimDataLoaderBase):
                  seed: int = 0, forced_foreground: list[bool] | None = None, previous_stage_folder=None):
         super().__init__(cases, batch_size)
         self.previous_stage_folder = previous_stage_folder
-        self._previous_stage = {}
+        self._opened_targets = {}
         self.patch_size = tuple(int(p) for p in patch_size)
         self.final_patch_size = tuple(int(p) for p in (final_patch_size or patch_size))
         if len(self.final_patch_size) != len(self.patch_size) or len(self.patch_size) not in (2, 3) or \
@@ -112,14 +112,17 @@ class PatchSampler(SlimDataLoaderBase):
             data_patch, seg_patch = data_patch[:, 0], seg_patch[:, 0]
         channels = self.seg_channels(seg_patch, properties, region)
         if self.previous_stage_folder is not None:
-            previous = read_region(self._previous_stage_of(case_id), region, 0)[:1].astype(channels.dtype)
+            previous = read_region(self.stored_target(self.previous_stage_folder, case_id), region, 0)[:1]
+            previous = previous.astype(channels.dtype)
             channels = np.concatenate([channels, previous[:, 0] if len(self.patch_size) == 2 else previous])
         return data_patch, channels
 
-    def _previous_stage_of(self, case_id: str):
-        if case_id not in self._previous_stage:
-            self._previous_stage[case_id] = open_target(self.previous_stage_folder, case_id)
-        return self._previous_stage[case_id]
+    def stored_target(self, folder, case_id: str):
+        """The memory-mapped target of ``case_id`` in the target store ``folder``, opened once per worker."""
+        key = (str(folder), case_id)
+        if key not in self._opened_targets:
+            self._opened_targets[key] = open_target(folder, case_id)
+        return self._opened_targets[key]
 
     def _foreground_location(self, properties: dict) -> list[int] | None:
         locations = properties.get("class_locations", {})
