@@ -27,9 +27,9 @@ from torch import nn
 from boxunet.errors import BoxunetError
 from boxunet.planning.plans import ArchitecturePlan
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSPOSED_CONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_ALL_CONVS = (*_CONV.values(), *_TRANSPOSED_CONV.values())
+_ALL_CONVS = (*CONV.values(), *_TRANSPOSED_CONV.values())
 _NORM = {
     "instance_norm": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
     "batch_norm": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
@@ -52,7 +52,7 @@ class ConvBlock(nn.Sequential):
         norm = _lookup(_NORM, architecture.norm, "norm")[dim]
         nonlin = _lookup(_NONLIN, architecture.nonlin, "nonlinearity")
         super().__init__(
-            _CONV[dim](in_channels, out_channels, tuple(kernel_size), tuple(stride),
+            CONV[dim](in_channels, out_channels, tuple(kernel_size), tuple(stride),
                        padding=tuple(k // 2 for k in kernel_size), bias=architecture.conv_bias),
             norm(out_channels, **architecture.norm_kwargs),
             nonlin(**architecture.nonlin_kwargs))
@@ -106,7 +106,7 @@ class UNet(nn.Module):
             _stage(a, 2 * features[s], features[s], a.n_conv_per_stage_decoder[s], a.kernel_sizes[s],
                    [1] * a.conv_dim)
             for s in decoder_stages)
-        self.seg_heads = nn.ModuleList(_CONV[a.conv_dim](features[s], num_outputs, 1) for s in decoder_stages)
+        self.seg_heads = nn.ModuleList(CONV[a.conv_dim](features[s], num_outputs, 1) for s in decoder_stages)
         self.apply(init_he)
 
     def set_deep_supervision(self, enabled: bool) -> None:

@@ -1,4 +1,5 @@
-"""Segmentation losses: soft Dice, (voxel/class-weighted) cross-entropy, Dice+CE, Dice+BCE, deep supervision.
+"""Segmentation losses: soft Dice, (voxel/class-weighted) cross-entropy, Dice+CE, Dice+BCE, deep supervision;
+the 2-step attention loss (``TwoStepLoss``) and the weighted MSE of heatmap regression heads (``weighted_mse``).
 
 Conventions shared by every loss:
 
@@ -168,6 +169,24 @@ class DiceBCELoss(nn.Module):
             return self.bce_weight * bce - self.dice_weight * dice.mean()
 
 
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Seed 001's WMSE for heatmap regression, the mean of two terms over the whole batch:
+
+    ``sum_{t>0} (l - t)^2 / sum_{t>0} t`` and ``sum_{t<=0} (l - t)^2 / #{t<=0}``.
+
+    The paper writes the second denominator as ``sum_{t<=0} t``, which is 0 for heatmaps (never negative);
+    the count of those voxels is the reading that gives the background term the scale of a mean. A term
+    with no voxels is 0, so an all-background patch is scored by the plain MSE of its background half.
+    """
+    with _float32(prediction):
+        prediction, target = prediction.float(), target.float()
+        squared = (prediction - target) ** 2
+        positive = target > 0
+        foreground = (squared * positive).sum() / target.clamp_min(0).sum().clamp_min(1e-8)
+        background = (squared * ~positive).sum() / (~positive).sum().clamp_min(1)
+        return (foreground + background) / 2
+
+
 def deep_supervision_weights(n_outputs: int) -> list[float]:
     """Weights ``1 / 2^i`` (highest resolution first), the lowest-resolution output 0, normalized to sum 1."""
     weights = [1 / 2 ** i for i in range(n_outputs)]
@@ -201,3 +220,31 @@ class DeepSupervisionLoss(nn.Module):
                                       None if voxel_weights is None else voxel_weights[i])
             total = term if total is None else total + term
         return total
+
+
+def foreground_target(target: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, *)`` long foreground (1) / background (0) of a label target ``(B, 1, *)`` or a region target
+    ``(B, R, *)`` (float 0/1): foreground is any label above 0, or any region."""
+    if target.is_floating_point():
+        return (target.amax(1, keepdim=True) > 0.5).long()
+    return (target > 0).long()
+
+
+class TwoStepLoss(nn.Module):
+    """Seed 003's loss of the 2-step attention network (boxunet.nets.two_step): the segmentation loss of its
+    outputs (the ternary term, with deep supervision) plus ``binary_weight`` x the cross-entropy of its binary
+    logits against the foreground of the full-resolution target."""
+
+    def __init__(self, segmentation_loss: nn.Module, binary_weight: float = 1.0):
+        super().__init__()
+        self.segmentation_loss, self.binary_weight = segmentation_loss, binary_weight
+
+    def forward(self, outputs: tuple[list[torch.Tensor], torch.Tensor], targets: list[torch.Tensor],
+                ignore_masks: list[torch.Tensor] | None = None,
+                voxel_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        segmentation_outputs, binary_logits = outputs
+        ternary = self.segmentation_loss(segmentation_outputs, targets, ignore_masks, voxel_weights)
+        binary = cross_entropy(binary_logits, foreground_target(targets[0]),
+                               None if ignore_masks is None else ignore_masks[0],
+                               None if voxel_weights is None else voxel_weights[0])
+        return ternary + self.binary_weight * binary

@@ -154,6 +154,10 @@ class Trainer:
             targets = [t.long() for t in targets]
         return targets, None, None
 
+    def segmentation_outputs(self, outputs) -> list[torch.Tensor]:
+        """The segmentation logits (highest resolution first) among what the training network returns."""
+        return outputs
+
     def sampler_options(self) -> dict:
         """``sampler_class`` and ``sampler_arguments`` for the batch iterators (default: plain PatchSampler)."""
         return {}
@@ -281,7 +285,7 @@ class Trainer:
         with self._autocast():
             outputs = self.training_network(data)
             loss = self.loss(outputs, targets, ignore, weights)
-        output, target = outputs[0].float(), targets[0]
+        output, target = self.segmentation_outputs(outputs)[0].float(), targets[0]
         if self.regions:
             predicted, reference = output > 0, target > 0.5
         else:

@@ -1,0 +1,31 @@
+"""Connected-component rules of the KiTS variants.
+
+* ``remove_small_slice_components`` (seed 001's tumor postprocessing): in every slice along axis 0, keep
+  only the 2D components (8-connectivity) of more than ``min_voxels`` pixels.
+* ``keep_connected_to`` (seed 004): of lesions found outside a region of interest, keep only those that
+  touch it (26-connectivity).
+"""
+import cc3d
+import numpy as np
+
+SEED_001_MIN_SLICE_VOXELS = 64
+
+
+def remove_small_slice_components(mask: np.ndarray, min_voxels: int = SEED_001_MIN_SLICE_VOXELS) -> np.ndarray:
+    """Boolean copy of a 3D mask without the 2D components of at most ``min_voxels`` pixels in any slice."""
+    mask = np.asarray(mask, dtype=bool)
+    kept = np.zeros_like(mask)
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        kept[z] = cc3d.dust(mask[z], threshold=min_voxels + 1, connectivity=8, in_place=False)
+    return kept
+
+
+def keep_connected_to(lesions: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Boolean copy of ``lesions`` keeping only the voxels inside ``region`` and the lesion components that
+    touch ``region`` (components of lesions | region that contain a region voxel)."""
+    lesions, region = np.asarray(lesions, dtype=bool), np.asarray(region, dtype=bool)
+    if lesions.shape != region.shape:
+        raise ValueError(f"lesion mask {lesions.shape} and region {region.shape} differ in shape")
+    components = cc3d.connected_components(lesions | region, connectivity=26)
+    touching = np.unique(components[region])
+    return lesions & np.isin(components, touching[touching > 0])

@@ -1,0 +1,172 @@
+"""The KiTS variants' building blocks on hand-made data, and a tiny end-to-end run of the 2-step head."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from boxunet.cli.predict import main as predict_main
+from boxunet.io.images import read_image
+from boxunet.kits.components import keep_connected_to, remove_small_slice_components
+from boxunet.kits.heatmaps import boundary_heatmap, landmark_heatmaps
+from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check
+from boxunet.kits.label_assignment import assign_labels, average_foreground
+from boxunet.kits.localization import choose_box, landmark_box, scale_box
+from boxunet.nets.two_step import TwoStepUNet
+from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
+from boxunet.planning.plans import ArchitecturePlan
+from boxunet.training.losses import DeepSupervisionLoss, DiceCELoss, TwoStepLoss, cross_entropy, weighted_mse
+from boxunet.training.run import TrainingRequest, run_training
+from boxunet.training.trainer import TrainingOptions
+from conftest import write_tiny_dataset
+
+
+# ------------------------------------------------------------------------------ label assignment (seed 001)
+@pytest.mark.parametrize("kt,k,t", list(itertools.product((0, 1), repeat=3)))
+def test_label_assignment_truth_table(kt, k, t):
+    expected = {(0, 0, 0): 0, (0, 0, 1): 0, (0, 1, 0): 0, (0, 1, 1): 0,
+                (1, 0, 0): 1, (1, 1, 0): 1, (1, 0, 1): 2, (1, 1, 1): 2}[(kt, k, t)]
+    masks = [np.full((2, 2, 2), bool(v)) for v in (kt, k, t)]
+    assert np.all(assign_labels(*masks) == expected)
+    unclaimed_is_background = {(1, 0, 0): 0}.get((kt, k, t), expected)
+    assert np.all(assign_labels(*masks, unclaimed=0) == unclaimed_is_background)
+
+
+def test_same_type_networks_are_averaged_before_assignment():
+    probabilities = [np.array([0.9, 0.4, 0.2]), np.array([0.3, 0.7, 0.2]), np.array([0.3, 0.7, 0.95])]
+    assert average_foreground(probabilities).tolist() == [False, True, False]  # means 0.5, 0.6, 0.45
+    with pytest.raises(ValueError, match="differ in shape"):
+        assign_labels(np.ones(3), np.ones(3), np.ones(4))
+
+
+# ------------------------------------------------------------------------------ heatmaps and WMSE (seed 001)
+def test_landmark_heatmaps_peak_at_each_kidneys_extreme_pixels():
+    mask = np.zeros((3, 30, 40), bool)
+    mask[1, 5:10, 4:9] = True        # kidney A: rows 5..9, columns 4..8
+    mask[1, 12:21, 25:30] = True     # kidney B: rows 12..20, columns 25..29
+    heatmaps = landmark_heatmaps(mask, sigma=1.0)
+    assert heatmaps.shape == (5, 3, 30, 40) and heatmaps.dtype == np.float32
+    assert heatmaps[:, 0].max() == 0 and heatmaps[:, 2].max() == 0
+    expected = {"left": [(7, 4), (16, 25)], "top": [(5, 6), (12, 27)], "right": [(7, 8), (16, 29)],
+                "bottom": [(9, 6), (20, 27)], "center": [(7, 6), (16, 27)]}
+    for channel, points in enumerate(expected.values()):
+        slice_ = heatmaps[channel, 1]
+        local_maxima = [(y, x) for y in range(30) for x in range(40)
+                        if slice_[y, x] > 0.5 and slice_[y, x] == slice_[max(0, y - 1):y + 2, max(0, x - 1):x + 2].max()]
+        assert sorted(local_maxima) == points
+        assert slice_.max() == pytest.approx(1.0)
+
+
+def test_boundary_heatmap_is_the_smoothed_in_slice_outline():
+    mask = np.zeros((2, 30, 30), bool)
+    mask[0, 5:17, 5:17] = True
+    heatmap = boundary_heatmap(mask, sigma=1.0)
+    assert heatmap.shape == (1, 2, 30, 30)
+    assert heatmap[0, 0].max() == pytest.approx(1.0) and heatmap[0, 1].max() == 0
+    assert heatmap[0, 0, 5, 10] > heatmap[0, 0, 8, 10] > heatmap[0, 0, 11, 11] == 0  # outline > near it > centre
+    assert heatmap[0, 0, 5, 10] == pytest.approx(heatmap[0, 0, 10, 16])  # every side alike
+
+
+def test_weighted_mse_on_a_hand_computed_example():
+    target = torch.tensor([0.0, 0.5, 1.0, 0.0])
+    prediction = torch.tensor([0.1, 0.5, 0.5, 0.0])
+    # foreground: (0 + 0.25) / (0.5 + 1.0); background: (0.01 + 0) / 2 voxels; mean of the two
+    assert float(weighted_mse(prediction, target)) == pytest.approx((0.25 / 1.5 + 0.01 / 2) / 2)
+    assert float(weighted_mse(torch.full((4,), 0.2), torch.zeros(4))) == pytest.approx(0.04 / 2)
+
+
+# ------------------------------------------------------------------------------ localization box (seed 001)
+def test_roi_uses_the_landmark_box_when_the_transverse_widths_disagree():
+    segmentation = [[2, 10], [5, 20], [10, 40]]           # width 30
+    assert choose_box(segmentation, [[2, 10], [5, 20], [8, 42]]) == (segmentation, "segmentation")  # 34: within 20 %
+    one_kidney = [[2, 10], [5, 20], [10, 25]]            # width 15 against 32
+    assert choose_box(one_kidney, [[2, 10], [5, 20], [9, 41]]) == ([[2, 10], [5, 20], [9, 41]], "landmarks")
+    assert choose_box(None, None) == (None, "none")
+    heatmaps = np.zeros((5, 4, 8, 8))
+    heatmaps[0, 1, 2, 3] = heatmaps[2, 2, 5, 6] = 0.9
+    assert landmark_box(heatmaps) == [[1, 3], [2, 6], [3, 7]]
+    # coarse 10 x 20 x 20 -> fine 40 x 80 x 80 (x4), margin 6 mm at 2 mm = 3 voxels, clipped to the grid
+    assert scale_box([[1, 3], [2, 6], [3, 20]], (10, 20, 20), (40, 80, 80), (2.0, 2.0, 2.0), (6, 6, 6)) == \
+        [[1, 15], [5, 27], [9, 80]]
+
+
+# ------------------------------------------------------------------------------ kidney count (seed 004)
+def _kidneys(count: int, spacing, volume_ml: float = 60.0) -> np.ndarray:
+    """``count`` separate cuboid kidneys of about ``volume_ml`` each, plus a 2 ml speck of noise."""
+    mask = np.zeros((60, 200, 300), bool)
+    side = [round((volume_ml * 1000 / np.prod(spacing)) ** (1 / 3) * np.cbrt(spacing[0] / s)) for s in spacing]
+    side[0] = round(volume_ml * 1000 / np.prod(spacing) / (side[1] * side[2]))
+    for k in range(count):
+        mask[2:2 + side[0], 10:10 + side[1], 10 + k * 95:10 + k * 95 + side[2]] = True
+    speck = round(2000 / np.prod(spacing))
+    mask[-3, -3, -speck - 2:-2] = True
+    return mask
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("spacing", [(3.0, 0.7816, 0.7816), (1.5, 1.2, 1.2)])
+def test_kidney_count_rule(count, spacing):
+    check = kidney_check(_kidneys(count, spacing), spacing)
+    assert check["kidney_count"] == count
+    assert check["abnormal"] is (count != 2)
+    assert all(v == pytest.approx(60.0, rel=0.1) for v in check["kidney_volumes_ml"])
+    assert MIN_KIDNEY_VOLUME_ML == pytest.approx(18.33, abs=0.01)
+
+
+# ------------------------------------------------------------------------------ component rules
+def test_small_slice_components_and_lesions_connected_to_the_kidney():
+    mask = np.zeros((2, 30, 30), bool)
+    mask[0, 0:8, 0:8] = True                     # 64 pixels: removed
+    mask[0, 10:18, 10:18] = True
+    mask[0, 18, 10] = True                       # 65 pixels: kept
+    mask[1, 0:10, 0:10] = True                   # 100 pixels: kept
+    kept = remove_small_slice_components(mask)
+    assert kept.sum() == 65 + 100 and not kept[0, :8, :8].any()
+    region = np.zeros((5, 10, 10), bool)
+    region[:, 2:5, 2:5] = True
+    lesions = np.zeros_like(region)
+    lesions[2, 5:8, 3] = True                    # touches the region
+    lesions[2, 8:10, 8:10] = True                # does not
+    lesions[1, 3, 3] = True                      # inside it
+    kept = keep_connected_to(lesions, region)
+    assert kept.sum() == 3 + 1 and not kept[2, 8:, 8:].any()
+
+
+# ------------------------------------------------------------------------------ 2-step attention head (seed 003)
+def _architecture() -> ArchitecturePlan:
+    return ArchitecturePlan(features_per_stage=[8, 16, 16], conv_dim=3, kernel_sizes=[[3, 3, 3]] * 3,
+                            strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=[1, 1, 1],
+                            n_conv_per_stage_decoder=[1, 1])
+
+
+def test_two_step_head_shapes_and_equation_1():
+    torch.manual_seed(0)
+    network = TwoStepUNet(_architecture(), 1, 3).eval()
+    x = torch.randn(2, 1, 8, 12, 12)
+    with torch.no_grad():
+        outputs, binary = network(x)
+        assert [tuple(o.shape) for o in outputs] == [(2, 3, 8, 12, 12), (2, 3, 4, 6, 6)]
+        features = network.decode(network.encode(x))[0]
+        p = torch.softmax(network.two_step.binary(features), 1)[:, 1:]
+        block = network.two_step.features(features)
+        assert torch.allclose(outputs[0], network.two_step.classifier(p * block + block), atol=1e-5)
+        network.set_deep_supervision(False)
+        assert torch.equal(network(x), outputs[0])
+    assert binary.shape == (2, 2, 8, 12, 12) and outputs[0].shape == (2, 3, 8, 12, 12)
+    assert network.two_step.features[0].out_channels == 32
+
+
+def test_two_step_loss_is_the_ternary_loss_plus_binary_cross_entropy():
+    torch.manual_seed(1)
+    ternary = [torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 2, 2, 2)]
+    binary = torch.randn(2, 2, 4, 4, 4)
+    targets = [torch.randint(0, 3, (2, 1, 4, 4, 4)), torch.randint(0, 3, (2, 1, 2, 2, 2))]
+    segmentation = DeepSupervisionLoss(DiceCELoss(batch_dice=False), [2 / 3, 1 / 3])
+    loss = TwoStepLoss(segmentation)((ternary, binary), targets)
+    expected = segmentation(ternary, targets) + cross_entropy(binary, (targets[0] > 0).long())
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    # a hand example of the binary term: logits (0, ln 3) give p(foreground) = 3/4
+    logits = torch.tensor([0.0, np.log(3.0)]).view(1, 2, 1, 1, 1).expand(1, 2, 1, 1, 2)
+    target = torch.tensor([0, 2]).view(1, 1, 1, 1, 2)
+    assert float(cross_entropy(logits, (target > 0).long())) == pytest.approx((-np.log(0.25) - np.log(0.75)) / 2)
