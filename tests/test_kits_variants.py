@@ -170,3 +170,24 @@ def test_two_step_loss_is_the_ternary_loss_plus_binary_cross_entropy():
     logits = torch.tensor([0.0, np.log(3.0)]).view(1, 2, 1, 1, 1).expand(1, 2, 1, 1, 2)
     target = torch.tensor([0, 2]).view(1, 1, 1, 1, 2)
     assert float(cross_entropy(logits, (target > 0).long())) == pytest.approx((-np.log(0.25) - np.log(0.75)) / 2)
+
+
+def test_two_step_attention_trains_validates_and_predicts(roots, tmp_path):
+    write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
+    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                      num_processes=1, progress=False))
+    options = TrainingOptions(epochs=2, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
+                              progress_bar=False)
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer="TwoStepAttention", device="cpu",
+                                          options=options))
+    assert folder.parent.name == "TwoStepAttention__boxunetPlans__3d_fullres"
+    assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
+    summary = json.loads((folder / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"0", "1", "2"}
+    source = roots["raw"] / "Dataset001_Tiny" / "imagesTr"
+    predict_main(["-i", str(source), "-o", str(tmp_path / "out"), "-d", "1", "-c", "3d_fullres",
+                  "-tr", "TwoStepAttention", "-f", "0", "--quiet", "-np", "0"])
+    labels, geometry = read_image(tmp_path / "out" / "case_005.nii.gz")
+    _, reference = read_image(roots["raw"] / "Dataset001_Tiny" / "labelsTr" / "case_005.nii.gz")
+    assert labels.shape == (16, 48, 40) and geometry.spacing == pytest.approx(reference.spacing)
+    assert set(np.unique(labels)) <= {0, 1, 2}

@@ -165,7 +165,7 @@ def _mirrored_forward(network, batch: torch.Tensor, mirror_axes: tuple, device: 
         for axes in subsets:
             dims = [axis + 2 for axis in axes]
             output = network(torch.flip(batch, dims) if dims else batch)
-            if isinstance(output, (list, tuple)):
+            while isinstance(output, (list, tuple)):  # deep supervision and extra heads: the main output first
                 output = output[0]
             output = output.float()
             output = torch.flip(output, dims) if dims else output
