@@ -7,16 +7,19 @@ import pytest
 import torch
 
 from boxunet.cli.predict import main as predict_main
+from boxunet.errors import BoxunetError
 from boxunet.io.images import read_image
 from boxunet.kits.components import keep_connected_to, remove_small_slice_components
 from boxunet.kits.heatmaps import boundary_heatmap, landmark_heatmaps
 from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check
 from boxunet.kits.label_assignment import assign_labels, average_foreground
 from boxunet.kits.localization import choose_box, landmark_box, scale_box
+from boxunet.kits.localization_ensemble import STAGES, kits_label_values
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import ArchitecturePlan
-from boxunet.training.losses import DeepSupervisionLoss, DiceCELoss, TwoStepLoss, cross_entropy, weighted_mse
+from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
+                                     binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
 from conftest import write_tiny_dataset
@@ -163,7 +166,7 @@ def test_two_step_loss_is_the_ternary_loss_plus_binary_cross_entropy():
     binary = torch.randn(2, 2, 4, 4, 4)
     targets = [torch.randint(0, 3, (2, 1, 4, 4, 4)), torch.randint(0, 3, (2, 1, 2, 2, 2))]
     segmentation = DeepSupervisionLoss(DiceCELoss(batch_dice=False), [2 / 3, 1 / 3])
-    loss = TwoStepLoss(segmentation)((ternary, binary), targets)
+    loss = AuxiliaryHeadLoss(segmentation, binary_cross_entropy_of_foreground)((ternary, binary), targets)
     expected = segmentation(ternary, targets) + cross_entropy(binary, (targets[0] > 0).long())
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     # a hand example of the binary term: logits (0, ln 3) give p(foreground) = 3/4
@@ -172,22 +175,69 @@ def test_two_step_loss_is_the_ternary_loss_plus_binary_cross_entropy():
     assert float(cross_entropy(logits, (target > 0).long())) == pytest.approx((-np.log(0.25) - np.log(0.75)) / 2)
 
 
-def test_two_step_attention_trains_validates_and_predicts(roots, tmp_path):
+@pytest.fixture
+def kits_tiny(roots):
     write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
     plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
                                                       num_processes=1, progress=False))
-    options = TrainingOptions(epochs=2, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
+    return roots
+
+
+def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
+    """Train fold 0 of the tiny dataset with ``trainer``, predict its images; the fold folder and the report."""
+    options = TrainingOptions(epochs=epochs, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
-    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer="TwoStepAttention", device="cpu",
-                                          options=options))
-    assert folder.parent.name == "TwoStepAttention__boxunetPlans__3d_fullres"
-    assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=trainer, device="cpu", options=options))
+    assert folder.parent.name == f"{trainer}__boxunetPlans__3d_fullres"
     summary = json.loads((folder / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"0", "1", "2"}
-    source = roots["raw"] / "Dataset001_Tiny" / "imagesTr"
-    predict_main(["-i", str(source), "-o", str(tmp_path / "out"), "-d", "1", "-c", "3d_fullres",
-                  "-tr", "TwoStepAttention", "-f", "0", "--quiet", "-np", "0"])
-    labels, geometry = read_image(tmp_path / "out" / "case_005.nii.gz")
-    _, reference = read_image(roots["raw"] / "Dataset001_Tiny" / "labelsTr" / "case_005.nii.gz")
-    assert labels.shape == (16, 48, 40) and geometry.spacing == pytest.approx(reference.spacing)
-    assert set(np.unique(labels)) <= {0, 1, 2}
+    source = roots["raw"] / "Dataset001_Tiny"
+    predict_main(["-i", str(source / "imagesTr"), "-o", str(output), "-d", "1", "-c", "3d_fullres",
+                  "-tr", trainer, "-f", "0", "--quiet", "-np", "0"])
+    for case in range(6):
+        labels, geometry = read_image(output / f"case_{case:03d}.nii.gz")
+        _, reference = read_image(source / "labelsTr" / f"case_{case:03d}.nii.gz")
+        assert labels.shape == (16, 48, 40) and geometry.spacing == pytest.approx(reference.spacing)
+        assert set(np.unique(labels)) <= {0, 1, 2}
+    return folder, json.loads((output / "prediction_report.json").read_text())
+
+
+def test_two_step_attention_trains_validates_and_predicts(kits_tiny, tmp_path):
+    folder, _ = _train_and_predict(kits_tiny, tmp_path / "out", "TwoStepAttention")
+    assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
+
+
+def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(kits_tiny, tmp_path):
+    folder, report = _train_and_predict(kits_tiny, tmp_path / "out", "KiTSLocalizationEnsemble")
+    stages = json.loads((folder / "stage_configurations.json").read_text())
+    assert list(stages) == ["localization", "kidney_and_tumor", "kidney", "tumor"]
+    # the coarse grid is the 3d_fullres grid downsampled x4; the roi grid crops it
+    dataset = kits_tiny["preprocessed"] / "Dataset001_Tiny"
+    for case in (p.name for p in (dataset / "boxunetPlans_3d_fullres").glob("*.json")):
+        fullres = json.loads((dataset / "boxunetPlans_3d_fullres" / case).read_text())
+        coarse = json.loads((dataset / "boxunetPlans_3d_fullres_kits_coarse" / case).read_text())
+        assert coarse["shape_after_resampling"] == [round(s / 4) for s in fullres["shape_after_resampling"]]
+        assert coarse["spacing"] == pytest.approx([s * n / c for s, n, c in zip(
+            fullres["spacing"], fullres["shape_after_resampling"], coarse["shape_after_resampling"])])
+        roi = json.loads((dataset / "boxunetPlans_3d_fullres_kits_roi" / case).read_text())
+        assert [hi - lo for lo, hi in roi["kits_crop"]] == roi["shape_after_resampling"]
+    for stage in STAGES:
+        assert (folder / stage.name / "checkpoint_final.pth").is_file(), stage
+        assert f"pseudo Dice [{stage.foreground} " in (folder / stage.name / "training_log.txt").read_text()
+    assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
+    for details in report["details"].values():
+        assert details["roi_source"] in ("segmentation", "landmarks", "none") and len(details["roi"]) == 3
+    # a second run with the same options reuses every stage
+    stamps = {stage: (folder / stage / "checkpoint_final.pth").stat().st_mtime_ns for stage in stages}
+    options = TrainingOptions(epochs=2, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
+                              progress_bar=False)
+    run_training(TrainingRequest("1", "3d_fullres", "0", trainer="KiTSLocalizationEnsemble", device="cpu",
+                                 options=options))
+    assert stamps == {stage: (folder / stage / "checkpoint_final.pth").stat().st_mtime_ns for stage in stages}
+
+
+def test_localization_ensemble_refuses_region_labels():
+    assert kits_label_values({"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}) == \
+        {"kidney_and_tumor": [1, 2, 3], "kidney": [1], "tumor": [2]}
+    with pytest.raises(BoxunetError, match="plain integer labels named 'kidney' and 'tumor'"):
+        kits_label_values({"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2})

@@ -26,7 +26,6 @@ from boxunet.inference.export import export_prediction
 from boxunet.inference.input_cases import check_output_folder, list_prediction_cases
 from boxunet.inference.model import DATASET_JSON, TrainedModel, write_model_files
 from boxunet.inference.precision import resolve_precision
-from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import write_json
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import parse_dataset_json
@@ -37,6 +36,7 @@ from boxunet.postprocessing.apply import load_postprocessing
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME
 from boxunet.preprocessing.case import preprocess_case
 from boxunet.preprocessing.previous_stage import append_previous_stage, read_previous_stage
+from boxunet.training.registry import get_trainer
 
 REPORT_FILE = "prediction_report.json"
 
@@ -145,12 +145,13 @@ def _failure(case: CaseFiles, error: BaseException) -> Problem:
 
 
 def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSettings,
-                   device: torch.device) -> torch.Tensor:
-    """Fold-averaged sliding-window logits (K, *shape) of preprocessed ``data`` (C, *shape)."""
-    return predict_sliding_window(model.networks, torch.from_numpy(data), model.configuration.patch_size,
-                                  model.num_outputs, step_size=settings.step_size,
-                                  mirror_axes=model.mirror_axes if settings.mirroring else (), device=device,
-                                  precision=resolve_precision(device, settings.precision))
+                   device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Logits (K, *shape) of preprocessed ``data`` (C, *shape) by the model's trainer (fold-averaged sliding
+    window for most), and the case's details for the prediction report."""
+    return get_trainer(model.trainer_name).predict_preprocessed(
+        model.networks, torch.from_numpy(data), model.configuration, model.num_outputs,
+        model.mirror_axes if settings.mirroring else (), settings.step_size, device,
+        resolve_precision(device, settings.precision))
 
 
 def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path) -> list[CaseFiles]:
@@ -180,7 +181,7 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
                 "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
                 "device": str(device), "postprocessing": postprocessing},
                Path(output_folder) / "prediction_settings.json")
-    failed, seconds = [], {}
+    failed, seconds, details = [], {}, {}
     preprocessing, exporting = _Background(settings.workers, len(todo)), _Background(settings.workers, len(todo))
     try:
         queued = deque()
@@ -204,7 +205,10 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
                 data, properties = future.result()
                 start = time.perf_counter()
                 # float16 halves what the export worker receives; export resamples in float32
-                logits = predict_logits(model, data, settings, device).clamp_(-6e4, 6e4).half().numpy()
+                logits, case_details = predict_logits(model, data, settings, device)
+                logits = logits.clamp_(-6e4, 6e4).half().numpy()
+                if case_details:
+                    details[case.case_id] = case_details
                 seconds[case.case_id] = round(time.perf_counter() - start, 2)
                 del data
             except Exception as error:  # reported with its case; the other cases go on
@@ -227,6 +231,8 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
     report = {"predicted": sorted(set(seconds) - failed_ids), "skipped": sorted(c.case_id for c in cases if c not in todo),
               "failed": [{"case": p.case, "file": p.file, "error": p.message} for p in failed],
               "network_seconds": {case_id: value for case_id, value in seconds.items() if case_id not in failed_ids}}
+    if details:
+        report["details"] = {case_id: value for case_id, value in details.items() if case_id not in failed_ids}
     write_json(report, Path(output_folder) / REPORT_FILE)
     if failed:
         lines = "\n".join(f"  - {p}" for p in failed)

@@ -5,7 +5,7 @@ from torch import nn
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.previous_stage import network_input_channels
-from boxunet.training.losses import TwoStepLoss
+from boxunet.training.losses import AuxiliaryHeadLoss, binary_cross_entropy_of_foreground
 from boxunet.training.registry import register_trainer
 from boxunet.training.trainer import Trainer
 
@@ -19,7 +19,7 @@ class TwoStepAttention(Trainer):
         return TwoStepUNet(configuration.architecture, network_input_channels(plans, configuration), num_outputs)
 
     def build_loss(self) -> nn.Module:
-        return TwoStepLoss(super().build_loss())
+        return AuxiliaryHeadLoss(super().build_loss(), binary_cross_entropy_of_foreground)
 
     def segmentation_outputs(self, outputs) -> list:
         return outputs[0]

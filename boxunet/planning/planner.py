@@ -20,8 +20,9 @@ def _median_shape_at(spacing: np.ndarray, spacings: np.ndarray, shapes: np.ndarr
     return np.median(shapes * spacings / spacing, axis=0)
 
 
-def _configuration(name: str, identifier: str, spacing, median_shape, patch: PatchPlan, batch_dice: bool,
-                   resample_out_of_plane: bool = True) -> ConfigurationPlan:
+def configuration_plan(name: str, identifier: str, spacing, median_shape, patch: PatchPlan, batch_dice: bool,
+                       resample_out_of_plane: bool = True) -> ConfigurationPlan:
+    """The configuration ``name`` (data in folder ``identifier``) at ``spacing`` with the network of ``patch``."""
     topology = patch.topology
     architecture = ArchitecturePlan(
         conv_dim=len(spacing), features_per_stage=patch.features, kernel_sizes=topology.kernel_sizes,
@@ -92,16 +93,16 @@ def plan_experiment(fingerprint: dict, description: DatasetDescription, dataset_
 
     plane_patch = plan_patch_and_batch(fullres[1:].tolist(), median_shape[1:].tolist(), num_classes, memory_gb,
                                        dataset_voxels)
-    configurations["2d"] = _configuration("2d", f"{plans_name}_2d", fullres[1:], median_shape[1:], plane_patch,
+    configurations["2d"] = configuration_plan("2d", f"{plans_name}_2d", fullres[1:], median_shape[1:], plane_patch,
                                           batch_dice=True, resample_out_of_plane=False)
-    configurations["3d_fullres"] = _configuration("3d_fullres", f"{plans_name}_3d_fullres", fullres, median_shape,
+    configurations["3d_fullres"] = configuration_plan("3d_fullres", f"{plans_name}_3d_fullres", fullres, median_shape,
                                                   full_patch, batch_dice=lowres is not None)
     if lowres is not None:
         low_spacing, low_shape, low_patch = lowres
-        configurations["3d_lowres"] = _configuration("3d_lowres", f"{plans_name}_3d_lowres", low_spacing, low_shape,
+        configurations["3d_lowres"] = configuration_plan("3d_lowres", f"{plans_name}_3d_lowres", low_spacing, low_shape,
                                                      low_patch, batch_dice=False)
         configurations["3d_lowres"].next_stage = "3d_cascade_fullres"
-        cascade = _configuration("3d_cascade_fullres", f"{plans_name}_3d_fullres", fullres, median_shape,
+        cascade = configuration_plan("3d_cascade_fullres", f"{plans_name}_3d_fullres", fullres, median_shape,
                                  full_patch, batch_dice=True)
         cascade.previous_stage = "3d_lowres"
         cascade.inherits_from = "3d_fullres"

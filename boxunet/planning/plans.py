@@ -117,11 +117,12 @@ class Plans:
     def from_json(cls, data: dict) -> "Plans":
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         values["normalization"] = [NormalizationPlan(**n) for n in data["normalization"]]
-        values["configurations"] = {name: _configuration_from_json(c) for name, c in data["configurations"].items()}
+        values["configurations"] = {name: configuration_from_json(c) for name, c in data["configurations"].items()}
         return cls(**values)
 
 
-def _configuration_from_json(data: dict) -> ConfigurationPlan:
+def configuration_from_json(data: dict) -> ConfigurationPlan:
+    """A ConfigurationPlan from its JSON form (``asdict``)."""
     values = {f.name: data[f.name] for f in fields(ConfigurationPlan) if f.name in data}
     values["architecture"] = ArchitecturePlan(**data["architecture"])
     values["resampling"] = ResamplingPlan(**data.get("resampling", {}))

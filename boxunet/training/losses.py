@@ -1,5 +1,5 @@
 """Segmentation losses: soft Dice, (voxel/class-weighted) cross-entropy, Dice+CE, Dice+BCE, deep supervision;
-the 2-step attention loss (``TwoStepLoss``) and the weighted MSE of heatmap regression heads (``weighted_mse``).
+losses of networks with an auxiliary head (``AuxiliaryHeadLoss``) and the weighted MSE of heatmap regression heads (``weighted_mse``).
 
 Conventions shared by every loss:
 
@@ -230,21 +230,28 @@ def foreground_target(target: torch.Tensor) -> torch.Tensor:
     return (target > 0).long()
 
 
-class TwoStepLoss(nn.Module):
-    """Seed 003's loss of the 2-step attention network (boxunet.nets.two_step): the segmentation loss of its
-    outputs (the ternary term, with deep supervision) plus ``binary_weight`` x the cross-entropy of its binary
-    logits against the foreground of the full-resolution target."""
+def binary_cross_entropy_of_foreground(logits: torch.Tensor, target: torch.Tensor,
+                                       ignore_mask: torch.Tensor | None = None,
+                                       voxel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of two-channel logits against the foreground of ``target`` (see ``foreground_target``)."""
+    return cross_entropy(logits, foreground_target(target), ignore_mask, voxel_weights)
 
-    def __init__(self, segmentation_loss: nn.Module, binary_weight: float = 1.0):
+
+class AuxiliaryHeadLoss(nn.Module):
+    """The loss of a network that returns ``(segmentation outputs, auxiliary output)``: the segmentation loss
+    (e.g. with deep supervision) plus ``weight`` x ``auxiliary(auxiliary output, full-resolution target,
+    ignore mask, voxel weights)``. Seed 003's 2-step loss (binary + ternary) has
+    ``auxiliary=binary_cross_entropy_of_foreground``; seed 001's multi-task loss a heatmap WMSE."""
+
+    def __init__(self, segmentation_loss: nn.Module, auxiliary, weight: float = 1.0):
         super().__init__()
-        self.segmentation_loss, self.binary_weight = segmentation_loss, binary_weight
+        self.segmentation_loss, self.auxiliary, self.weight = segmentation_loss, auxiliary, weight
 
     def forward(self, outputs: tuple[list[torch.Tensor], torch.Tensor], targets: list[torch.Tensor],
                 ignore_masks: list[torch.Tensor] | None = None,
                 voxel_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
-        segmentation_outputs, binary_logits = outputs
-        ternary = self.segmentation_loss(segmentation_outputs, targets, ignore_masks, voxel_weights)
-        binary = cross_entropy(binary_logits, foreground_target(targets[0]),
-                               None if ignore_masks is None else ignore_masks[0],
-                               None if voxel_weights is None else voxel_weights[0])
-        return ternary + self.binary_weight * binary
+        segmentation_outputs, auxiliary_output = outputs
+        main = self.segmentation_loss(segmentation_outputs, targets, ignore_masks, voxel_weights)
+        return main + self.weight * self.auxiliary(auxiliary_output, targets[0],
+                                                   None if ignore_masks is None else ignore_masks[0],
+                                                   None if voxel_weights is None else voxel_weights[0])

@@ -20,10 +20,9 @@ from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.previous_stage import previous_stage_files
 from boxunet.training.registry import default_trainer, get_trainer
 from boxunet.training.splits import fold_cases, load_or_create_splits
-from boxunet.training.trainer import TrainingOptions
+from boxunet.training.trainer import RUNTIME_OPTIONS, TrainingOptions
 
 RESUME_ORDER = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
-RUNTIME_OPTIONS = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
 
 
 @dataclass

@@ -77,6 +77,15 @@ class TrainingOptions:
     box_loss: str = "vwce"
 
 
+RUNTIME_OPTIONS = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
+
+
+def result_options(options: TrainingOptions | dict) -> dict:
+    """The options that change a run's result (all but ``RUNTIME_OPTIONS``), as a dict."""
+    values = asdict(options) if isinstance(options, TrainingOptions) else options
+    return {k: v for k, v in values.items() if k not in RUNTIME_OPTIONS}
+
+
 def poly_learning_rate(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
     """Polynomial decay: initial * (1 - epoch / epochs) ^ exponent."""
     return initial * (1 - min(epoch, epochs) / epochs) ** exponent
@@ -117,6 +126,20 @@ class Trainer:
         of a checkpoint through it without a trainer instance."""
         return build_network(configuration.architecture, network_input_channels(plans, configuration), num_outputs,
                              deep_supervision=True)
+
+    @classmethod
+    def network_from_checkpoint(cls, plans: Plans, configuration: ConfigurationPlan, state: dict) -> nn.Module:
+        """The (untrained) network of a checkpoint's ``state``, for prediction without a trainer instance."""
+        return cls.build_network(plans, configuration, int(state["num_outputs"]))
+
+    @classmethod
+    def predict_preprocessed(cls, networks: list[nn.Module], data: torch.Tensor, configuration: ConfigurationPlan,
+                             num_outputs: int, mirror_axes: tuple, step_size: float, device: torch.device,
+                             precision: str) -> tuple[torch.Tensor, dict]:
+        """Logits ``(num_outputs, *shape)`` of one preprocessed case ``(C, *shape)`` from the folds' networks
+        (sliding window, logits averaged), and details for the prediction report (none here)."""
+        return predict_sliding_window(networks, data, configuration.patch_size, num_outputs, step_size=step_size,
+                                      mirror_axes=mirror_axes, device=device, precision=precision), {}
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD with Nesterov momentum (nnU-Net's defaults), or Adam with ``schedule="paper"``."""
@@ -421,9 +444,8 @@ class Trainer:
         for case_id in tqdm(own_cases, desc="validation", disable=not (self.options.progress_bar and self.group.is_main)):
             data, _, properties = cases.load(case_id)
             data = self.network_input(case_id, np.asarray(data[:]))
-            logits = predict_sliding_window(self.network, torch.from_numpy(data), self.configuration.patch_size,
-                                            self.num_outputs, mirror_axes=self.mirror_axes, device=self.device,
-                                            precision=precision)
+            logits, _ = self.predict_preprocessed([self.network], torch.from_numpy(data), self.configuration,
+                                                  self.num_outputs, self.mirror_axes, 0.5, self.device, precision)
             export_prediction(logits, properties, self.plans, self.configuration, folder / f"{case_id}{ending}",
                               save_probabilities=self.options.save_probabilities)
         barrier(self.group)
