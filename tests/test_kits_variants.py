@@ -14,7 +14,8 @@ from boxunet.kits.heatmaps import boundary_heatmap, landmark_heatmaps
 from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check
 from boxunet.kits.label_assignment import assign_labels, average_foreground
 from boxunet.kits.localization import choose_box, landmark_box, scale_box
-from boxunet.kits.localization_ensemble import STAGES, kits_label_values
+from boxunet.kits.localization_ensemble import KiTSLocalizationEnsemble
+from boxunet.kits.stages import kits_label_values
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import ArchitecturePlan
@@ -221,7 +222,7 @@ def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(kits
             fullres["spacing"], fullres["shape_after_resampling"], coarse["shape_after_resampling"])])
         roi = json.loads((dataset / "boxunetPlans_3d_fullres_kits_roi" / case).read_text())
         assert [hi - lo for lo, hi in roi["kits_crop"]] == roi["shape_after_resampling"]
-    for stage in STAGES:
+    for stage in KiTSLocalizationEnsemble.stages:
         assert (folder / stage.name / "checkpoint_final.pth").is_file(), stage
         assert f"pseudo Dice [{stage.foreground} " in (folder / stage.name / "training_log.txt").read_text()
     assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
@@ -236,8 +237,10 @@ def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(kits
     assert stamps == {stage: (folder / stage / "checkpoint_final.pth").stat().st_mtime_ns for stage in stages}
 
 
-def test_localization_ensemble_refuses_region_labels():
-    assert kits_label_values({"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}) == \
+def test_localization_ensemble_reads_kits19_and_kits23_labels():
+    assert kits_label_values({"background": 0, "kidney": 1, "tumor": 2}) == \
+        {"kidney_and_tumor": [1, 2], "kidney": [1], "tumor": [2]}
+    assert kits_label_values({"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}) == \
         {"kidney_and_tumor": [1, 2, 3], "kidney": [1], "tumor": [2]}
-    with pytest.raises(BoxunetError, match="plain integer labels named 'kidney' and 'tumor'"):
-        kits_label_values({"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2})
+    with pytest.raises(BoxunetError, match="need KiTS labels"):
+        kits_label_values({"background": 0, "liver": 1, "tumor": 2})

@@ -1,21 +1,35 @@
-"""The grids seed 001's networks train on, derived from a configuration's preprocessed cases.
+"""The grids the KiTS pipelines' networks train on, derived from a configuration's preprocessed cases.
 
-* ``coarse``: the whole case downsampled by ``COARSE_FACTOR`` along every axis (the localization network);
-* ``roi``: the case cropped to the box of every kidney label (kidney, tumor, cyst), expanded by
-  ``ROI_MARGIN_MM`` a side (the kidney-and-tumor and kidney networks);
-* ``tumor``: the case cropped to the box of the tumor label expanded by ``TUMOR_MARGIN_MM`` a side (the tumor
-  network); a case without tumor gets its ``roi`` crop, so the tumor network also sees tumor-free kidneys.
+``labels`` below is ``kits_label_values``'s mapping (kidney_and_tumor / kidney / tumor label values).
 
-Derived cases are stored like preprocessed cases (boxunet.preprocessing.storage) in
-``boxunet_preprocessed/DatasetXXX/<data identifier>_kits_<grid>/``, with the crop box (``kits_crop``) or the
-source shape (``kits_source_shape``) in their properties; a case is derived again when its source changed.
+* ``coarse``: the whole case downsampled by ``COARSE_FACTOR`` along every axis (localization, coarse model);
+* ``roi``: cropped to the box of every kidney label, expanded by ``ROI_MARGIN_MM`` a side (seed 001's K_T, K);
+* ``tumor``: cropped to the tumor's box expanded by ``TUMOR_MARGIN_MM`` (seed 001's T); a case without tumor
+  gets its ``roi`` crop, so the tumor network also sees tumor-free kidneys;
+* ``sagittal``: a window of ``SAGITTAL_WINDOW_MM`` (z, y) around the kidneys' centroid, over every x (seed
+  004's correction model);
+* ``kidney``: one derived case per kidney (``<case>_k0``, ``<case>_k1``, ...): a window of
+  ``KIDNEY_WINDOW_MM`` in-plane around the kidney's centroid, over its slices plus ``KIDNEY_Z_MARGIN_MM``
+  (seed 004's fine model);
+* ``kidney_frame``: cropped to the box of every kidney label with a frame of ``KIDNEY_FRAME_MM`` (seed 004's
+  tumor models).
+
+A case with no kidney label keeps the whole image on the cropped grids. Derived cases are stored like
+preprocessed cases (boxunet.preprocessing.storage) in ``boxunet_preprocessed/DatasetXXX/<data
+identifier>_kits_<grid>/`` with the crop (``kits_crop``) or the source shape (``kits_source_shape``) in
+their properties, and derived again when their source or the labels changed; ``derived_cases.json`` lists
+each case's derived cases.
 """
 from dataclasses import replace
 from pathlib import Path
 
+import cc3d
 import numpy as np
 
 from boxunet.cropping import mask_bbox
+from boxunet.errors import BoxunetError
+from boxunet.io.atomic import read_json, write_json
+from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML
 from boxunet.kits.localization import ROI_MARGIN_MM
 from boxunet.planning.planner import configuration_plan
 from boxunet.planning.patch_size import plan_patch_and_batch
@@ -25,10 +39,15 @@ from boxunet.preprocessing.resampling import resample_channels, resample_segment
 from boxunet.preprocessing.storage import finished_case_signature, save_case
 from boxunet.training.data.dataset import PreprocessedCases
 
-GRIDS = ("coarse", "roi", "tumor")
 COARSE_FACTOR = 4
 # seed 001 expands tumor boxes by 8 x 16 x 16 voxels at 3 x 0.78 x 0.78 mm, i.e. about 12 / 6 / 6 mm a side
 TUMOR_MARGIN_MM = (12.0, 6.0, 6.0)
+# seed 004 at 3 x 0.78 x 0.78 mm: sagittal crops of 64 x 256 voxels, kidney crops of 160 x 160, a frame of 30
+SAGITTAL_WINDOW_MM = (192.0, 200.0)
+KIDNEY_WINDOW_MM = 125.0
+KIDNEY_Z_MARGIN_MM = 15.0
+KIDNEY_FRAME_MM = (23.4, 23.4, 23.4)
+DERIVED_INDEX = "derived_cases.json"  # case id -> its derived case ids
 
 
 def coarse_shape(shape) -> list[int]:
@@ -42,69 +61,138 @@ def expanded_box(mask: np.ndarray, spacing, margin_mm) -> list[list[int]]:
             for (lo, hi), s, m, size in zip(mask_bbox(mask), spacing, margin_mm, mask.shape)]
 
 
-def crop_box(seg: np.ndarray, spacing, grid: str, kidney_labels: list[int], tumor_label: int) -> list[list[int]]:
-    """The crop of the ``roi`` or ``tumor`` grid for a label map ``(z, y, x)`` (the whole case if it has no kidney)."""
-    tumor = seg == tumor_label
+def centred_window(centre: float, size_mm: float, spacing: float, length: int) -> list[int]:
+    """``[lo, hi]`` of a window of ``size_mm`` centred on ``centre`` (voxels), shifted inside ``[0, length]``."""
+    size = min(length, int(np.ceil(size_mm / spacing)))
+    lo = min(max(0, int(round(centre - size / 2))), length - size)
+    return [lo, lo + size]
+
+
+def kidney_components(mask: np.ndarray, spacing) -> list[np.ndarray]:
+    """The kidneys of a mask: its 26-connected components of at least ``MIN_KIDNEY_VOLUME_ML`` (the largest
+    component when none is that large), largest first."""
+    components, count = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    if count == 0:
+        return []
+    voxels = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    order = np.argsort(-voxels, kind="stable")
+    volumes = voxels * float(np.prod(spacing)) / 1000.0
+    kept = [i for i in order if volumes[i] >= MIN_KIDNEY_VOLUME_ML] or [order[0]]
+    return [components == i + 1 for i in kept]
+
+
+def sagittal_window(mask: np.ndarray, spacing) -> list[list[int]]:
+    """The sagittal grid's crop around the centroid (z, y) of a mask (the image centre when it is empty)."""
+    centre = np.argwhere(mask).mean(axis=0) if mask.any() else np.array(mask.shape) / 2
+    return [centred_window(centre[axis], SAGITTAL_WINDOW_MM[axis], spacing[axis], mask.shape[axis])
+            for axis in (0, 1)] + [[0, mask.shape[2]]]
+
+
+def kidney_window(kidney: np.ndarray, spacing) -> list[list[int]]:
+    """The kidney grid's crop of one kidney mask: its slices plus a margin, an in-plane window on its centroid."""
+    (z_lo, z_hi), _, _ = expanded_box(kidney, spacing, (KIDNEY_Z_MARGIN_MM, 0, 0))
+    centre = np.argwhere(kidney).mean(axis=0)
+    return [[z_lo, z_hi]] + [centred_window(centre[axis], KIDNEY_WINDOW_MM, spacing[axis], kidney.shape[axis])
+                             for axis in (1, 2)]
+
+
+def crop_boxes(seg: np.ndarray, spacing, grid: str, labels: dict[str, list[int]]) -> list[list[list[int]]]:
+    """The crops of a cropped grid for a label map ``(z, y, x)``: one box, or one per kidney on ``kidney``."""
+    kidney = np.isin(seg, labels["kidney_and_tumor"])
+    if not kidney.any():
+        return [[[0, s] for s in seg.shape]]
+    tumor = np.isin(seg, labels["tumor"])
     if grid == "tumor" and tumor.any():
-        return expanded_box(tumor, spacing, TUMOR_MARGIN_MM)
-    kidney = np.isin(seg, kidney_labels)
-    return expanded_box(kidney, spacing, ROI_MARGIN_MM) if kidney.any() else [[0, s] for s in seg.shape]
+        return [expanded_box(tumor, spacing, TUMOR_MARGIN_MM)]
+    if grid in ("roi", "tumor"):
+        return [expanded_box(kidney, spacing, ROI_MARGIN_MM)]
+    if grid == "kidney_frame":
+        return [expanded_box(kidney, spacing, KIDNEY_FRAME_MM)]
+    if grid == "sagittal":
+        return [sagittal_window(kidney, spacing)]
+    if grid == "kidney":
+        return [kidney_window(component, spacing) for component in kidney_components(kidney, spacing)]
+    raise ValueError(f"unknown grid {grid!r}")
 
 
-def derive_case(data: np.ndarray, seg: np.ndarray, properties: dict, grid: str, kidney_labels: list[int],
-                tumor_label: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One preprocessed case (data ``(c, z, y, x)``, seg ``(1, z, y, x)``) on ``grid``, with its properties."""
+def derive_case(data: np.ndarray, seg: np.ndarray, properties: dict, grid: str,
+                labels: dict[str, list[int]]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """One preprocessed case (data ``(c, z, y, x)``, seg ``(1, z, y, x)``) on ``grid``: a list of
+    ``(data, seg, properties)`` (one entry, or one per kidney on the kidney grid)."""
     spacing = properties["spacing"]
     if grid == "coarse":
         shape = coarse_shape(data.shape[1:])
-        data = resample_channels(data, shape, order=1)
-        seg = resample_segmentation(seg[0], shape, order=1)[None]
-        derived = {"spacing": [s * old / new for s, old, new in zip(spacing, properties["shape_after_resampling"], shape)],
-                   "kits_source_shape": list(properties["shape_after_resampling"])}
+        derived = [(resample_channels(data, shape, order=1), resample_segmentation(seg[0], shape, order=1)[None],
+                    {"spacing": [s * old / new for s, old, new in zip(spacing, data.shape[1:], shape)],
+                     "kits_source_shape": list(data.shape[1:])})]
     else:
-        box = crop_box(seg[0], spacing, grid, kidney_labels, tumor_label)
-        region = (slice(None), *(slice(lo, hi) for lo, hi in box))
-        data, seg = data[region], seg[region]
-        derived = {"spacing": list(spacing), "kits_crop": box}
-    labels = [int(v) for v in np.unique(seg) if v > 0]
-    properties = dict(properties, **derived, shape_after_resampling=list(seg.shape[1:]),
-                      class_locations=class_locations(seg[0], labels))
-    return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg), properties
+        derived = []
+        for box in crop_boxes(seg[0], spacing, grid, labels):
+            region = (slice(None), *(slice(lo, hi) for lo, hi in box))
+            derived.append((data[region], seg[region], {"spacing": list(spacing), "kits_crop": box}))
+    results = []
+    for new_data, new_seg, new_properties in derived:
+        present = [int(v) for v in np.unique(new_seg) if v > 0]
+        new_properties = dict(properties, **new_properties, shape_after_resampling=list(new_seg.shape[1:]),
+                              class_locations=class_locations(new_seg[0], present))
+        results.append((np.ascontiguousarray(new_data, dtype=np.float32), np.ascontiguousarray(new_seg),
+                        new_properties))
+    return results
 
 
 def grid_folder(preprocessed_dataset: Path, configuration: ConfigurationPlan, grid: str) -> Path:
     return Path(preprocessed_dataset) / f"{configuration.data_identifier}_kits_{grid}"
 
 
+def _derived_ids(case_id: str, grid: str, count: int) -> list[str]:
+    return [f"{case_id}_k{i}" for i in range(count)] if grid == "kidney" else [case_id]
+
+
 def derive_grid(preprocessed_dataset: Path, configuration: ConfigurationPlan, grid: str, case_ids: list[str],
-                kidney_labels: list[int], tumor_label: int) -> Path:
-    """Store ``grid``'s version of every case (skipping those already derived from the same source); return the
-    folder."""
+                labels: dict[str, list[int]]) -> None:
+    """Store ``grid``'s version of every case, skipping those already derived from the same source and labels."""
     source = PreprocessedCases(Path(preprocessed_dataset) / configuration.data_identifier, case_ids)
     folder = grid_folder(preprocessed_dataset, configuration, grid)
     folder.mkdir(parents=True, exist_ok=True)
+    index_file = folder / DERIVED_INDEX
+    index = read_json(index_file) if index_file.is_file() else {}
     for case_id in case_ids:
         data, seg, properties = source.load(case_id)
-        signature = f"{properties['preprocessing_signature']}:{grid}:{kidney_labels}:{tumor_label}"
-        if finished_case_signature(folder, case_id) == signature:
+        signature = f"{properties['preprocessing_signature']}:{grid}:{sorted(labels.items())}"
+        known = index.get(case_id, [])
+        if known and all(finished_case_signature(folder, d) == signature for d in known):
             continue
-        data, seg, properties = derive_case(np.asarray(data[:]), np.asarray(seg[:]), properties, grid,
-                                            kidney_labels, tumor_label)
-        save_case(folder, case_id, data, seg, dict(properties, preprocessing_signature=signature),
-                  configuration.patch_size)
-    return folder
+        cases = derive_case(np.asarray(data[:]), np.asarray(seg[:]), properties, grid, labels)
+        index[case_id] = _derived_ids(case_id, grid, len(cases))
+        for derived_id, (new_data, new_seg, new_properties) in zip(index[case_id], cases):
+            save_case(folder, derived_id, new_data, new_seg,
+                      dict(new_properties, case_id=derived_id, preprocessing_signature=signature),
+                      configuration.patch_size)
+        write_json(index, index_file)
 
 
-def grid_configuration(plans: Plans, configuration: ConfigurationPlan, grid: str, folder: Path,
-                       case_ids: list[str]) -> ConfigurationPlan:
-    """The configuration of a binary network on ``grid``: its spacing (the coarse grid's median), the median
-    shape of the derived cases and the patch, batch and network the planner gives them."""
+def derived_case_ids(folder: Path, case_ids: list[str]) -> list[str]:
+    """The derived cases of ``case_ids`` in the grid ``folder`` (one per case, or one per kidney)."""
+    index = read_json(Path(folder) / DERIVED_INDEX) if (Path(folder) / DERIVED_INDEX).is_file() else {}
+    missing = [c for c in case_ids if c not in index]
+    if missing:
+        raise BoxunetError(f"{folder}: case(s) {', '.join(missing[:5])} not derived yet; train the pipeline again")
+    return [derived for case_id in case_ids for derived in index[case_id]]
+
+
+def grid_configuration(plans: Plans, configuration: ConfigurationPlan, folder: Path, case_ids: list[str],
+                       conv_dim: int = 3) -> ConfigurationPlan:
+    """The configuration of a binary network on the derived cases ``case_ids`` of ``folder``: their median
+    spacing and shape and the patch, batch and network the planner gives them (2D networks on slices with
+    ``conv_dim=2``)."""
     cases = PreprocessedCases(folder, case_ids)
     properties = [cases.load(case_id)[2] for case_id in case_ids]
     shapes = np.array([p["shape_after_resampling"] for p in properties], dtype=np.float64)
     spacing = np.median(np.array([p["spacing"] for p in properties], dtype=np.float64), axis=0)
     median_shape = np.median(shapes, axis=0)
-    patch = plan_patch_and_batch(spacing.tolist(), median_shape.tolist(), 2, plans.gpu_memory_gb,
+    axes = slice(3 - conv_dim, 3)
+    patch = plan_patch_and_batch(spacing[axes].tolist(), median_shape[axes].tolist(), 2, plans.gpu_memory_gb,
                                  float(np.prod(shapes, axis=1).sum()))
-    planned = configuration_plan(configuration.name, folder.name, spacing, median_shape, patch, batch_dice=False)
+    planned = configuration_plan(configuration.name, folder.name, spacing[axes], median_shape[axes], patch,
+                                 batch_dice=False, resample_out_of_plane=conv_dim == 3)
     return replace(planned, resampling=configuration.resampling)

@@ -177,6 +177,10 @@ class Trainer:
             targets = [t.long() for t in targets]
         return targets, None, None
 
+    def batch_input(self, batch: dict) -> torch.Tensor:
+        """The network input of a batch, on the device."""
+        return batch["data"].to(self.device, non_blocking=True)
+
     def segmentation_outputs(self, outputs) -> list[torch.Tensor]:
         """The segmentation logits (highest resolution first) among what the training network returns."""
         return outputs
@@ -282,7 +286,7 @@ class Trainer:
     # --------------------------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> float:
         """One optimizer step on one batch; returns the loss."""
-        data = batch["data"].to(self.device, non_blocking=True)
+        data = self.batch_input(batch)
         targets, ignore, weights = self.loss_inputs(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
@@ -303,7 +307,7 @@ class Trainer:
     @torch.no_grad()
     def validation_step(self, batch: dict) -> tuple[float, torch.Tensor]:
         """Loss and per-class (TP, FP, FN) counts of the full-resolution output on one batch."""
-        data = batch["data"].to(self.device, non_blocking=True)
+        data = self.batch_input(batch)
         targets, ignore, weights = self.loss_inputs(batch)
         with self._autocast():
             outputs = self.training_network(data)
