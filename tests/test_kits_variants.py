@@ -10,6 +10,7 @@ from boxunet.cli.predict import main as predict_main
 from boxunet.errors import BoxunetError
 from boxunet.io.images import read_image
 from boxunet.kits.components import keep_connected_to, remove_small_slice_components
+from boxunet.kits.grids import crop_boxes, kidney_components
 from boxunet.kits.heatmaps import boundary_heatmap, landmark_heatmaps
 from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check
 from boxunet.kits.label_assignment import assign_labels, average_foreground
@@ -21,6 +22,10 @@ from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_prepr
 from boxunet.planning.plans import ArchitecturePlan
 from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
                                      binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
+from boxunet.preprocessing.case import class_locations
+from boxunet.preprocessing.storage import save_case
+from boxunet.training.data.dataset import PreprocessedCases
+from boxunet.training.data.sampler import ClassBalancedSampler
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
 from conftest import write_tiny_dataset
@@ -116,6 +121,41 @@ def test_kidney_count_rule(count, spacing):
     assert check["abnormal"] is (count != 2)
     assert all(v == pytest.approx(60.0, rel=0.1) for v in check["kidney_volumes_ml"])
     assert MIN_KIDNEY_VOLUME_ML == pytest.approx(18.33, abs=0.01)
+
+
+# ------------------------------------------------------------------------------ derived grids
+def test_grid_crops_of_a_two_kidney_case():
+    spacing = (3.0, 1.0, 1.0)
+    seg = np.zeros((40, 300, 300), np.int8)
+    seg[10:30, 100:180, 40:100] = 1               # right kidney, 20 x 80 x 60 voxels = 288 ml
+    seg[12:28, 110:170, 200:250] = 1              # left kidney
+    seg[15:20, 120:130, 90:100] = 2               # tumor on the right kidney
+    labels = {"kidney_and_tumor": [1, 2], "kidney": [1], "tumor": [2]}
+    assert crop_boxes(seg, spacing, "roi", labels) == [[[2, 38], [50, 230], [0, 300]]]  # 24 / 50 / 50 mm margins
+    assert crop_boxes(seg, spacing, "tumor", labels) == [[[11, 24], [114, 136], [84, 106]]]  # 12 / 6 / 6 mm
+    assert crop_boxes(seg, spacing, "kidney_frame", labels) == [[[2, 38], [76, 204], [16, 274]]]
+    # sagittal: 192 mm x 200 mm around the centroid (z, y), every x; z is the whole 120 mm image
+    (z, y, x), = crop_boxes(seg, spacing, "sagittal", labels)
+    assert z == [0, 40] and y[1] - y[0] == 200 and x == [0, 300]
+    right, left = crop_boxes(seg, spacing, "kidney", labels)  # largest kidney first
+    assert right[0] == [5, 35] and right[1][1] - right[1][0] == 125 and right[2][1] - right[2][0] == 125
+    assert left[2][0] <= 200 and left[2][1] >= 250
+    assert len(kidney_components(seg > 0, spacing)) == 2
+    assert crop_boxes(np.zeros((4, 5, 6), np.int8), spacing, "kidney", labels) == [[[0, 4], [0, 5], [0, 6]]]
+
+
+def test_class_balanced_sampler_centres_a_third_on_each_class(tmp_path):
+    data = np.zeros((1, 20, 20, 20), np.float32)
+    seg = np.zeros((1, 20, 20, 20), np.int8)
+    seg[0, 2, 2, 2], seg[0, 17, 17, 17] = 1, 2
+    properties = {"class_locations": class_locations(seg[0], [1, 2])}
+    save_case(tmp_path, "a", data, seg, properties, [4, 4, 4])
+    sampler = ClassBalancedSampler(PreprocessedCases(tmp_path, ["a"]), 3000, [4, 4, 4], centre_classes=[1, 2],
+                                   seed=3)
+    centres = sampler.generate_train_batch()["seg"][:, 0]
+    on_kidney, on_tumor = (centres == 1).any(axis=(1, 2, 3)).mean(), (centres == 2).any(axis=(1, 2, 3)).mean()
+    # random patches (4^3 of 20^3) rarely hold either voxel
+    assert on_kidney == pytest.approx(1 / 3, abs=0.03) and on_tumor == pytest.approx(1 / 3, abs=0.03)
 
 
 # ------------------------------------------------------------------------------ component rules
@@ -244,3 +284,18 @@ def test_localization_ensemble_reads_kits19_and_kits23_labels():
         {"kidney_and_tumor": [1, 2, 3], "kidney": [1], "tumor": [2]}
     with pytest.raises(BoxunetError, match="need KiTS labels"):
         kits_label_values({"background": 0, "liver": 1, "tumor": 2})
+
+
+def test_coarse_to_fine_trains_every_stage_and_reports_the_kidney_check(kits_tiny, tmp_path):
+    folder, report = _train_and_predict(kits_tiny, tmp_path / "out", "KiTSCoarseToFine")
+    stages = json.loads((folder / "stage_configurations.json").read_text())
+    assert list(stages) == ["coarse", "correction", "fine", "tumor", "tumor_2d"]
+    assert len(stages["tumor_2d"]["patch_size"]) == 2 and len(stages["fine"]["patch_size"]) == 3
+    index = json.loads((kits_tiny["preprocessed"] / "Dataset001_Tiny" / "boxunetPlans_3d_fullres_kits_kidney" /
+                        "derived_cases.json").read_text())
+    assert index["case_000"] == ["case_000_k0"]  # one kidney per tiny case
+    assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
+    for details in report["details"].values():
+        # the tiny kidneys (about 1.3 ml) are all below 18.3 ml: no kidney counts, every case is abnormal
+        assert details["coarse_kidney_count"] == 0 and details["abnormal"] is True
+        assert details["tumor_network"] in ("3d", "2d", None)

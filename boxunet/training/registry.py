@@ -24,6 +24,7 @@ def _import_trainer_modules() -> None:
     importlib.import_module("boxunet.training.box_trainers")
     importlib.import_module("boxunet.kits.two_step_trainer")
     importlib.import_module("boxunet.kits.localization_ensemble")
+    importlib.import_module("boxunet.kits.coarse_to_fine")
     for module in filter(None, (m.strip() for m in os.environ.get(EXTERNAL_MODULES_VARIABLE, "").split(","))):
         try:
             importlib.import_module(module)
