@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from boxunet.cli.evaluate import main as evaluate_main
 from boxunet.cli.predict import main as predict_main
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.case_classification import classification_summary
+from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_image
 from boxunet.kits.components import keep_connected_to, remove_small_slice_components
 from boxunet.kits.grids import crop_boxes, kidney_components
@@ -17,6 +20,7 @@ from boxunet.kits.label_assignment import assign_labels, average_foreground
 from boxunet.kits.localization import choose_box, landmark_box, scale_box
 from boxunet.kits.localization_ensemble import KiTSLocalizationEnsemble
 from boxunet.kits.stages import kits_label_values
+from boxunet.kits.two_step_trainer import majority_class
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import ArchitecturePlan
@@ -246,6 +250,42 @@ def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
 def test_two_step_attention_trains_validates_and_predicts(kits_tiny, tmp_path):
     folder, _ = _train_and_predict(kits_tiny, tmp_path / "out", "TwoStepAttention")
     assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
+
+
+def test_case_classification_is_learnt_voted_reported_and_evaluated(roots, tmp_path, capsys):
+    folder = write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
+    description = json.loads((folder / "dataset.json").read_text())
+    truth = {f"case_{i:03d}": ("malignant" if i % 2 else "benign") for i in range(6)}
+    description["case_classification"] = {"name": "malignancy", "classes": ["benign", "malignant"], "cases": truth}
+    (folder / "dataset.json").write_text(json.dumps(description))
+    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                      num_processes=1, progress=False))
+    model, report = _train_and_predict(roots, tmp_path / "out", "TwoStepAttention")
+    validation = json.loads((model / "validation" / "summary.json").read_text())["case_classification"]
+    assert validation["name"] == "malignancy" and validation["cases"] == 2
+    assert sum(map(sum, (row.values() for row in validation["confusion"].values()))) == 2
+    for case, details in report["details"].items():
+        assert details["case_class"] in ("benign", "malignant", None)
+        assert sum(details["class_votes"].values()) > 0 or details["case_class"] is None
+    evaluate_main([str(roots["raw"] / "Dataset001_Tiny" / "labelsTr"), str(tmp_path / "out"), "-d", "1",
+                   "--no-surface", "-np", "1"])
+    assert "malignancy: accuracy" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["case_classification"]
+    predicted = {case: d["case_class"] for case, d in report["details"].items()}
+    assert summary["accuracy"] == pytest.approx(np.mean([predicted[c] == truth[c] for c in truth]))
+
+
+def test_case_class_summary_votes_and_patch_targets():
+    summary = classification_summary({"a": "x", "b": "x", "c": "y", "d": "y"}, {"a": "x", "b": "y", "c": "y", "d": None},
+                                     ["x", "y"], ["a", "b", "c", "d", "e"])
+    assert summary["cases"] == 4 and summary["accuracy"] == 0.5
+    assert summary["recall"] == {"x": 0.5, "y": 0.5} and summary["confusion"]["y"] == {"x": 0, "y": 1, "none": 1}
+    assert majority_class(np.array([[2, 2, 1], [0.9, 1.3, 0.8]]), ["a", "b", "c"]) == "b"  # tie: the higher sum
+    assert majority_class(np.zeros((2, 3)), ["a", "b", "c"]) is None
+    with pytest.raises(BoxunetError, match="classes not in"):
+        parse_dataset_json({"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumor": 1}, "numTraining": 1,
+                            "file_ending": ".nii.gz", "case_classification": {"classes": ["a", "b"],
+                                                                              "cases": {"c1": "z"}}})
 
 
 def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(kits_tiny, tmp_path):

@@ -66,23 +66,30 @@ def format_summary(summary: dict, names: dict[str, str]) -> str:
         for name, metrics in summary["kits"]["mean"].items():
             lines.append(f"{name:<{width}}  {number(metrics['Dice']):>8}  {number(metrics.get('SurfaceDice')):>8}  "
                          f"({tolerances[name]} mm)")
+    if "case_classification" in summary:
+        classification = summary["case_classification"]
+        recall = ", ".join(f"{name} {number(value)}" for name, value in classification["recall"].items())
+        lines.append(f"{classification['name']}: accuracy {number(classification['accuracy'])} over "
+                     f"{classification['cases']} cases (recall {recall})")
     return "\n".join(lines)
 
 
 def evaluate(arguments: argparse.Namespace) -> tuple[dict, dict[str, str], Path]:
     """Run the evaluation the parsed command line asks for; return the summary, label names and summary file."""
-    label_names, file_ending = None, DEFAULT_FILE_ENDING
+    label_names, file_ending, case_classification = None, DEFAULT_FILE_ENDING, None
     labels = arguments.labels
     if arguments.dataset is not None:
         description = dataset_description(arguments.dataset)
         label_names, file_ending = description.labels, description.file_ending
+        case_classification = description.case_classification
         # the trainer's choice: every foreground region, or every label value (background included)
         labels = evaluation_targets(description.labels)
     output = arguments.output or arguments.prediction_folder / "summary.json"
     summary = evaluate_folders(arguments.reference_folder, arguments.prediction_folder, labels,
                                arguments.file_ending or file_ending, output,
                                num_processes=max(1, arguments.num_processes),
-                               surface_metrics=not arguments.no_surface, label_names=label_names)
+                               surface_metrics=not arguments.no_surface, label_names=label_names,
+                               case_classification=case_classification)
     names = {metric_key(value): name for name, value in (label_names or {}).items()}
     return summary, names, output
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.case_classification import classification_summary, predicted_case_classes
 from boxunet.evaluation.kits import KITS_SURFACE_TOLERANCE_MM, kits_case_scores, kits_regions
 from boxunet.evaluation.surface import surface_distance_metrics
 from boxunet.io.atomic import write_json
+from boxunet.io.dataset_json import CaseClassification
 from boxunet.io.images import read_image
 from boxunet.parallel import map_in_processes
 
@@ -111,7 +113,7 @@ def _mean_of(metric_dicts: list[dict]) -> dict:
 def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_regions: list[LabelOrRegion],
                      file_ending: str, output_file: Path | None = None, num_processes: int = 1,
                      case_ids: list[str] | None = None, surface_metrics: bool = True,
-                     label_names: dict | None = None) -> dict:
+                     label_names: dict | None = None, case_classification: CaseClassification | None = None) -> dict:
     """Evaluate every ``<case><file_ending>`` of ``reference_folder`` (only ``case_ids`` when given) against
     the same file name in ``prediction_folder``; return (and write to ``output_file`` if given) the summary.
 
@@ -119,7 +121,9 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
     ``foreground_mean`` (mean of the per-label means, label 0 excluded). Without ``surface_metrics`` HD95
     and ASSD are neither computed nor reported. When ``label_names`` (dataset.json "labels") are KiTS's,
     every case and the summary also get ``kits_composite`` and ``kits`` (Dice and Surface Dice of the
-    HECs, see boxunet.evaluation.kits). A missing folder, a missing or unreadable file
+    HECs, see boxunet.evaluation.kits). With a ``case_classification`` (dataset.json) and case classes in the
+    prediction folder's report, the summary gets ``case_classification`` (boxunet.evaluation.case_classification).
+    A missing folder, a missing or unreadable file
     or a prediction whose geometry differs from its reference raises a BoxunetError before anything is
     written; predictions without a reference are ignored.
     """
@@ -149,6 +153,11 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
         summary["kits_composite"] = {"mean": _nanmean([case["kits_composite"] for case in per_case])}
         summary["kits"] = {"tolerance_mm": KITS_SURFACE_TOLERANCE_MM,
                            "mean": {name: _mean_of([case["kits"][name] for case in per_case]) for name in kits}}
+    predicted = predicted_case_classes(prediction_folder) if case_classification else {}
+    if predicted:
+        summary["case_classification"] = dict(
+            classification_summary(case_classification.cases, predicted, case_classification.classes,
+                                   [case_id for case_id, _, _ in pairs]), name=case_classification.name)
     if output_file is not None:
         write_json(summary, output_file)
     return summary

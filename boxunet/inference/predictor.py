@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError, Problem
+from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.inference.export import export_prediction
 from boxunet.inference.input_cases import check_output_folder, list_prediction_cases
 from boxunet.inference.model import DATASET_JSON, TrainedModel, write_model_files
@@ -38,7 +39,6 @@ from boxunet.preprocessing.case import preprocess_case
 from boxunet.preprocessing.previous_stage import append_previous_stage, read_previous_stage
 from boxunet.training.registry import get_trainer
 
-REPORT_FILE = "prediction_report.json"
 
 
 @dataclass

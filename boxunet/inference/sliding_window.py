@@ -69,7 +69,7 @@ def predict_sliding_window(networks, data: torch.Tensor, patch_size, num_outputs
     if any(not 0 <= axis < len(patch_size) for axis in mirror_axes):
         raise ValueError(f"mirror axes {list(mirror_axes)} must index the {len(patch_size)} patch axes")
     window = (1,) * (spatial_dims - len(patch_size)) + patch_size
-    padded, crop = _pad_to(data.float(), window)
+    padded, crop = pad_to_window(data.float(), window)
     arguments = dict(networks=networks, data=padded, patch_size=patch_size, window=window, num_outputs=num_outputs,
                      step_size=step_size, use_gaussian=use_gaussian, mirror_axes=tuple(mirror_axes),
                      device=device, batch_size=batch_size, precision=precision, progress=progress)
@@ -94,7 +94,7 @@ def predict_sliding_window(networks, data: torch.Tensor, patch_size, num_outputs
     return logits[(slice(None),) + crop].contiguous() if any(c != slice(None) for c in crop) else logits
 
 
-def _pad_to(data: torch.Tensor, window) -> tuple[torch.Tensor, tuple[slice, ...]]:
+def pad_to_window(data: torch.Tensor, window) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Pad (C, *spatial) with zeros, evenly on both sides, to at least ``window``; return it and the crop back."""
     missing = [max(0, w - s) for s, w in zip(data.shape[1:], window)]
     if not any(missing):
@@ -111,6 +111,19 @@ def _window_starts(shape, window, patch_size, step_size: float) -> list[list[int
     """Start positions per spatial axis; axes where the window is 1 (slices of 2D patches) take every index."""
     leading = [list(range(size)) for size in shape[:len(window) - len(patch_size)]]
     return leading + sliding_window_steps(shape[len(leading):], patch_size, step_size)
+
+
+def window_slices(starts: list[list[int]], window) -> list[tuple[slice, ...]]:
+    """The spatial slices of every window position (the product of the per-axis ``starts``)."""
+    return [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in itertools.product(*starts)]
+
+
+def patch_windows(shape, patch_size, step_size: float = 0.5) -> tuple[tuple[int, ...], list[tuple[slice, ...]]]:
+    """The window (the patch, with a leading 1 for 2D patches on 3D data) and the slices of every position the
+    sliding window visits on an image of ``shape`` (at least the window; see ``pad_to_window``)."""
+    patch_size = tuple(int(p) for p in patch_size)
+    window = (1,) * (len(shape) - len(patch_size)) + patch_size
+    return window, window_slices(_window_starts(shape, window, patch_size, step_size), window)
 
 
 def _summed_weight_per_axis(shape, window, starts, use_gaussian: bool) -> list[torch.Tensor]:
@@ -135,7 +148,7 @@ def _accumulate(networks, data, patch_size, window, num_outputs, step_size, use_
     logits = torch.zeros((num_outputs,) + tuple(data.shape[1:]), dtype=torch.float32, device=accumulate_on)
     squeeze = len(window) != len(patch_size)
     starts = _window_starts(data.shape[1:], window, patch_size, step_size)
-    windows = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in itertools.product(*starts)]
+    windows = window_slices(starts, window)
     for first in tqdm(range(0, len(windows), batch_size), disable=not progress, desc="sliding window"):
         batch_windows = windows[first:first + batch_size]
         batch = torch.stack([data[(slice(None),) + w] for w in batch_windows]).to(device)

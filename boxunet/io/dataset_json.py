@@ -7,6 +7,23 @@ from boxunet.errors import BoxunetError
 
 
 @dataclass
+class CaseClassification:
+    """A case-level attribute to classify (``"case_classification"`` in dataset.json), e.g. benign/malignant.
+
+    ``label`` is the structure the class belongs to (patches holding it vote for the case's class);
+    ``cases`` maps training case ids to their class (cases not listed are not used for the class loss).
+    """
+
+    name: str
+    classes: list[str]
+    label: int
+    cases: dict[str, str]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "classes": list(self.classes), "label": self.label, "cases": dict(self.cases)}
+
+
+@dataclass
 class DatasetDescription:
     """What ``dataset.json`` says about a dataset."""
 
@@ -16,6 +33,7 @@ class DatasetDescription:
     file_ending: str
     box_labels: list[int] = field(default_factory=list)
     regions_class_order: list[int] | None = None
+    case_classification: CaseClassification | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -56,10 +74,40 @@ class DatasetDescription:
             data["box_labels"] = list(self.box_labels)
         if self.regions_class_order is not None:
             data["regions_class_order"] = list(self.regions_class_order)
+        if self.case_classification is not None:
+            data["case_classification"] = self.case_classification.to_json()
         return data
 
 
-_KNOWN_KEYS = {"channel_names", "modality", "labels", "numTraining", "file_ending", "box_labels", "regions_class_order"}
+_KNOWN_KEYS = {"channel_names", "modality", "labels", "numTraining", "file_ending", "box_labels", "regions_class_order",
+               "case_classification"}
+
+
+def parse_case_classification(data, labels: dict, fail) -> CaseClassification | None:
+    """The ``"case_classification"`` entry (None when absent); ``fail(message)`` raises for a bad one."""
+    if data is None:
+        return None
+    example = ('e.g. {"name": "malignancy", "classes": ["benign", "malignant"], "label": 2, '
+               '"cases": {"case_00000": "malignant"}}')
+    if not isinstance(data, dict):
+        fail(f'"case_classification" must be an object, {example}')
+    classes = data.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        fail(f'"case_classification" needs "classes": two or more distinct names, {example}')
+    by_name = {str(name).lower(): value for name, value in labels.items()}
+    label = data.get("label", by_name.get("tumor"))
+    plain = {v for v in labels.values() if isinstance(v, int) and v != 0}
+    if not isinstance(label, int) or isinstance(label, bool) or label not in plain:
+        fail(f'"case_classification" needs "label": the label value its classes belong to (one of {sorted(plain)}); '
+             f"got {label!r}")
+    cases = data.get("cases", {})
+    if not isinstance(cases, dict):
+        fail(f'"case_classification" "cases" must map case ids to classes, {example}')
+    unknown = {case: value for case, value in cases.items() if value not in classes}
+    if unknown:
+        fail(f'"case_classification": case(s) {dict(list(unknown.items())[:5])} have classes not in {classes}')
+    return CaseClassification(str(data.get("name", "class")), list(classes), label, dict(cases))
 
 
 def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescription:
@@ -121,6 +169,7 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
     description.file_ending = file_ending
     description.box_labels = sorted(box_labels)
     description.regions_class_order = list(regions_class_order) if regions_class_order is not None else None
+    description.case_classification = parse_case_classification(data.get("case_classification"), labels, fail)
     description.extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
     return description
 

@@ -11,6 +11,11 @@ The lower-resolution deep-supervision outputs keep the U-Net's plain heads. In t
 returns ``(outputs, binary_logits)``: ``outputs`` is the U-Net's list (Y first) and ``binary_logits`` the
 two-channel Phi_1 logits at full resolution; with deep supervision off it returns Y alone, so prediction
 treats it like any U-Net.
+
+With ``num_case_classes`` the network also classifies patches (seed 003's classification branch): the
+bottleneck features, averaged over space, go through a linear layer to ``1 + num_case_classes`` logits (0:
+the patch holds none of the classified structure, then one per case class). In training mode it then
+returns ``((outputs, binary_logits), class_logits)``; ``classify(x)`` gives the class logits alone.
 """
 import torch
 from torch import nn
@@ -44,16 +49,29 @@ class TwoStepUNet(UNet):
     """The plans' U-Net whose full-resolution head is a ``TwoStepHead``."""
 
     def __init__(self, architecture: ArchitecturePlan, num_input_channels: int, num_outputs: int,
-                 deep_supervision: bool = True, attention_channels: int = ATTENTION_CHANNELS):
+                 deep_supervision: bool = True, attention_channels: int = ATTENTION_CHANNELS,
+                 num_case_classes: int = 0):
         super().__init__(architecture, num_input_channels, num_outputs, deep_supervision)
         self.seg_heads[-1] = nn.Identity()  # the full-resolution plain head is replaced by the two-step head
         self.two_step = TwoStepHead(architecture, architecture.features_per_stage[0], num_outputs, attention_channels)
         self.two_step.apply(init_he)
+        self.classifier = nn.Linear(architecture.features_per_stage[-1], 1 + num_case_classes) \
+            if num_case_classes else None
+
+    def _class_logits(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        return self.classifier(bottleneck.flatten(2).mean(-1))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, 1 + num_case_classes)`` of patches ``x`` (the encoder only)."""
+        return self._class_logits(self.encode(x)[-1])
 
     def forward(self, x: torch.Tensor):
-        decoder_features = self.decode(self.encode(x))
+        skips = self.encode(x)
+        decoder_features = self.decode(skips)
         output, binary = self.two_step(decoder_features[0])
         if not self.deep_supervision:
             return output
         lower = [head(features) for head, features in zip(self.seg_heads[::-1][1:], decoder_features[1:])]
-        return [output, *lower], binary
+        if self.classifier is None:
+            return [output, *lower], binary
+        return ([output, *lower], binary), self._class_logits(skips[-1])

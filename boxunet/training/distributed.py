@@ -84,6 +84,16 @@ def all_reduce_sum(tensor: torch.Tensor, info: ProcessGroupInfo) -> torch.Tensor
     return tensor
 
 
+def all_gather_objects(mapping: dict, info: ProcessGroupInfo) -> dict:
+    """The union of every rank's ``mapping`` (picklable values; the mapping itself when not distributed).
+    Replaces the barrier it implies."""
+    if not info.distributed:
+        return mapping
+    gathered = [None] * info.world_size
+    dist.all_gather_object(gathered, mapping)
+    return {key: value for part in gathered for key, value in part.items()}
+
+
 def barrier(info: ProcessGroupInfo) -> None:
     """Wait for every rank (no-op when not distributed)."""
     if info.distributed:

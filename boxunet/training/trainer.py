@@ -18,12 +18,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.export import export_prediction
 from boxunet.inference.model import write_model_files
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
+from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.nets.unet import build_network, deep_supervision_scales
 from boxunet.paths import model_folder_name
 from boxunet.planning.plans import ConfigurationPlan, Plans, evaluation_targets, regions_of
@@ -33,7 +35,8 @@ from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
-from boxunet.training.distributed import ProcessGroupInfo, all_reduce_sum, barrier, rank_share_of_batch
+from boxunet.training.distributed import (ProcessGroupInfo, all_gather_objects, all_reduce_sum, barrier,
+                                         rank_share_of_batch)
 from boxunet.training.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights
 from boxunet.training.previous_stage import previous_stage_files
 from boxunet.training.progress import LogFile, TrainingProgress
@@ -177,6 +180,11 @@ class Trainer:
             targets = [t.long() for t in targets]
         return targets, None, None
 
+    def compute_loss(self, outputs, batch: dict) -> tuple[torch.Tensor, list]:
+        """The loss of the network's ``outputs`` on ``batch``, and the targets (``loss_inputs``) it used."""
+        targets, ignore, weights = self.loss_inputs(batch)
+        return self.loss(outputs, targets, ignore, weights), targets
+
     def batch_input(self, batch: dict) -> torch.Tensor:
         """The network input of a batch, on the device."""
         return batch["data"].to(self.device, non_blocking=True)
@@ -287,11 +295,9 @@ class Trainer:
     def train_step(self, batch: dict) -> float:
         """One optimizer step on one batch; returns the loss."""
         data = self.batch_input(batch)
-        targets, ignore, weights = self.loss_inputs(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            outputs = self.training_network(data)
-            loss = self.loss(outputs, targets, ignore, weights)
+            loss, _ = self.compute_loss(self.training_network(data), batch)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -308,10 +314,9 @@ class Trainer:
     def validation_step(self, batch: dict) -> tuple[float, torch.Tensor]:
         """Loss and per-class (TP, FP, FN) counts of the full-resolution output on one batch."""
         data = self.batch_input(batch)
-        targets, ignore, weights = self.loss_inputs(batch)
         with self._autocast():
             outputs = self.training_network(data)
-            loss = self.loss(outputs, targets, ignore, weights)
+            loss, targets = self.compute_loss(outputs, batch)
         output, target = self.segmentation_outputs(outputs)[0].float(), targets[0]
         if self.regions:
             predicted, reference = output > 0, target > 0.5
@@ -445,20 +450,27 @@ class Trainer:
         self.network.eval()
         precision = resolve_precision(self.device)
         own_cases = self.val_cases[self.group.rank::self.group.world_size]
+        details = {}
         for case_id in tqdm(own_cases, desc="validation", disable=not (self.options.progress_bar and self.group.is_main)):
             data, _, properties = cases.load(case_id)
             data = self.network_input(case_id, np.asarray(data[:]))
-            logits, _ = self.predict_preprocessed([self.network], torch.from_numpy(data), self.configuration,
-                                                  self.num_outputs, self.mirror_axes, 0.5, self.device, precision)
+            logits, details[case_id] = self.predict_preprocessed([self.network], torch.from_numpy(data),
+                                                                 self.configuration, self.num_outputs, self.mirror_axes,
+                                                                 0.5, self.device, precision)
             export_prediction(logits, properties, self.plans, self.configuration, folder / f"{case_id}{ending}",
                               save_probabilities=self.options.save_probabilities)
-        barrier(self.group)
+        details = all_gather_objects(details, self.group)
         if not self.group.is_main:
             return None
+        if any(details.values()):
+            write_json({"details": {case: value for case, value in sorted(details.items()) if value}},
+                       folder / REPORT_FILE)
         labels = evaluation_targets(self.plans.labels)
         reference = self.validation_reference()
+        description = parse_dataset_json(self.dataset_json, str(self.preprocessed_folder / "dataset.json"))
         summary = evaluate_folders(reference, folder, labels, ending, case_ids=self.val_cases,
-                                   label_names=self.plans.labels)
+                                   label_names=self.plans.labels,
+                                   case_classification=description.case_classification)
         summary["reference_folder"] = str(reference)
         write_json(summary, folder / "summary.json")
         self.log(f"validation: mean foreground Dice {summary['foreground_mean']['Dice']:.4f} "
