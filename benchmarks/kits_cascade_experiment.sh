@@ -9,18 +9,7 @@ set -euo pipefail
 epochs=${1:-10}
 iterations=${2:-25}
 dataset=Dataset901_KiTSDemoDense
-if [ ! -d "$boxunet_raw/$dataset/labelsTs" ]; then
-    boxunet_generate_demo -d 901 --name KiTSDemoDense --dense -n 20 --num-test 4 --size-scale 0.5 --overwrite
-    python - "$boxunet_raw/$dataset" <<'EOF'
-import json, sys
-from pathlib import Path
-folder = Path(sys.argv[1])  # two folds of 10 cases (boxunet reads splits_final.json from the raw folder)
-cases = sorted(p.name[:-len(".nii.gz")] for p in (folder / "labelsTr").glob("*.nii.gz"))
-folds = [cases[0::2], cases[1::2]]
-splits = [{"train": sorted(folds[1 - k]), "val": sorted(folds[k])} for k in range(2)]
-(folder / "splits_final.json").write_text(json.dumps(splits, indent=1))
-EOF
-fi
+bash "$(dirname "$0")/prepare_kits_demo_dense.sh"
 boxunet_plan_and_preprocess -d 901 --gpu-memory-gb 0.25 --cascade -np 2 -c 3d_fullres 3d_lowres --quiet
 common=(--epochs "$epochs" --iters-per-epoch "$iterations" --val-iters 5 --c --quiet)
 for fold in 0 1; do

@@ -23,7 +23,7 @@ from boxunet.kits.grids import derive_grid, derived_case_ids, grid_configuration
 from boxunet.kits.heatmaps import LANDMARKS, boundary_heatmap, landmark_heatmaps
 from boxunet.nets.regression import RegressionUNet
 from boxunet.nets.unet import build_network
-from boxunet.planning.plans import ConfigurationPlan, Plans, configuration_from_json, regions_of
+from boxunet.planning.plans import ConfigurationPlan, Plans, configuration_from_json, output_label_values
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.sampler import ClassBalancedSampler
@@ -136,8 +136,7 @@ class StageNetworks(nn.Module):
         super().__init__()
         self.configurations = configurations
         self.kits_labels = kits_label_values(plans.labels)
-        # per output channel of the plans: a region's label values, or one label value
-        self.output_values = [list(np.atleast_1d(t)) for t in regions_of(plans.labels) or plans.label_values]
+        self.output_values = output_label_values(plans)
         self.stages = nn.ModuleDict({stage.name: stage.network(configurations[stage.name].architecture,
                                                                plans.num_input_channels) for stage in stages})
 
@@ -263,6 +262,8 @@ class KiTSPipeline(Trainer):
 
     def run_training(self) -> None:
         """Train (or resume, or reuse) every stage, then store them together as this fold's checkpoints."""
+        if self.group.is_main:
+            self._write_debug()
         for stage in self.stages:
             final = self._train_stage(stage)
             weights = load_checkpoint(final, map_location=self.device)["network_weights"]

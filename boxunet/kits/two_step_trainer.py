@@ -18,7 +18,7 @@ from boxunet.inference.precision import autocast
 from boxunet.inference.sliding_window import pad_to_window, patch_windows
 from boxunet.io.dataset_json import parse_case_classification
 from boxunet.nets.two_step import TwoStepUNet
-from boxunet.planning.plans import ConfigurationPlan, Plans, regions_of
+from boxunet.planning.plans import ConfigurationPlan, Plans, output_label_values, regions_of
 from boxunet.preprocessing.previous_stage import network_input_channels
 from boxunet.training.losses import AuxiliaryHeadLoss, binary_cross_entropy_of_foreground
 from boxunet.training.registry import register_trainer
@@ -34,11 +34,10 @@ def _two_step_network(plans: Plans, configuration: ConfigurationPlan, num_output
                           num_case_classes=len(classes))
     network.case_classification = case_classification
     # the output channel whose prediction marks the classified label: its region, or the label itself
-    regions = regions_of(plans.labels)
-    targets = [list(np.atleast_1d(t)) for t in regions or plans.label_values]
+    targets = output_label_values(plans)
     label = case_classification["label"] if case_classification else None
     network.classified_channel = targets.index([label]) if [label] in targets else None
-    network.region_outputs = bool(regions)
+    network.region_outputs = bool(regions_of(plans.labels))
     return network
 
 
@@ -123,8 +122,8 @@ class TwoStepAttention(Trainer):
         loss, targets = super().compute_loss(head_outputs, batch)
         target = self.patch_classes(batch).to(class_logits.device)
         if (target != NO_CLASS).any():
-            loss = loss + F.cross_entropy(class_logits.float(), target, ignore_index=NO_CLASS)
-        return loss, targets
+            return loss + F.cross_entropy(class_logits.float(), target, ignore_index=NO_CLASS), targets
+        return loss + 0 * class_logits.sum(), targets  # keeps the classifier in the graph (DDP)
 
     @classmethod
     def predict_preprocessed(cls, networks, data, configuration, num_outputs, mirror_axes, step_size, device,

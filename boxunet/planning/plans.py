@@ -139,6 +139,12 @@ def regions_of(labels: dict) -> list[int | tuple[int, ...]]:
             for value in labels.values() if value not in (0, [0], (0,))]
 
 
+def output_label_values(plans: "Plans") -> list[list[int]]:
+    """Per output channel of a network trained on ``plans``: the label values it stands for (its region's, or
+    its one label value, background included for label outputs)."""
+    return [list(t) if isinstance(t, tuple) else [t] for t in regions_of(plans.labels) or plans.label_values]
+
+
 def evaluation_targets(labels: dict) -> list[int | tuple[int, ...]]:
     """What gets evaluated for a ``labels`` mapping: its foreground regions when labels define regions,
     else every integer label value (background included), in increasing order."""
