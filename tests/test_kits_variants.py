@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from boxunet.cli.evaluate import main as evaluate_main
 from boxunet.cli.predict import main as predict_main
@@ -13,13 +14,14 @@ from boxunet.evaluation.case_classification import classification_summary
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_image
 from boxunet.kits.components import keep_connected_to, remove_small_slice_components
-from boxunet.kits.grids import crop_boxes, kidney_components
+from boxunet.kits.grids import crop_boxes
 from boxunet.kits.heatmaps import boundary_heatmap, landmark_heatmaps
-from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check
-from boxunet.kits.label_assignment import assign_labels, average_foreground
+from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check, kidney_components
+from boxunet.kits.label_assignment import assign_labels
 from boxunet.kits.localization import choose_box, landmark_box, scale_box
 from boxunet.kits.localization_ensemble import KiTSLocalizationEnsemble
-from boxunet.kits.stages import kits_label_values
+from boxunet.kits.coarse_to_fine import KiTSCoarseToFine
+from boxunet.kits.stages import PredictionRun, kits_label_values
 from boxunet.kits.two_step_trainer import majority_class
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
@@ -39,16 +41,13 @@ from conftest import write_tiny_dataset
 @pytest.mark.parametrize("kt,k,t", list(itertools.product((0, 1), repeat=3)))
 def test_label_assignment_truth_table(kt, k, t):
     expected = {(0, 0, 0): 0, (0, 0, 1): 0, (0, 1, 0): 0, (0, 1, 1): 0,
-                (1, 0, 0): 1, (1, 1, 0): 1, (1, 0, 1): 2, (1, 1, 1): 2}[(kt, k, t)]
+                (1, 0, 0): 0, (1, 1, 0): 1, (1, 0, 1): 2, (1, 1, 1): 2}[(kt, k, t)]
     masks = [np.full((2, 2, 2), bool(v)) for v in (kt, k, t)]
     assert np.all(assign_labels(*masks) == expected)
-    unclaimed_is_background = {(1, 0, 0): 0}.get((kt, k, t), expected)
-    assert np.all(assign_labels(*masks, unclaimed=0) == unclaimed_is_background)
+    assert np.all(assign_labels(*masks, kidney_label=3, tumor_label=5) == {0: 0, 1: 3, 2: 5}[expected])
 
 
-def test_same_type_networks_are_averaged_before_assignment():
-    probabilities = [np.array([0.9, 0.4, 0.2]), np.array([0.3, 0.7, 0.2]), np.array([0.3, 0.7, 0.95])]
-    assert average_foreground(probabilities).tolist() == [False, True, False]  # means 0.5, 0.6, 0.45
+def test_label_assignment_checks_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
         assign_labels(np.ones(3), np.ones(3), np.ones(4))
 
@@ -169,8 +168,10 @@ def test_small_slice_components_and_lesions_connected_to_the_kidney():
     mask[0, 10:18, 10:18] = True
     mask[0, 18, 10] = True                       # 65 pixels: kept
     mask[1, 0:10, 0:10] = True                   # 100 pixels: kept
-    kept = remove_small_slice_components(mask)
+    kept = remove_small_slice_components(mask, (0.78, 0.78))  # seed 001: more than 64 pixels at 0.78 mm
     assert kept.sum() == 65 + 100 and not kept[0, :8, :8].any()
+    assert remove_small_slice_components(mask, (1.0, 1.0), min_area_mm2=64.0).sum() == 65 + 100
+    assert remove_small_slice_components(mask, (2 * 0.78, 0.78)).sum() == 64 + 65 + 100  # more than 32 pixels
     region = np.zeros((5, 10, 10), bool)
     region[:, 2:5, 2:5] = True
     lesions = np.zeros_like(region)
@@ -339,3 +340,101 @@ def test_coarse_to_fine_trains_every_stage_and_reports_the_kidney_check(kits_tin
         # the tiny kidneys (about 1.3 ml) are all below 18.3 ml: no kidney counts, every case is abnormal
         assert details["coarse_kidney_count"] == 0 and details["abnormal"] is True
         assert details["tumor_network"] in ("3d", "2d", None)
+
+
+# ------------------------------------------------------------------------------ pipelines with stand-in networks
+class _Pointwise(nn.Module):
+    """A stand-in stage network: foreground logit ``rule(x)`` per voxel (x: the input), plus ``heatmaps``
+    channels ``heatmap_rule(x)`` (0 without a rule); the sliding window then returns exactly these values."""
+
+    def __init__(self, rule, heatmaps: int = 0, heatmap_rule=None):
+        super().__init__()
+        self.rule, self.heatmaps, self.heatmap_rule = rule, heatmaps, heatmap_rule
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        pass
+
+    def forward(self, x):
+        foreground = self.rule(x)
+        outputs = [torch.zeros_like(foreground), foreground]
+        if self.heatmaps:
+            heatmap = self.heatmap_rule(x) if self.heatmap_rule else torch.zeros_like(foreground)
+            outputs += [heatmap] * self.heatmaps
+        return torch.cat(outputs, 1)
+
+
+def _stand_in_pipeline(pipeline, rules: dict) -> list:
+    """One fold of ``pipeline`` whose stage networks are ``_Pointwise`` stand-ins (``rules``: stage name ->
+    (rule, heatmap rule or None))."""
+    from types import SimpleNamespace
+    from boxunet.kits.stages import StageNetworks
+    from boxunet.planning.plans import ConfigurationPlan
+    plans = SimpleNamespace(labels={"background": 0, "kidney": 1, "tumor": 2}, label_values=[0, 1, 2],
+                            num_input_channels=1)
+    configurations = {}
+    for stage in pipeline.stages:
+        dim = stage.conv_dim
+        architecture = ArchitecturePlan(features_per_stage=[2, 2], conv_dim=dim, kernel_sizes=[[3] * dim] * 2,
+                                        strides=[[1] * dim, [2] * dim], n_conv_per_stage=[1, 1],
+                                        n_conv_per_stage_decoder=[1])
+        configurations[stage.name] = ConfigurationPlan(stage.name, "x", [1.0] * dim, [8, 32, 32][-dim:], 2,
+                                                       [8.0] * dim, architecture, False)
+    networks = StageNetworks(plans, pipeline.stages, configurations)
+    for stage in pipeline.stages:
+        rule, heatmap_rule = rules[stage.name]
+        networks.stages[stage.name] = _Pointwise(rule, stage.regression_channels, heatmap_rule)
+    return [networks]
+
+
+def _above(threshold):
+    return lambda x: 20.0 * (x[:, :1] - threshold)
+
+
+def _kidneys_and_tumor(shape=(40, 160, 160), kidneys=2, tumor=(slice(18, 22), slice(60, 70), slice(30, 40))):
+    """Intensity 1.5 in cuboid kidneys of 20 x 60 x 40 voxels (92 ml at 3 x 0.8 x 0.8 mm), 3 in a tumor."""
+    data = np.zeros((1, *shape), np.float32)
+    for k in range(kidneys):
+        data[0, 10:30, 40:100, 20 + 80 * k:60 + 80 * k] = 1.5
+    data[(0, *tumor)] = 3.0
+    return torch.from_numpy(data)
+
+
+RUN = PredictionRun(mirroring=False, step_size=0.5, device=torch.device("cpu"), precision="fp32")
+SPACING = [3.0, 0.8, 0.8]
+
+
+def test_coarse_to_fine_normal_abnormal_and_2d_fallback_paths():
+    kidney, tumor = _above(1.0), _above(2.0)
+    rules = {"coarse": (kidney, None), "correction": (kidney, None), "fine": (kidney, None), "tumor": (tumor, None),
+             # the 2D network sees the image and the kidney mask: tumor only inside the mask
+             "tumor_2d": (lambda x: torch.minimum(20.0 * (x[:, :1] - 2.0), 20.0 * (x[:, 1:2] - 0.5)), None)}
+    networks = _stand_in_pipeline(KiTSCoarseToFine, rules)
+    data = _kidneys_and_tumor()
+    labels, details = KiTSCoarseToFine.predict_case(networks, data, SPACING, RUN)
+    expected = np.where(data[0].numpy() > 2, 2, np.where(data[0].numpy() > 1, 1, 0))
+    assert np.array_equal(labels, expected)
+    assert details["coarse_kidney_count"] == 2 and details["abnormal"] is False and details["kidney_count"] == 2
+    # measured on the coarse grid, where linear downsampling trims the cuboids' faces (92.2 ml each)
+    assert details["tumor_network"] == "3d" and all(60 < v < 92.2 for v in details["coarse_kidney_volumes_ml"])
+    one_kidney = _kidneys_and_tumor(kidneys=1)
+    labels, details = KiTSCoarseToFine.predict_case(networks, one_kidney, SPACING, RUN)
+    assert details["abnormal"] is True and details["kidney_count"] == 1  # the correction model ran
+    assert np.array_equal(labels > 0, one_kidney[0].numpy() > 1)
+    small = _kidneys_and_tumor(tumor=(slice(18, 20), slice(60, 65), slice(30, 35)))  # 0.1 ml < 0.5 ml
+    labels, details = KiTSCoarseToFine.predict_case(networks, small, SPACING, RUN)
+    assert details["tumor_network"] == "2d" and (labels == 2).sum() == 2 * 5 * 5
+
+
+def test_localization_ensemble_falls_back_to_the_landmark_box():
+    data = _kidneys_and_tumor()
+    data[0, :, :, 100:] *= 0.8  # the left kidney is dimmer (1.2): the localization segmentation misses it
+    rules = {"localization": (_above(1.4), lambda x: 20.0 * (x[:, :1] - 1.1)),  # landmarks see both kidneys
+             "kidney_and_tumor": (_above(1.1), None),
+             "kidney": (lambda x: torch.minimum(20.0 * (x[:, :1] - 1.1), 20.0 * (2.5 - x[:, :1])), None),
+             "tumor": (_above(2.5), None)}
+    labels, details = KiTSLocalizationEnsemble.predict_case(_stand_in_pipeline(KiTSLocalizationEnsemble, rules),
+                                                            data, SPACING, RUN)
+    assert details["roi_source"] == "landmarks"
+    expected = np.where(data[0].numpy() > 2.5, 2, np.where(data[0].numpy() > 1.1, 1, 0))
+    assert np.array_equal(labels, expected)
+    assert details["roi"][2] == [0, 160]  # both kidneys (x 20..140) plus 50 mm, clipped

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from boxunet.kits.components import keep_connected_to
-from boxunet.kits.grids import (KIDNEY_FRAME_MM, coarse_shape, expanded_box, kidney_components, kidney_window,
+from boxunet.kits.grids import (KIDNEY_FRAME_MM, coarse_shape, expanded_box, kidney_window, resampled_spacing,
                                 sagittal_window)
-from boxunet.kits.kidney_count import kidney_check
+from boxunet.kits.kidney_count import kidney_check, kidney_components
 from boxunet.kits.stages import FOREGROUND_THRESHOLD, KiTSPipeline, PredictionRun, Stage, stage_mask, stage_prediction
 from boxunet.preprocessing.resampling import resample_channels
 from boxunet.training.registry import register_trainer
@@ -62,7 +62,7 @@ class KiTSCoarseToFine(KiTSPipeline):
         shape = tuple(data.shape[1:])
         coarse = resample_channels(data.numpy(), coarse_shape(shape), order=1)
         probability = stage_prediction(networks, COARSE, torch.from_numpy(coarse), run)[0]
-        coarse_spacing = [s * n / c for s, n, c in zip(spacing, shape, probability.shape)]
+        coarse_spacing = resampled_spacing(spacing, shape, probability.shape)
         check = kidney_check(probability > FOREGROUND_THRESHOLD, coarse_spacing)
         mask = resample_channels(probability[None], shape, order=1)[0] > FOREGROUND_THRESHOLD
         details = {"coarse_kidney_count": check["kidney_count"], "abnormal": check["abnormal"],

@@ -1,22 +1,26 @@
 """Connected-component rules of the KiTS variants.
 
 * ``remove_small_slice_components`` (seed 001's tumor postprocessing): in every slice along axis 0, keep
-  only the 2D components (8-connectivity) of more than ``min_voxels`` pixels.
+  only the 2D components (8-connectivity) larger than ``min_area_mm2``. Seed 001 keeps components of more
+  than 64 pixels at 0.78 x 0.78 mm, i.e. 38.9 mm2, given in mm2 so that it carries over to any spacing.
 * ``keep_connected_to`` (seed 004): of lesions found outside a region of interest, keep only those that
   touch it (26-connectivity).
 """
 import cc3d
 import numpy as np
 
-SEED_001_MIN_SLICE_VOXELS = 64
+SEED_001_MIN_SLICE_AREA_MM2 = 64 * 0.78 * 0.78
 
 
-def remove_small_slice_components(mask: np.ndarray, min_voxels: int = SEED_001_MIN_SLICE_VOXELS) -> np.ndarray:
-    """Boolean copy of a 3D mask without the 2D components of at most ``min_voxels`` pixels in any slice."""
+def remove_small_slice_components(mask: np.ndarray, in_plane_spacing,
+                                  min_area_mm2: float = SEED_001_MIN_SLICE_AREA_MM2) -> np.ndarray:
+    """Boolean copy of a 3D mask without the 2D components of at most ``min_area_mm2`` in any slice
+    (``in_plane_spacing``: the (y, x) spacing in mm)."""
     mask = np.asarray(mask, dtype=bool)
+    largest_removed = int(np.floor(min_area_mm2 / float(np.prod(in_plane_spacing)) + 1e-9))
     kept = np.zeros_like(mask)
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        kept[z] = cc3d.dust(mask[z], threshold=min_voxels + 1, connectivity=8, in_place=False)
+        kept[z] = cc3d.dust(mask[z], threshold=largest_removed + 1, connectivity=8, in_place=False)
     return kept
 
 

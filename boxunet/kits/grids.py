@@ -3,6 +3,8 @@
 ``labels`` below is ``kits_label_values``'s mapping (kidney_and_tumor / kidney / tumor label values).
 
 * ``coarse``: the whole case downsampled by ``COARSE_FACTOR`` along every axis (localization, coarse model);
+  its label map holds one label, the kidney value, for every kidney label (the coarse networks segment
+  their union), so that downsampling leaves no seam between kidney and tumor;
 * ``roi``: cropped to the box of every kidney label, expanded by ``ROI_MARGIN_MM`` a side (seed 001's K_T, K);
 * ``tumor``: cropped to the tumor's box expanded by ``TUMOR_MARGIN_MM`` (seed 001's T); a case without tumor
   gets its ``roi`` crop, so the tumor network also sees tumor-free kidneys;
@@ -17,20 +19,21 @@
 A case with no kidney label keeps the whole image on the cropped grids. Derived cases are stored like
 preprocessed cases (boxunet.preprocessing.storage) in ``boxunet_preprocessed/DatasetXXX/<data
 identifier>_kits_<grid>/`` with the crop (``kits_crop``) or the source shape (``kits_source_shape``) in
-their properties, and derived again when their source or the labels changed; ``derived_cases.json`` lists
-each case's derived cases.
+their properties, and derived again when their source, the labels or the grid's constants changed;
+``derived_cases.json`` lists each case's derived cases. One process derives a folder at a time (a lock
+file), so folds trained side by side share the work.
 """
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
-import cc3d
 import numpy as np
 
 from boxunet.cropping import mask_bbox
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_json, write_json
-from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML
-from boxunet.kits.localization import ROI_MARGIN_MM
+from boxunet.kits.kidney_count import kidney_components
+from boxunet.kits.localization import ROI_MARGIN_MM, expand_box
 from boxunet.planning.planner import configuration_plan
 from boxunet.planning.patch_size import plan_patch_and_batch
 from boxunet.planning.plans import ConfigurationPlan, Plans
@@ -48,6 +51,9 @@ KIDNEY_WINDOW_MM = 125.0
 KIDNEY_Z_MARGIN_MM = 15.0
 KIDNEY_FRAME_MM = (23.4, 23.4, 23.4)
 DERIVED_INDEX = "derived_cases.json"  # case id -> its derived case ids
+GRID_CONSTANTS = {"coarse": COARSE_FACTOR, "roi": ROI_MARGIN_MM, "tumor": (TUMOR_MARGIN_MM, ROI_MARGIN_MM),
+                  "sagittal": SAGITTAL_WINDOW_MM, "kidney": (KIDNEY_WINDOW_MM, KIDNEY_Z_MARGIN_MM),
+                  "kidney_frame": KIDNEY_FRAME_MM}
 
 
 def coarse_shape(shape) -> list[int]:
@@ -55,10 +61,14 @@ def coarse_shape(shape) -> list[int]:
     return [max(1, int(round(s / COARSE_FACTOR))) for s in shape]
 
 
+def resampled_spacing(spacing, shape, new_shape) -> list[float]:
+    """The spacing of an image of ``shape`` at ``spacing`` resampled to ``new_shape`` (same extent)."""
+    return [float(s) * old / new for s, old, new in zip(spacing, shape, new_shape)]
+
+
 def expanded_box(mask: np.ndarray, spacing, margin_mm) -> list[list[int]]:
     """Bounding box of a non-empty mask expanded by ``margin_mm`` per side (ceil to voxels), clipped."""
-    return [[max(0, lo - int(np.ceil(m / s))), min(size, hi + int(np.ceil(m / s)))]
-            for (lo, hi), s, m, size in zip(mask_bbox(mask), spacing, margin_mm, mask.shape)]
+    return expand_box(mask_bbox(mask), spacing, margin_mm, mask.shape)
 
 
 def centred_window(centre: float, size_mm: float, spacing: float, length: int) -> list[int]:
@@ -66,19 +76,6 @@ def centred_window(centre: float, size_mm: float, spacing: float, length: int) -
     size = min(length, int(np.ceil(size_mm / spacing)))
     lo = min(max(0, int(round(centre - size / 2))), length - size)
     return [lo, lo + size]
-
-
-def kidney_components(mask: np.ndarray, spacing) -> list[np.ndarray]:
-    """The kidneys of a mask: its 26-connected components of at least ``MIN_KIDNEY_VOLUME_ML`` (the largest
-    component when none is that large), largest first."""
-    components, count = cc3d.connected_components(mask, connectivity=26, return_N=True)
-    if count == 0:
-        return []
-    voxels = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    order = np.argsort(-voxels, kind="stable")
-    volumes = voxels * float(np.prod(spacing)) / 1000.0
-    kept = [i for i in order if volumes[i] >= MIN_KIDNEY_VOLUME_ML] or [order[0]]
-    return [components == i + 1 for i in kept]
 
 
 def sagittal_window(mask: np.ndarray, spacing) -> list[list[int]]:
@@ -122,8 +119,9 @@ def derive_case(data: np.ndarray, seg: np.ndarray, properties: dict, grid: str,
     spacing = properties["spacing"]
     if grid == "coarse":
         shape = coarse_shape(data.shape[1:])
-        derived = [(resample_channels(data, shape, order=1), resample_segmentation(seg[0], shape, order=1)[None],
-                    {"spacing": [s * old / new for s, old, new in zip(spacing, data.shape[1:], shape)],
+        union = np.where(np.isin(seg[0], labels["kidney_and_tumor"]), labels["kidney"][0], np.minimum(seg[0], 0))
+        derived = [(resample_channels(data, shape, order=1), resample_segmentation(union, shape, order=1)[None],
+                    {"spacing": resampled_spacing(spacing, data.shape[1:], shape),
                      "kits_source_shape": list(data.shape[1:])})]
     else:
         derived = []
@@ -148,27 +146,50 @@ def _derived_ids(case_id: str, grid: str, count: int) -> list[str]:
     return [f"{case_id}_k{i}" for i in range(count)] if grid == "kidney" else [case_id]
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(folder) / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def derive_grid(preprocessed_dataset: Path, configuration: ConfigurationPlan, grid: str, case_ids: list[str],
                 labels: dict[str, list[int]]) -> None:
-    """Store ``grid``'s version of every case, skipping those already derived from the same source and labels."""
+    """Store ``grid``'s version of every case, skipping those already derived from the same source, labels and
+    grid constants."""
     source = PreprocessedCases(Path(preprocessed_dataset) / configuration.data_identifier, case_ids)
     folder = grid_folder(preprocessed_dataset, configuration, grid)
     folder.mkdir(parents=True, exist_ok=True)
-    index_file = folder / DERIVED_INDEX
-    index = read_json(index_file) if index_file.is_file() else {}
-    for case_id in case_ids:
-        data, seg, properties = source.load(case_id)
-        signature = f"{properties['preprocessing_signature']}:{grid}:{sorted(labels.items())}"
-        known = index.get(case_id, [])
-        if known and all(finished_case_signature(folder, d) == signature for d in known):
-            continue
-        cases = derive_case(np.asarray(data[:]), np.asarray(seg[:]), properties, grid, labels)
-        index[case_id] = _derived_ids(case_id, grid, len(cases))
-        for derived_id, (new_data, new_seg, new_properties) in zip(index[case_id], cases):
-            save_case(folder, derived_id, new_data, new_seg,
-                      dict(new_properties, case_id=derived_id, preprocessing_signature=signature),
-                      configuration.patch_size)
-        write_json(index, index_file)
+    with _folder_lock(folder):
+        index_file = folder / DERIVED_INDEX
+        index = read_json(index_file) if index_file.is_file() else {}
+        for case_id in case_ids:
+            data, seg, properties = source.load(case_id)
+            signature = (f"{properties['preprocessing_signature']}:{grid}:{GRID_CONSTANTS[grid]}:"
+                         f"{sorted(labels.items())}")
+            known = index.get(case_id, [])
+            if known and all(finished_case_signature(folder, d) == signature for d in known):
+                continue
+            cases = derive_case(np.asarray(data[:]), np.asarray(seg[:]), properties, grid, labels)
+            derived_ids = _derived_ids(case_id, grid, len(cases))
+            for stale in set(known) - set(derived_ids):  # e.g. a kidney fewer than before
+                for path in (folder / f"{stale}.json", folder / f"{stale}.b2nd", folder / f"{stale}_seg.b2nd"):
+                    path.unlink(missing_ok=True)
+            for derived_id, (new_data, new_seg, new_properties) in zip(derived_ids, cases):
+                save_case(folder, derived_id, new_data, new_seg,
+                          dict(new_properties, case_id=derived_id, preprocessing_signature=signature),
+                          configuration.patch_size)
+            index[case_id] = derived_ids
+            write_json(index, index_file)
 
 
 def derived_case_ids(folder: Path, case_ids: list[str]) -> list[str]:

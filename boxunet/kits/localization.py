@@ -35,12 +35,16 @@ def choose_box(segmentation_box: list[list[int]] | None, landmark_box_: list[lis
     return landmark_box_, "landmarks"
 
 
+def expand_box(box: list[list[int]], spacing, margin_mm, shape) -> list[list[int]]:
+    """``box`` expanded by ``margin_mm`` per side (rounded up to whole voxels) and clipped to ``shape``."""
+    return [[max(0, lo - int(np.ceil(m / s))), min(size, hi + int(np.ceil(m / s)))]
+            for (lo, hi), s, m, size in zip(box, spacing, margin_mm, shape)]
+
+
 def scale_box(box: list[list[int]], coarse_shape, fine_shape, fine_spacing,
               margin_mm=ROI_MARGIN_MM) -> list[list[int]]:
     """A box on a coarse grid mapped onto a fine grid covering the same extent (``fine_shape``), expanded by
     ``margin_mm`` per side and clipped to the grid."""
-    scaled = []
-    for (lo, hi), coarse, fine, spacing, margin in zip(box, coarse_shape, fine_shape, fine_spacing, margin_mm):
-        ratio, pad = fine / coarse, int(np.ceil(margin / spacing))
-        scaled.append([max(0, int(np.floor(lo * ratio)) - pad), min(fine, int(np.ceil(hi * ratio)) + pad)])
-    return scaled
+    scaled = [[int(np.floor(lo * fine / coarse)), int(np.ceil(hi * fine / coarse))]
+              for (lo, hi), coarse, fine in zip(box, coarse_shape, fine_shape)]
+    return expand_box(scaled, fine_spacing, margin_mm, fine_shape)

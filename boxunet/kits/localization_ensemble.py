@@ -19,7 +19,7 @@ their configurations, so ``boxunet_predict`` runs the whole pipeline per case:
 1. the localization network on the case downsampled x4: its segmentation box, or its landmark box when
    their transverse widths disagree (boxunet.kits.localization), mapped back and expanded by 24/50/50 mm;
 2. K_T, K and T on that region of interest (each averaged over the folds: same-type networks first);
-3. T's mask keeps only 2D components of more than 64 voxels per slice; the labels are assigned by
+3. T's mask keeps only 2D components larger than 38.9 mm2 per slice; the labels are assigned by
    boxunet.kits.label_assignment and padded back to the whole image.
 
 The prediction report gives per case where the region came from and its box.
@@ -63,6 +63,6 @@ class KiTSLocalizationEnsemble(KiTSPipeline):
                                            for stage in (KIDNEY_AND_TUMOR, KIDNEY, TUMOR))
         labels = networks[0].kits_labels
         result = np.zeros(shape, dtype=np.uint8)
-        result[region] = assign_labels(kidney_and_tumor, kidney, remove_small_slice_components(tumor),
+        result[region] = assign_labels(kidney_and_tumor, kidney, remove_small_slice_components(tumor, spacing[1:]),
                                        labels["kidney"][0], labels["tumor"][0])
         return result, {"roi_source": source, "roi": roi}

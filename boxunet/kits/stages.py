@@ -23,6 +23,7 @@ from boxunet.kits.grids import derive_grid, derived_case_ids, grid_configuration
 from boxunet.kits.heatmaps import LANDMARKS, boundary_heatmap, landmark_heatmaps
 from boxunet.nets.regression import RegressionUNet
 from boxunet.nets.unet import build_network
+from boxunet.preprocessing.storage import finished_case_signature
 from boxunet.planning.plans import ConfigurationPlan, Plans, configuration_from_json, output_label_values
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
@@ -35,16 +36,16 @@ FOREGROUND_THRESHOLD = 0.5
 LABEL_LOGIT = 20.0  # the assigned label gets a probability above 0.999 999 (softmax and sigmoid)
 
 
-def kits_label_values(labels: dict) -> dict[str, list[int]]:
+def kits_label_values(labels: dict, source: str = "dataset.json") -> dict[str, list[int]]:
     """``{"kidney_and_tumor": [...], "kidney": [k], "tumor": [t]}`` of KiTS labels: plain labels named kidney and
     tumor (KiTS19; a cyst label joins kidney_and_tumor), or the KiTS21/23 regions (``kidney: [1, 2, 3],
     masses: [2, 3], tumor: 2``, kidney proper being the kidney value outside the masses). A clear error
-    for anything else."""
+    naming ``source`` for anything else."""
     regions = kits_regions(labels)
     proper = [v for v in regions["kidney_and_masses"] if v not in regions["masses"]] if regions else []
     if len(proper) != 1:
-        raise BoxunetError(f"the KiTS pipelines need KiTS labels (kidney and tumor, optionally cyst, as in KiTS19, "
-                           f"or the KiTS21/23 regions) in dataset.json, got {labels}")
+        raise BoxunetError(f"file {source}: the KiTS pipelines need KiTS labels (kidney and tumor, optionally cyst, "
+                           f"as in KiTS19, or the KiTS21/23 regions), got {labels}")
     return {"kidney_and_tumor": list(regions["kidney_and_masses"]), "kidney": proper,
             "tumor": list(regions["tumor"])}
 
@@ -94,9 +95,12 @@ class HeatmapLoss(nn.Module):
 class StageTrainer(Trainer):
     """Trains one stage's binary network on its grid's derived cases."""
 
-    def __init__(self, stage: Stage, labels: dict[str, list[int]], *args, **kwargs):
-        self.stage, self.labels = stage, labels
+    def __init__(self, stage: Stage, labels: dict[str, list[int]], identity: dict, *args, **kwargs):
+        self.stage, self.labels, self.identity = stage, labels, identity
         super().__init__(*args, **kwargs)
+
+    def state(self) -> dict:
+        return dict(super().state(), stage_identity=self.identity)
 
     def build_network(self, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
         return self.stage.network(configuration.architecture, plans.num_input_channels)
@@ -177,13 +181,14 @@ class KiTSPipeline(Trainer):
 
     stages: tuple[Stage, ...] = ()
 
-    def __init__(self, plans: Plans, configuration: ConfigurationPlan, *args, **kwargs):
-        self.kits_labels = kits_label_values(plans.labels)
+    def __init__(self, plans: Plans, configuration: ConfigurationPlan, fold, preprocessed_folder: Path, *args,
+                 **kwargs):
+        self.kits_labels = kits_label_values(plans.labels, str(Path(preprocessed_folder) / "dataset.json"))
         if configuration.architecture.conv_dim != 3 or configuration.previous_stage:
             raise BoxunetError(f"{type(self).__name__} runs on a 3D configuration without previous stage "
                                f"(e.g. 3d_fullres), not {configuration.name}")
-        self.stage_configurations, self.stage_cases = None, None
-        super().__init__(plans, configuration, *args, **kwargs)
+        self.stage_configurations, self.stage_cases, self.stage_identities = None, None, None
+        super().__init__(plans, configuration, fold, preprocessed_folder, *args, **kwargs)
 
     @classmethod
     def predict_case(cls, networks: list[StageNetworks], data: torch.Tensor, spacing: list[float],
@@ -212,6 +217,19 @@ class KiTSPipeline(Trainer):
         inside = np.stack([np.isin(labels, values) for values in networks[0].output_values])
         return torch.from_numpy(np.where(inside, LABEL_LOGIT, -LABEL_LOGIT).astype(np.float32)), details
 
+    def _wrap_network(self) -> nn.Module:
+        return self.network  # the pipeline trains its stages, never this container (no DDP, no compile)
+
+    def load(self, path: Path, weights_only: bool = False) -> None:
+        """Restore a pipeline checkpoint with the stage configurations it was trained with."""
+        recorded = {name: configuration_from_json(c)
+                    for name, c in load_checkpoint(path)["stage_configurations"].items()}
+        if recorded != self.stage_configurations:
+            self.stage_configurations = recorded
+            self.network = StageNetworks(self.plans, self.stages, recorded).to(self.device)
+            self.optimizer, self.training_network = self.build_optimizer(), self.network
+        super().load(path, weights_only)
+
     def perform_validation(self) -> dict | None:
         self.network.set_deep_supervision(False)  # the pipeline predicts with the full-resolution outputs only
         return super().perform_validation()
@@ -228,31 +246,39 @@ class KiTSPipeline(Trainer):
                 derive_grid(self.preprocessed_folder, self.configuration, grid, self.train_cases + self.val_cases,
                             self.kits_labels)
         barrier(self.group)
-        self.stage_configurations, self.stage_cases = {}, {}
+        self.stage_configurations, self.stage_cases, self.stage_identities = {}, {}, {}
         for stage in self.stages:
             folder = grid_folder(self.preprocessed_folder, self.configuration, stage.grid)
             train, val = derived_case_ids(folder, self.train_cases), derived_case_ids(folder, self.val_cases)
-            self.stage_cases[stage.name] = (train, val)
-            self.stage_configurations[stage.name] = grid_configuration(self.plans, self.configuration, folder, train,
-                                                                       stage.conv_dim)
+            configuration = grid_configuration(self.plans, self.configuration, folder, train, stage.conv_dim)
+            self.stage_cases[stage.name], self.stage_configurations[stage.name] = (train, val), configuration
+            # what a stored stage network must have been trained on to be reused
+            self.stage_identities[stage.name] = {
+                "stage": asdict(stage), "configuration": asdict(configuration), "labels": self.kits_labels,
+                "cases": {case: finished_case_signature(folder, case) for case in train + val}}
 
-    def _same_run(self, checkpoint: Path) -> bool:
-        return checkpoint.is_file() and result_options(load_checkpoint(checkpoint)["options"]) == \
-            result_options(self.options)
+    def _same_run(self, checkpoint: Path, stage: Stage) -> bool:
+        """Whether ``checkpoint`` is of ``stage`` trained with these options, on these cases and grid."""
+        if not checkpoint.is_file():
+            return False
+        state = load_checkpoint(checkpoint)
+        return result_options(state["options"]) == result_options(self.options) and \
+            state.get("stage_identity") == self.stage_identities[stage.name]
 
     def _train_stage(self, stage: Stage) -> Path:
         """Train ``stage`` in ``fold_X/<stage>/`` unless it was trained with these options (resuming an
         interrupted run of them); return its final checkpoint."""
         folder = self.output_folder / stage.name
         final = folder / "checkpoint_final.pth"
-        if self._same_run(final):
+        if self._same_run(final, stage):
             return final
         folder.mkdir(parents=True, exist_ok=True)
         stage_plans = replace(self.plans, labels={"background": 0, stage.foreground: 1}, regions_class_order=None)
         train, val = self.stage_cases[stage.name]
-        trainer = StageTrainer(stage, self.kits_labels, stage_plans, self.stage_configurations[stage.name],
-                               self.fold, self.preprocessed_folder, folder, train, val, self.options, self.group)
-        if self._same_run(folder / "checkpoint_latest.pth"):
+        trainer = StageTrainer(stage, self.kits_labels, self.stage_identities[stage.name], stage_plans,
+                               self.stage_configurations[stage.name], self.fold, self.preprocessed_folder, folder,
+                               train, val, self.options, self.group)
+        if self._same_run(folder / "checkpoint_latest.pth", stage):
             trainer.load(folder / "checkpoint_latest.pth")
         if self.log:
             self.log(f"stage {stage.name}: patch {self.stage_configurations[stage.name].patch_size} on the "

@@ -462,9 +462,7 @@ class Trainer:
         details = all_gather_objects(details, self.group)
         if not self.group.is_main:
             return None
-        if any(details.values()):
-            write_json({"details": {case: value for case, value in sorted(details.items()) if value}},
-                       folder / REPORT_FILE)
+        write_json({"details": {case: value for case, value in sorted(details.items()) if value}}, folder / REPORT_FILE)
         labels = evaluation_targets(self.plans.labels)
         reference = self.validation_reference()
         description = parse_dataset_json(self.dataset_json, str(self.preprocessed_folder / "dataset.json"))
