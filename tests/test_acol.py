@@ -1,0 +1,79 @@
+"""Seed 002's region mining pieces on hand-made data: anchors, negative sampling, box features, ACoL erasing."""
+import numpy as np
+import pytest
+import torch
+
+from boxunet.boxes.anchors import box_level, level_anchors, nearest_negatives, overlaps_any, sample_negatives
+from boxunet.nets.acol import ACoLHead, RegionMiner, erase_salient, normalized_map, roi_features
+
+
+def test_anchors_of_a_level_have_three_shapes_per_cell_and_the_level_area():
+    anchors = level_anchors((256, 256), 2)  # stride 4: 64 x 64 cells, area 32^2
+    assert 0.95 * 64 * 64 * 3 < len(anchors) < 64 * 64 * 3  # only some corner anchors are less than half inside
+    centre = anchors[(np.abs((anchors[:, 0] + anchors[:, 2]) / 2 - 130) < 1e-9)
+                     & (np.abs((anchors[:, 1] + anchors[:, 3]) / 2 - 130) < 1e-9)]
+    sizes = sorted((round(b[2] - b[0], 3), round(b[3] - b[1], 3)) for b in centre)
+    assert sizes == sorted([(32.0, 32.0), (round(32 / np.sqrt(2), 3), round(32 * np.sqrt(2), 3)),
+                            (round(32 * np.sqrt(2), 3), round(32 / np.sqrt(2), 3))])
+    assert anchors.min() >= 0 and anchors[:, 2].max() <= 256 and anchors[:, 3].max() <= 256
+    # a P5 anchor (256 x 256) on a 128 x 128 slice is never half inside: none is kept
+    assert len(level_anchors((128, 128), 5)) == 0
+
+
+def test_negatives_overlap_no_box_and_the_nearest_come_first():
+    boxes = np.array([[40.0, 40.0, 60.0, 70.0]])
+    anchors = level_anchors((128, 128), 2)
+    negatives = anchors[~overlaps_any(anchors, boxes)]
+    assert 0 < len(negatives) < len(anchors)
+    assert not overlaps_any(negatives, boxes).any()
+    assert overlaps_any(np.array([[59.0, 69.0, 80.0, 80.0], [60.0, 0.0, 80.0, 80.0]]), boxes).tolist() == [True, False]
+    nearest = nearest_negatives((128, 128), boxes, 2)
+    assert len(nearest) == int(np.ceil(0.1 * len(negatives)))
+    distance = np.hypot((nearest[:, 0] + nearest[:, 2]) / 2 - 50, (nearest[:, 1] + nearest[:, 3]) / 2 - 55)
+    everyone = np.hypot((negatives[:, 0] + negatives[:, 2]) / 2 - 50, (negatives[:, 1] + negatives[:, 3]) / 2 - 55)
+    assert np.all(np.diff(distance) >= -1e-9) and distance.max() <= np.sort(everyone)[len(nearest) - 1] + 1e-9
+    samples = sample_negatives((128, 128), boxes, np.random.default_rng(0), count=20)
+    assert len(samples) == 20 and {level for level, _ in samples} <= {2, 3, 4, 5}
+    pool = sum(len(nearest_negatives((128, 128), boxes, level)) for level in (2, 3, 4, 5))
+    assert len(sample_negatives((128, 128), boxes, np.random.default_rng(0), count=10 ** 6)) == pool
+
+
+def test_box_level_follows_the_fpn_rule():
+    assert [box_level([0, 0, s, s]) for s in (16, 111, 112, 224, 448, 1000)] == [2, 2, 3, 4, 5, 5]
+
+
+def test_box_features_sample_the_feature_map_at_the_box_grid():
+    height, width, stride = 8, 12, 4
+    ramp_x = ((torch.arange(width) + 0.5) * stride).float().expand(height, width)
+    ramp_y = ((torch.arange(height) + 0.5) * stride).float()[:, None].expand(height, width)
+    feature_map = torch.stack([ramp_y, ramp_x])[None]  # each cell holds its centre's pixel (y, x)
+    sampled = roi_features(feature_map, torch.tensor([[8.0, 8.0, 24.0, 40.0]]), stride, size=4)
+    assert torch.allclose(sampled[0, 0, :, 0], torch.tensor([10.0, 14.0, 18.0, 22.0]))
+    assert torch.allclose(sampled[0, 1, 0], torch.tensor([12.0, 20.0, 28.0, 36.0]))
+
+
+def test_erasing_and_the_fused_map():
+    class_map = torch.tensor([[[-1.0, 0.0], [2.0, 4.0]]])
+    normalized = normalized_map(class_map)
+    assert torch.allclose(normalized, torch.tensor([[[0.0, 0.0], [0.5, 1.0]]]))
+    assert torch.equal(normalized_map(torch.full((1, 2, 2), 3.0)), torch.zeros(1, 2, 2))
+    features = torch.ones(1, 3, 2, 2)
+    erased = erase_salient(features, normalized, threshold=0.6)
+    assert erased[0, :, 1, 1].sum() == 0 and erased[0, :, 1, 0].sum() == 3 and erased[0, :, 0].sum() == 6
+    torch.manual_seed(0)
+    outputs = ACoLHead(8, hidden=16)(torch.randn(5, 8, 7, 7))
+    fused = outputs["fused"]
+    assert fused.shape == (5, 7, 7) and fused.min() >= 0 and fused.max() <= 1
+    assert torch.equal(fused, torch.maximum(outputs["map_a"], outputs["map_b"]))
+    assert outputs["logits_a"].shape == outputs["logits_b"].shape == (5, 2)
+
+
+def test_region_miner_reads_each_box_from_its_level():
+    torch.manual_seed(0)
+    miner = RegionMiner(2, pyramid_channels=8)
+    outputs = miner(torch.randn(2, 2, 64, 64), torch.tensor([0, 1]), torch.tensor([2, 5]),
+                    torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 64.0, 64.0]]))
+    assert outputs["fused"].shape == (2, 14, 14)
+    loss = sum(torch.nn.functional.cross_entropy(outputs[k], torch.tensor([1, 0])) for k in ("logits_a", "logits_b"))
+    loss.backward()
+    assert miner.head.branch_b[0].weight.grad is not None and miner.backbone.stem[0].weight.grad is not None
