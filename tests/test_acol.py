@@ -4,6 +4,9 @@ import pytest
 import torch
 
 from boxunet.boxes.anchors import box_level, level_anchors, nearest_negatives, overlaps_any, sample_negatives
+from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, normalize_channels, train_region_miner,
+                                         training_slices)
+from boxunet.io.boxes import Box
 from boxunet.nets.acol import ACoLHead, RegionMiner, erase_salient, normalized_map, roi_features
 
 
@@ -77,3 +80,35 @@ def test_region_miner_reads_each_box_from_its_level():
     loss = sum(torch.nn.functional.cross_entropy(outputs[k], torch.tensor([1, 0])) for k in ("logits_a", "logits_b"))
     loss.backward()
     assert miner.head.branch_b[0].weight.grad is not None and miner.backbone.stem[0].weight.grad is not None
+
+
+def _disk_case(seed: int, shape=(6, 64, 64)):
+    """A noisy image with a bright disk (radius 7) and its box, on slices 1..4."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0, 0.3, (1, *shape)).astype(np.float32)
+    centre = rng.integers(16, 48, size=2)
+    y, x = np.mgrid[:shape[1], :shape[2]]
+    disk = (y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= 49
+    image[0, 1:5][:, disk] += 2.0
+    mask = np.zeros(shape, bool)
+    mask[1:5][:, disk] = True
+    box = Box(1, (1, int(centre[0]) - 7, int(centre[1]) - 7), (5, int(centre[0]) + 8, int(centre[1]) + 8))
+    return image, box, mask
+
+
+def test_region_miner_learns_to_tell_boxes_from_anchors_and_maps_each_box():
+    cases = [_disk_case(seed) for seed in range(6)]
+    samples = [s for image, box, _ in cases for s in training_slices(normalize_channels(image), [box], 1)]
+    assert len(samples) == 6 * 4 and samples[0][1].tolist() == [[cases[0][1].min[1], cases[0][1].min[2],
+                                                                  cases[0][1].max[1], cases[0][1].max[2]]]
+    parameters = RegionMiningParameters(epochs=8, learning_rate=1e-2, negatives=16, pyramid_channels=16,
+                                        hidden_channels=32, roi_size=7)
+    miner, losses = train_region_miner(samples, 1, parameters)
+    assert losses[-1] < 0.6 * losses[0]
+    image, box, mask = cases[0]
+    maps = box_maps(miner, normalize_channels(image), box)
+    assert maps["fused"].shape == maps["cam"].shape == box.size
+    assert maps["fused"].min() >= 0 and maps["fused"].max() <= 1 and np.all(maps["fused"] >= maps["cam"] - 1e-6)
+    inside = mask[box.slices]  # the disk lights up its box's maps more than the box corners do
+    assert maps["cam"][inside].mean() > maps["cam"][~inside].mean() + 0.2
+    assert maps["fused"][inside].mean() > maps["fused"][~inside].mean()

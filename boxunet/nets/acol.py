@@ -113,10 +113,10 @@ class RegionMiner(nn.Module):
     """The whole classifier: pyramid backbone, box features on each box's level, ACoL head."""
 
     def __init__(self, in_channels: int, pyramid_channels: int = 64, roi_size: int = ROI_SIZE,
-                 threshold: float = SALIENT_THRESHOLD):
+                 threshold: float = SALIENT_THRESHOLD, hidden: int = HIDDEN_CHANNELS):
         super().__init__()
         self.backbone = PyramidBackbone(in_channels, pyramid_channels=pyramid_channels)
-        self.head = ACoLHead(pyramid_channels, threshold=threshold)
+        self.head = ACoLHead(pyramid_channels, hidden, threshold)
         self.roi_size = roi_size
 
     def forward(self, images: torch.Tensor, image_index: torch.Tensor, levels: torch.Tensor,
