@@ -1,4 +1,6 @@
 """Seed 002's region mining pieces on hand-made data: anchors, negative sampling, box features, ACoL erasing."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,9 @@ import torch
 from boxunet.boxes.anchors import box_level, level_anchors, nearest_negatives, overlaps_any, sample_negatives
 from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, normalize_channels, train_region_miner,
                                          training_slices)
-from boxunet.io.boxes import Box
+from boxunet.cli.pseudo_labels import main as pseudo_labels_main
+from boxunet.io.boxes import Box, write_boxes
+from boxunet.io.images import Geometry, write_image
 from boxunet.nets.acol import ACoLHead, RegionMiner, erase_salient, normalized_map, roi_features
 
 
@@ -112,3 +116,40 @@ def test_region_miner_learns_to_tell_boxes_from_anchors_and_maps_each_box():
     inside = mask[box.slices]  # the disk lights up its box's maps more than the box corners do
     assert maps["cam"][inside].mean() > maps["cam"][~inside].mean() + 0.2
     assert maps["fused"][inside].mean() > maps["fused"][~inside].mean()
+
+
+def _disk_dataset(raw_root, cases: int = 6):
+    """A box dataset of noisy 6 x 64 x 64 images with a bright disk (label 1, known only by its box)."""
+    folder = raw_root / "Dataset001_Disks"
+    for sub in ("imagesTr", "labelsTr", "boxesTr"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for seed in range(cases):
+        image, box, mask = _disk_case(seed)
+        geometry = Geometry((3.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), mask.shape)
+        write_image(image[0], geometry, folder / "imagesTr" / f"d_{seed}_0000.nii.gz")
+        write_image(mask.astype(np.uint8), geometry, folder / "labelsTr" / f"d_{seed}.nii.gz")
+        write_boxes([box], folder / "boxesTr" / f"d_{seed}.json")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MR"}, "labels": {"background": 0, "lesion": 1}, "numTraining": cases,
+        "file_ending": ".nii.gz", "box_labels": [1]}))
+    return folder
+
+
+def test_pseudo_labels_acol_end_to_end_beats_the_boxes_and_reuses_its_miner(roots):
+    _disk_dataset(roots["raw"])
+    mining = json.dumps({"epochs": 8, "learning_rate": 1e-2, "negatives": 16, "pyramid_channels": 16,
+                         "hidden_channels": 32, "roi_size": 7})
+    pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining])
+    folder = roots["preprocessed"] / "Dataset001_Disks" / "pseudo_labels" / "stage1"
+    report = json.loads((folder / "report.json").read_text())
+    mean = report["mean"]["1"]
+    assert report["method"] == "acol" and report["mining"]["epochs"] == 8 and len(report["mining_losses"]["1"]) == 8
+    assert {"dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask"} <= set(mean)
+    assert mean["dice_pseudo_mask"] > mean["dice_boxes"] + 0.05  # a disk fills pi/4 of its box: boxes 0.79
+    assert (folder / "d_0.nii.gz").is_file() and (folder / "region_miner_label1.pth").is_file()
+    stamp = (folder / "region_miner_label1.pth").stat().st_mtime_ns
+    pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining, "--overwrite"])
+    assert (folder / "region_miner_label1.pth").stat().st_mtime_ns == stamp  # same cases and parameters
+    assert json.loads((folder / "report.json").read_text())["mining_losses"] == {}
+    with pytest.raises(SystemExit, match="--mining-parameters"):
+        pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", '{"epoch": 3}'])

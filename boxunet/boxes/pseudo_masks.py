@@ -16,7 +16,7 @@ The CRF runs ``rounds`` times, refitting the histograms on its previous output. 
 normalized per region by the statistics of the box interior (``normalize_region``), so the CRF's
 intensity sigma is in units of the contrast inside the box whatever the modality.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ from boxunet.boxes.convcrf import CRFParameters, mean_field
 from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
-METHODS = ("convcrf", "boxfill")
+METHODS = ("convcrf", "boxfill", "acol")
+MAP_CLIP = 1e-3  # a localization map probability is clipped to [MAP_CLIP, 1 - MAP_CLIP] before its logit
 
 
 @dataclass(frozen=True)
@@ -142,15 +143,28 @@ def crf_probability(features: np.ndarray, spacing_mm, box_region_mask: np.ndarra
     return belief
 
 
+def map_prior(box: Box, region: tuple[slice, ...], localization_map: np.ndarray) -> np.ndarray:
+    """Prior logit over ``region`` from a box-shaped localization map in [0, 1] (seed 002's unary: the map for
+    the label, 1 - map for background); 0 outside the box (those voxels are known not to be the label)."""
+    prior = np.zeros(tuple(r.stop - r.start for r in region), dtype=np.float32)
+    clipped = np.clip(localization_map, MAP_CLIP, 1 - MAP_CLIP)
+    inside = tuple(slice(lo - r.start, hi - r.start) for lo, hi, r in zip(box.min, box.max, region))
+    prior[inside] = np.log(clipped) - np.log1p(-clipped)
+    return prior
+
+
 def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: list[int],
                  dense_labels: np.ndarray | None = None, method: str = "convcrf",
-                 parameters: PseudoMaskParameters | None = None, device: str = "cpu") -> np.ndarray:
+                 parameters: PseudoMaskParameters | None = None, device: str = "cpu",
+                 localization_maps: list[np.ndarray] | None = None) -> np.ndarray:
     """The training label map of one case: dense labels where given, box labels from the boxes.
 
     ``image`` is (C, z, y, x), ``dense_labels`` (z, y, x) holds the labels of other classes (0 where
     unknown; box labels in it are ignored) or None. With ``method="boxfill"`` every box voxel that is not
-    densely labelled becomes its box's label; ``"convcrf"`` infers it (see the module docstring).
-    Where boxes of different labels overlap, the more probable label wins.
+    densely labelled becomes its box's label; ``"convcrf"`` infers it (see the module docstring);
+    ``"acol"`` refines ``localization_maps`` (one box-shaped map in [0, 1] per box, e.g. seed 002's fused ACoL
+    maps, boxunet.boxes.region_mining) with the ConvCRF, the map as the only unary (no appearance model, one
+    round). Where boxes of different labels overlap, the more probable label wins.
     """
     if method not in METHODS:
         raise ValueError(f"unknown pseudo-mask method {method!r}; choose one of {METHODS}")
@@ -161,9 +175,11 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
         result[:] = np.where(np.isin(dense_labels, box_labels), 0, dense_labels)
     densely_known = result > 0
     best = np.zeros(shape, dtype=np.float32)
+    if method == "acol" and (localization_maps is None or len(localization_maps) != len(boxes)):
+        raise ValueError("method 'acol' needs one localization map per box")
     for label in box_labels:
         inside = box_mask(shape, boxes, label)
-        for box in (b for b in boxes if b.label == label):
+        for index, box in ((i, b) for i, b in enumerate(boxes) if b.label == label):
             if method == "boxfill":
                 region = box.slices
                 probability = (~densely_known[region]).astype(np.float32)
@@ -171,8 +187,13 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
                 region = region_around(box, shape, spacing_mm, parameters.context_mm)
                 known_not = densely_known[region] | ~inside[region]
                 features = normalize_region(image[(slice(None),) + region], inside[region] & ~known_not)
-                probability = crf_probability(features, spacing_mm, inside[region], known_not,
-                                              shape_prior(box, region, parameters), parameters, device)
+                if method == "acol":
+                    prior = map_prior(box, region, localization_maps[index])
+                    crf_parameters = replace(parameters, appearance_weight=0.0, rounds=1)
+                else:
+                    prior, crf_parameters = shape_prior(box, region, parameters), parameters
+                probability = crf_probability(features, spacing_mm, inside[region], known_not, prior, crf_parameters,
+                                              device)
             take = (probability > parameters.threshold) & (probability > best[region])
             best[region][take] = probability[take]
             result[region][take] = label

@@ -11,14 +11,17 @@ to call everything background. Optimizer and rates are seed 002's (SGD, momentum
 learning rate 1e-3, batches of 8 slices); its 50 epochs are the default.
 """
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from boxunet.boxes.anchors import NEGATIVE_SAMPLES, box_level, sample_negatives
+from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.nets.acol import HIDDEN_CHANNELS, ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
+from boxunet.training.checkpoint import save_checkpoint
 
 SIZE_MULTIPLE = 32  # slices are padded to a multiple of the coarsest stride
 
@@ -37,6 +40,7 @@ class RegionMiningParameters:
     pyramid_channels: int = 64
     hidden_channels: int = HIDDEN_CHANNELS
     roi_size: int = ROI_SIZE
+    max_slices_per_box: int = 16  # evenly spaced over the box: bounds the memory of the training slices
     seed: int = 12345
 
     def to_json(self) -> dict:
@@ -60,17 +64,21 @@ def slice_rectangles(boxes: list[Box], label: int, index: int) -> np.ndarray:
     return np.asarray(rectangles, dtype=np.float64).reshape(-1, 4)
 
 
-def training_slices(image: np.ndarray, boxes: list[Box], label: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(slice (C, H, W), rectangles (M, 4))`` for every slice of a normalized case ``(C, Z, H, W)`` crossed by a
-    box of ``label``."""
-    indices = sorted({z for b in boxes if b.label == label for z in range(b.min[0], b.max[0])})
-    return [(image[:, z], slice_rectangles(boxes, label, z)) for z in indices]
+def training_slices(image: np.ndarray, boxes: list[Box], label: int,
+                    max_slices_per_box: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(slice (C, H, W) float16, rectangles (M, 4))`` for the slices of a normalized case ``(C, Z, H, W)``
+    crossed by boxes of ``label``: at most ``max_slices_per_box`` per box, evenly spaced over it."""
+    indices = set()
+    for box in (b for b in boxes if b.label == label):
+        count = min(box.size[0], max_slices_per_box)
+        indices.update(np.linspace(box.min[0], box.max[0] - 1, count).round().astype(int).tolist())
+    return [(image[:, z].astype(np.float16), slice_rectangles(boxes, label, z)) for z in sorted(indices)]
 
 
 def _pad_batch(slices: list[np.ndarray]) -> torch.Tensor:
     """The slices ``(C, H, W)`` zero-padded at the end to a common size, a multiple of ``SIZE_MULTIPLE``."""
     size = [int(np.ceil(max(s.shape[axis] for s in slices) / SIZE_MULTIPLE) * SIZE_MULTIPLE) for axis in (1, 2)]
-    batch = np.zeros((len(slices), slices[0].shape[0], *size), dtype=np.float32)
+    batch = np.zeros((len(slices), slices[0].shape[0], *size), dtype=np.float32)  # float16 slices come back to 32
     for index, image in enumerate(slices):
         batch[index, :, :image.shape[1], :image.shape[2]] = image
     return torch.from_numpy(batch)
@@ -144,3 +152,30 @@ def box_maps(miner: RegionMiner, image: np.ndarray, box: Box,
     return {key: F.interpolate(outputs[name][:, None].float(), size=box.size[1:], mode="bilinear",
                                align_corners=False)[:, 0].clamp(0, 1).cpu().numpy()
             for key, name in (("fused", "fused"), ("cam", "map_a"))}
+
+
+def save_region_miner(miner: RegionMiner, settings: dict, path: Path) -> None:
+    """Store a trained miner with the ``settings`` it was trained with (``settings["mining"]``: its parameters)."""
+    save_checkpoint({"network_weights": miner.state_dict(), "settings": settings}, path)
+
+
+def region_miner_settings(path: Path) -> dict | None:
+    """The settings a stored miner was trained with; None when there is no (readable) miner."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["settings"]
+    except Exception:  # missing, corrupt or foreign: trained again
+        return None
+
+
+def load_region_miner(path: Path, in_channels: int, device: torch.device) -> RegionMiner:
+    """A stored miner in eval mode; a clear error when the file is missing or corrupt."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        parameters = RegionMiningParameters(**state["settings"]["mining"])
+        miner = RegionMiner(in_channels, parameters.pyramid_channels, parameters.roi_size,
+                            parameters.salient_threshold, parameters.hidden_channels)
+        miner.load_state_dict(state["network_weights"])
+    except Exception as error:
+        raise BoxunetError(f"region miner {path} cannot be loaded ({type(error).__name__}); delete it and rerun "
+                           "boxunet_pseudo_labels --method acol to train it again") from None
+    return miner.to(device).eval()

@@ -7,6 +7,11 @@ collects them: per case and mean Dice of the boxes and of the pseudo masks again
 labels of the box labels when the dataset has them (they are read for the report only). An interrupted
 run resumes: a case whose outputs exist with the same method and parameters is not recomputed.
 
+``--method acol`` first trains one region miner per box label on every case's slices (seed 002,
+boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases and the
+mining parameters are the same; each case's boxes then get their fused ACoL maps, refined by the ConvCRF.
+Its report adds the Dice of the CAM (branch A) and of the fused map alone, each thresholded at 0.5.
+
 Everything that can be wrong with the input is checked before the first file is written.
 """
 import os
@@ -19,6 +24,9 @@ import torch
 
 from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
+from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_region_miner, normalize_channels,
+                                         region_miner_settings, save_region_miner, train_region_miner,
+                                         training_slices)
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json, write_json
@@ -46,6 +54,7 @@ class PseudoLabelRequest:
     overwrite: bool = False
     progress: bool = True
     tuning: dict | None = None
+    mining: RegionMiningParameters = field(default_factory=RegionMiningParameters)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class _CaseJob:
     parameters: PseudoMaskParameters
     device: str
     threads: int
+    mining: RegionMiningParameters | None = None  # with method "acol"
+    miner_files: tuple[tuple[int, str], ...] = ()  # (box label, region miner file) with method "acol"
 
 
 def stage1_folder(dataset_name: str) -> Path:
@@ -100,7 +111,10 @@ def _check_case(item: tuple[CaseFiles, DatasetDescription]) -> tuple[list[Proble
 
 
 def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple[Box, ...],
-                  box_labels: tuple[int, ...], reference_labels: tuple[int, ...]) -> dict:
+                  box_labels: tuple[int, ...], reference_labels: tuple[int, ...],
+                  map_masks: dict[str, np.ndarray] | None = None) -> dict:
+    """Per box label: box count, pseudo-mask voxels and, against a reference, the Dice of the boxes, of the
+    pseudo mask and of every ``map_masks`` entry (``dice_<name>``; label maps of thresholded localization maps)."""
     metrics = {}
     for label in box_labels:
         entry = {"boxes": sum(1 for b in boxes if b.label == label),
@@ -109,8 +123,24 @@ def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple
             truth = reference == label
             entry.update(dice_boxes=dice(box_mask(truth.shape, list(boxes), label), truth),
                          dice_pseudo_mask=dice(result == label, truth))
+            entry.update({f"dice_{name}": dice(mask == label, truth) for name, mask in (map_masks or {}).items()})
         metrics[str(label)] = entry
     return metrics
+
+
+def _localization_maps(job: "_CaseJob", image: np.ndarray) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """The fused ACoL map of every box of a case (``image`` raw), and the label maps of the CAM and fused maps
+    thresholded at 0.5 (for the report)."""
+    miners = {label: load_region_miner(Path(path), image.shape[0], torch.device(job.device))
+              for label, path in job.miner_files}
+    normalized = normalize_channels(image)
+    fused_maps, thresholded = [], {name: np.zeros(image.shape[1:], np.uint8) for name in ("cam", "acol")}
+    for box in job.boxes:
+        maps = box_maps(miners[box.label], normalized, box, torch.device(job.device))
+        fused_maps.append(maps["fused"])
+        for name, key in (("cam", "cam"), ("acol", "fused")):
+            thresholded[name][box.slices][maps[key] > 0.5] = box.label
+    return fused_maps, thresholded
 
 
 def _outputs(job: _CaseJob) -> tuple[Path, Path]:
@@ -118,7 +148,10 @@ def _outputs(job: _CaseJob) -> tuple[Path, Path]:
 
 
 def _settings(job: _CaseJob) -> dict:
-    return {"method": job.method, "parameters": job.parameters.to_json()}
+    settings = {"method": job.method, "parameters": job.parameters.to_json()}
+    if job.method == "acol":
+        settings["mining"] = job.mining.to_json()
+    return settings
 
 
 def _finished(job: _CaseJob) -> dict | None:
@@ -137,11 +170,13 @@ def _run_case(job: _CaseJob) -> dict:
     image, geometry = read_channels(list(job.case.images))
     reference = read_image(job.case.label)[0] if job.case.label is not None else None
     start = time.perf_counter()
+    maps, map_masks = _localization_maps(job, image) if job.method == "acol" else (None, None)
     result = pseudo_masks(image, geometry.spacing, list(job.boxes), list(job.box_labels), reference, job.method,
-                          job.parameters, job.device)
+                          job.parameters, job.device, maps)
     seconds = time.perf_counter() - start
     record = {"case_id": job.case.case_id, "settings": _settings(job), "seconds": round(seconds, 3),
-              "labels": _case_metrics(result, reference, job.boxes, job.box_labels, job.reference_labels)}
+              "labels": _case_metrics(result, reference, job.boxes, job.box_labels, job.reference_labels,
+                                      map_masks)}
     image_file, record_file = _outputs(job)
     write_image(result.astype(np.uint8), geometry, image_file)
     write_json(record, record_file)
@@ -153,7 +188,7 @@ def _means(records: list[dict], box_labels: tuple[int, ...]) -> dict:
     for label in box_labels:
         entries = [r["labels"][str(label)] for r in records]
         summary = {"seconds_per_case": round(float(np.mean([r["seconds"] for r in records])), 3)}
-        for key in ("dice_boxes", "dice_pseudo_mask"):
+        for key in ("dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask"):
             values = [e[key] for e in entries if key in e and not np.isnan(e[key])]
             if values:
                 summary[key] = round(float(np.mean(values)), 4)
@@ -181,11 +216,35 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
         raise DatasetError(problems, header="pseudo labels: the boxes and labels disagree")
     output_folder = stage1_folder(folder.name)
     threads = max(1, default_num_processes() // max(1, request.num_processes))
+    miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
+                        for label in description.box_labels) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
                      output_folder / f"{case.case_id}{description.file_ending}", request.method, request.parameters,
-                     request.device, threads)
+                     request.device, threads, request.mining if request.method == "acol" else None, miner_files)
             for case, (_, boxes, present) in zip(cases, checks)]
     return folder.name, jobs
+
+
+def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, list[float]]:
+    """Train (or keep) the region miner of every box label on the slices of every job's case; the training
+    losses per label of the miners trained now."""
+    losses = {}
+    for label, path in jobs[0].miner_files:
+        settings = {"label": label, "mining": jobs[0].mining.to_json(),
+                    "cases": sorted(job.case.case_id for job in jobs)}
+        if region_miner_settings(Path(path)) == settings:
+            continue
+        samples, channels = [], None
+        for job in jobs:
+            image, _ = read_channels(list(job.case.images))
+            channels = image.shape[0]
+            samples += training_slices(normalize_channels(image), list(job.boxes), label,
+                                       job.mining.max_slices_per_box)
+        log = print if progress else None
+        miner, losses[str(label)] = train_region_miner(samples, channels, jobs[0].mining, torch.device(jobs[0].device),
+                                                       log)
+        save_region_miner(miner, settings, Path(path))
+    return losses
 
 
 def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
@@ -199,10 +258,13 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
                 if path.exists():
                     os.remove(path)
     start = time.perf_counter()
+    mining_losses = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
     records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress)
     box_labels = jobs[0].box_labels
     report = {"dataset": dataset_name, "method": request.method, "parameters": request.parameters.to_json(),
               "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
+              "mining": request.mining.to_json() if request.method == "acol" else None,
+              "mining_losses": mining_losses,
               "total_seconds": round(time.perf_counter() - start, 2), "mean": _means(records, box_labels),
               "cases": records}
     write_json(report, output_folder / "report.json")

@@ -3,6 +3,7 @@ import argparse
 import json
 
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters
+from boxunet.boxes.region_mining import RegionMiningParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.boxes.tuning import tune_parameters
 from boxunet.cli.common import run_cli
@@ -13,11 +14,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boxunet_pseudo_labels",
         description="Turn the boxes of every training case into a pseudo label map (stage 1 of the box trainer) "
-                    "with a 3D ConvCRF, written with the raw geometry to "
+                    "with a 3D ConvCRF (optionally on ACoL localization maps), written with the raw geometry to "
                     "$boxunet_preprocessed/DatasetXXX/pseudo_labels/stage1/, with report.json.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (1 -> Dataset001_*) or folder name")
     parser.add_argument("--method", choices=METHODS, default="convcrf",
-                        help="convcrf (default) or boxfill (every box voxel not densely labelled is the box label)")
+                        help="convcrf (default), boxfill (every box voxel not densely labelled is the box label) or "
+                             "acol (seed 002: ACoL region mining on slices, refined by the ConvCRF)")
+    parser.add_argument("--mining-parameters", default="{}",
+                        help='with --method acol: JSON overriding the region miner\'s parameters, e.g. '
+                             '\'{"epochs": 20, "negatives": 128}\' (documentation/box_supervision.md)')
     parser.add_argument("--parameters", default="{}",
                         help='JSON overriding parameters, e.g. \'{"rounds": 3, "crf": {"pairwise_weight": 6}}\' '
                              "(defaults and meaning: documentation/box_supervision.md)")
@@ -44,10 +49,18 @@ def parse_parameters(text: str) -> PseudoMaskParameters:
         raise BoxunetError(f"--parameters {text!r}: {error}") from None
 
 
+def parse_mining_parameters(text: str) -> RegionMiningParameters:
+    """RegionMiningParameters with the fields given as JSON changed."""
+    try:
+        return RegionMiningParameters(**json.loads(text))
+    except (ValueError, TypeError) as error:
+        raise BoxunetError(f"--mining-parameters {text!r}: {error}") from None
+
+
 def _run(arguments) -> dict:
     request = PseudoLabelRequest(arguments.dataset, arguments.method, parse_parameters(arguments.parameters),
                                  max(1, arguments.num_processes), arguments.device, arguments.overwrite,
-                                 not arguments.quiet)
+                                 not arguments.quiet, mining=parse_mining_parameters(arguments.mining_parameters))
     if arguments.tune:
         request = tune_parameters(request, arguments.tune_cases)
     return generate_pseudo_labels(request)
