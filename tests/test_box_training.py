@@ -15,7 +15,8 @@ from boxunet.io.boxes import Box
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import load_plans
 from boxunet.training.box_trainers import box_loss, group_subsets
-from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler
+from boxunet.preprocessing.grid_labels import write_target
+from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
@@ -105,6 +106,21 @@ def test_box_samplers_fill_or_ignore_box_voxels():
     assert (ignored[1, 1:3, 1:3] == 0).all() and (ignored[1, 1:3, 0] == 1).all()
 
 
+def test_ignore_box_background_sampler_trusts_the_stored_foreground_only(tmp_path):
+    seg = np.zeros((1, 4, 6, 6), np.int8)
+    properties = {"case_id": "a", "boxes": [{"label": 2, "min": [1, 0, 2], "max": [3, 3, 8]}]}
+    region = [(0, 4), (0, 6), (2, 8)]
+    stored = np.zeros((4, 6, 8), np.int8)
+    stored[1:3, 1, 3:6] = 2  # the pseudo mask's tumor inside the box (x 3..5 of the case)
+    write_target(tmp_path, "a", stored, None, (4, 6, 6))
+    channels = IgnoreBoxBackgroundSampler(_FakeCases(), 1, (4, 6, 6), target_folder=tmp_path).seg_channels(
+        seg, properties, region)
+    assert channels.shape == (2, 4, 6, 6) and (channels[0] == 2).sum() == 2 * 3
+    # unknown: the box's voxels in the patch (2 x 3 x 6) except the pseudo mask's tumor (2 x 3)
+    assert channels[1].sum() == channels[1].size - (2 * 3 * 6 - 2 * 3)
+    assert (channels[1][channels[0] == 2] == 1).all()
+
+
 def test_raw_labels_reach_the_grid_like_preprocessed_labels(roots):
     write_tiny_dataset(roots["raw"], num_cases=5)
     plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
@@ -172,7 +188,7 @@ def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(
     assert 0.0 <= summary["mean"]["2"]["Dice"] <= 1.0 or np.isnan(summary["mean"]["2"]["Dice"])
 
 
-@pytest.mark.parametrize("trainer", ["BoxFill", "BoxIgnore", "FullySupervised"])
+@pytest.mark.parametrize("trainer", ["BoxFill", "BoxIgnore", "FullySupervised", "PseudoMaskIgnoreBoxBackground"])
 def test_baseline_box_trainers_run(box_dataset, trainer):
     folder = run_training(_request(trainer))
     assert (folder / "validation" / "summary.json").is_file()

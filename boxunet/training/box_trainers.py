@@ -5,6 +5,8 @@
   voxel-wise weighted cross-entropy (VWCE). ``--k 0`` trains on the stage-1 masks with WCE.
 * ``BoxFill``: every box voxel without a dense label is its box's label (Dice + CE).
 * ``BoxIgnore``: the loss ignores box voxels without a dense label (nnU-Net's ignore-label baseline).
+* ``PseudoMaskIgnoreBoxBackground`` (seed 002's segmentation loss): Dice + CE on the stage-1 pseudo masks
+  (``boxunet_pseudo_labels``, any method, e.g. ``--method acol``), ignoring the box voxels they call background.
 * ``FullySupervised``: the dense reference labels of the box labels (for comparison when they exist).
 
 Dense labels of the other classes are trusted wherever they are given.
@@ -34,7 +36,8 @@ from boxunet.paths import raw_root
 from boxunet.preprocessing.grid_labels import (has_target, open_target, store_raw_label_maps, target_path,
                                                write_target)
 from boxunet.training.checkpoint import load_checkpoint
-from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, StoredTargetSampler
+from boxunet.training.data.box_samplers import (BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler,
+                                                StoredTargetSampler)
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import barrier
 from boxunet.training.losses import DiceCELoss, WeightedCELoss
@@ -43,6 +46,13 @@ from boxunet.training.trainer import Trainer
 
 BOX_LOSSES = ("wce", "vwce", "wce_dice", "vwce_dice")
 BACKGROUND_CLASS_WEIGHT = 0.2  # seed 000: 1.0 for the tumor, 0.2 for the background
+
+
+def known_channel_loss_inputs(batch: dict, device: torch.device):
+    """Targets from channel 0 and ignore masks where channel 1 (known) is 0, per deep-supervision output."""
+    targets = [t[:, :1].to(device, non_blocking=True).long() for t in batch["target"]]
+    ignore = [t[:, 1:2].to(device, non_blocking=True) < 0.5 for t in batch["target"]]
+    return targets, ignore, None
 
 
 class _BoxDatasetTrainer(Trainer):
@@ -71,9 +81,7 @@ class BoxIgnore(_BoxDatasetTrainer):
         return {"sampler_class": BoxIgnoreSampler}
 
     def loss_inputs(self, batch: dict):
-        targets = [t[:, :1].to(self.device, non_blocking=True).long() for t in batch["target"]]
-        ignore = [t[:, 1:2].to(self.device, non_blocking=True) < 0.5 for t in batch["target"]]
-        return targets, ignore, None
+        return known_channel_loss_inputs(batch, self.device)
 
 
 class _StoredTargetTrainer(_BoxDatasetTrainer):
@@ -89,6 +97,16 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
     @property
     def dataset_name(self) -> str:
         return self.preprocessed_folder.name
+
+    def validation_reference(self) -> Path:
+        """The dense labels when every validation case's label map holds a box label; otherwise (boxes only, or
+        a mix) their stage-1 pseudo masks, so validation reports agreement with the box-derived masks rather
+        than scoring missing references as misses."""
+        dense = super().validation_reference()
+        ending = self.dataset_json["file_ending"]
+        if all(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
+            return dense
+        return stage1_folder(self.dataset_name)
 
     def _cases(self, case_ids: list[str]) -> PreprocessedCases:
         return PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, case_ids)
@@ -152,6 +170,21 @@ class FullySupervised(_StoredTargetTrainer):
         super().run_training()
 
 
+@register_trainer
+class PseudoMaskIgnoreBoxBackground(_StoredTargetTrainer):
+    """Dice + CE on the stage-1 pseudo masks, the box voxels they call background ignored (seed 002)."""
+
+    def sampler_options(self) -> dict:
+        return {"sampler_class": IgnoreBoxBackgroundSampler, "sampler_arguments": {"target_folder": self.target_folder}}
+
+    def loss_inputs(self, batch: dict):
+        return known_channel_loss_inputs(batch, self.device)
+
+    def run_training(self) -> None:
+        self.target_folder = self.stage1_store()
+        super().run_training()
+
+
 class BoxGroupMember(_StoredTargetTrainer):
     """A stage-2 group network: WCE (plus Dice with a ``*_dice`` loss) on the stage-1 masks of its subset."""
 
@@ -207,16 +240,6 @@ class BoxThreeStage(_StoredTargetTrainer):
         if not self.uses_weights:
             return targets, None, None
         return targets, None, [t[:, 1:2].to(self.device, non_blocking=True) for t in batch["target"]]
-
-    def validation_reference(self) -> Path:
-        """The dense labels when every validation case's label map holds a box label; otherwise (boxes only, or
-        a mix) their stage-1 pseudo masks, so validation reports agreement with the box-derived masks rather
-        than scoring missing references as misses."""
-        dense = super().validation_reference()
-        ending = self.dataset_json["file_ending"]
-        if all(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
-            return dense
-        return stage1_folder(self.dataset_name)
 
     @property
     def stage2_folder(self) -> Path:

@@ -8,7 +8,9 @@ channels of a patch from that:
 * ``BoxIgnoreSampler``: labels as stored, plus a channel that is 1 where the label is known (outside
   the boxes, or densely labelled) and 0 inside boxes, where the loss ignores the voxel;
 * ``StoredTargetSampler``: the label (and weight) channels of a target store (boxunet.preprocessing.grid_labels),
-  e.g. stage-1 pseudo masks or stage-2 fusion masks with their voxel weights.
+  e.g. stage-1 pseudo masks or stage-2 fusion masks with their voxel weights;
+* ``IgnoreBoxBackgroundSampler``: a stored label map plus a known channel that is 0 on the box voxels it
+  calls background (seed 002: background inside a box is not trusted).
 """
 import numpy as np
 
@@ -48,14 +50,19 @@ class BoxFillSampler(PatchSampler):
         return filled
 
 
+def with_known_channel(labels: np.ndarray, properties: dict, region, shape_2d: bool) -> np.ndarray:
+    """``labels`` ``(1, *patch)`` plus a channel that is 0 on box voxels whose label is background, 1 elsewhere."""
+    known = np.ones_like(labels[0])
+    for _, mask in boxes_in_region(properties, region, shape_2d):
+        known[mask & (labels[0] == 0)] = 0
+    return np.concatenate([labels, known[None]])
+
+
 class BoxIgnoreSampler(PatchSampler):
     """Channel 1 marks known voxels: 0 inside boxes (unless densely labelled), 1 elsewhere."""
 
     def seg_channels(self, seg, properties, region):
-        known = np.ones_like(seg[0])
-        for _, mask in boxes_in_region(properties, region, len(self.patch_size) == 2):
-            known[mask & (seg[0] == 0)] = 0
-        return np.concatenate([seg, known[None]])
+        return with_known_channel(seg, properties, region, len(self.patch_size) == 2)
 
 
 class StoredTargetSampler(PatchSampler):
@@ -72,3 +79,11 @@ class StoredTargetSampler(PatchSampler):
         target = target.astype(seg.dtype, copy=True)
         target[0][seg[0] < 0] = -1  # keep the outside-of-nonzero-mask marker of the stored labels
         return target
+
+
+class IgnoreBoxBackgroundSampler(StoredTargetSampler):
+    """The stored label map, and channel 1: 0 on the box voxels the stored map calls background, 1 elsewhere."""
+
+    def seg_channels(self, seg, properties, region):
+        target = super().seg_channels(seg, properties, region)[:1]
+        return with_known_channel(target, properties, region, len(self.patch_size) == 2)
