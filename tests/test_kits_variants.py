@@ -438,3 +438,16 @@ def test_localization_ensemble_falls_back_to_the_landmark_box():
     expected = np.where(data[0].numpy() > 2.5, 2, np.where(data[0].numpy() > 1.1, 1, 0))
     assert np.array_equal(labels, expected)
     assert details["roi"][2] == [0, 160]  # both kidneys (x 20..140) plus 50 mm, clipped
+
+
+def test_a_pipeline_trains_and_validates_on_two_gloo_processes(kits_tiny):
+    options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
+                              progress_bar=False)
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer="KiTSCoarseToFine", device="cpu",
+                                          num_gpus=2, options=options))
+    assert all((folder / stage.name / "checkpoint_final.pth").is_file() for stage in KiTSCoarseToFine.stages)
+    assert json.loads((folder / "debug.json").read_text())["world_size"] == 2
+    # each rank validated one of the two held-out cases; their details were gathered into one report
+    details = json.loads((folder / "validation" / "prediction_report.json").read_text())["details"]
+    splits = json.loads((kits_tiny["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
+    assert sorted(details) == sorted(splits[0]["val"])
