@@ -1,5 +1,6 @@
 """Seed 002's region mining pieces on hand-made data: anchors, negative sampling, box features, ACoL erasing."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -54,9 +55,12 @@ def test_box_features_sample_the_feature_map_at_the_box_grid():
     ramp_x = ((torch.arange(width) + 0.5) * stride).float().expand(height, width)
     ramp_y = ((torch.arange(height) + 0.5) * stride).float()[:, None].expand(height, width)
     feature_map = torch.stack([ramp_y, ramp_x])[None]  # each cell holds its centre's pixel (y, x)
-    sampled = roi_features(feature_map, torch.tensor([[8.0, 8.0, 24.0, 40.0]]), stride, size=4)
+    sampled = roi_features(feature_map, torch.tensor([[8.0, 8.0, 24.0, 40.0], [0.0, 4.0, 8.0, 12.0]]), stride,
+                           size=4)
+    assert sampled.shape == (2, 2, 4, 4)
     assert torch.allclose(sampled[0, 0, :, 0], torch.tensor([10.0, 14.0, 18.0, 22.0]))
     assert torch.allclose(sampled[0, 1, 0], torch.tensor([12.0, 20.0, 28.0, 36.0]))
+    assert torch.allclose(sampled[1, 1, 0], torch.tensor([5.0, 7.0, 9.0, 11.0]))  # the second box, same call
 
 
 def test_erasing_and_the_fused_map():
@@ -151,5 +155,12 @@ def test_pseudo_labels_acol_end_to_end_beats_the_boxes_and_reuses_its_miner(root
     pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining, "--overwrite"])
     assert (folder / "region_miner_label1.pth").stat().st_mtime_ns == stamp  # same cases and parameters
     assert json.loads((folder / "report.json").read_text())["mining_losses"] == {}
+    # a changed image retrains the miner, and every case's masks follow it (no --overwrite needed)
+    case_stamp = (folder / "d_1.nii.gz").stat().st_mtime_ns
+    image = roots["raw"] / "Dataset001_Disks" / "imagesTr" / "d_0_0000.nii.gz"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10 ** 9))
+    pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining])
+    assert json.loads((folder / "report.json").read_text())["mining_losses"]["1"]
+    assert (folder / "d_1.nii.gz").stat().st_mtime_ns != case_stamp
     with pytest.raises(SystemExit, match="--mining-parameters"):
         pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", '{"epoch": 3}'])

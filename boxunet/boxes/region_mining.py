@@ -138,20 +138,24 @@ def train_region_miner(samples: list[tuple[np.ndarray, np.ndarray]], in_channels
 
 
 @torch.no_grad()
-def box_maps(miner: RegionMiner, image: np.ndarray, box: Box,
-             device: torch.device = torch.device("cpu")) -> dict[str, np.ndarray]:
+def box_maps(miner: RegionMiner, image: np.ndarray, box: Box, device: torch.device = torch.device("cpu"),
+             chunk: int = 8) -> dict[str, np.ndarray]:
     """The fused (ACoL) and branch-A (CAM) localization maps of one box of a normalized case ``(C, Z, H, W)``:
     per slice of the box, the map bilinearly resized to the box's rectangle; ``{"fused", "cam"}``, each
-    float32 of the box's shape, in [0, 1]."""
-    depth = box.size[0]
+    float32 of the box's shape, in [0, 1]. Slices go through the network ``chunk`` at a time."""
     rectangle = torch.tensor([[box.min[1], box.min[2], box.max[1], box.max[2]]], dtype=torch.float32)
     level = box_level(rectangle[0].tolist())
-    outputs = miner(_pad_batch([image[:, z] for z in range(box.min[0], box.max[0])]).to(device),
-                    torch.arange(depth, device=device), torch.full((depth,), level, device=device),
-                    rectangle.expand(depth, 4).to(device))
-    return {key: F.interpolate(outputs[name][:, None].float(), size=box.size[1:], mode="bilinear",
-                               align_corners=False)[:, 0].clamp(0, 1).cpu().numpy()
-            for key, name in (("fused", "fused"), ("cam", "map_a"))}
+    maps = {"fused": [], "cam": []}
+    for first in range(box.min[0], box.max[0], chunk):
+        slices = range(first, min(first + chunk, box.max[0]))
+        outputs = miner(_pad_batch([image[:, z] for z in slices]).to(device),
+                        torch.arange(len(slices), device=device), torch.full((len(slices),), level, device=device),
+                        rectangle.expand(len(slices), 4).to(device))
+        for key, name in (("fused", "fused"), ("cam", "map_a")):
+            resized = F.interpolate(outputs[name][:, None].float(), size=box.size[1:], mode="bilinear",
+                                    align_corners=False)
+            maps[key].append(resized[:, 0].clamp(0, 1).cpu().numpy())
+    return {key: np.concatenate(values) for key, values in maps.items()}
 
 
 def save_region_miner(miner: RegionMiner, settings: dict, path: Path) -> None:

@@ -8,15 +8,18 @@ labels of the box labels when the dataset has them (they are read for the report
 run resumes: a case whose outputs exist with the same method and parameters is not recomputed.
 
 ``--method acol`` first trains one region miner per box label on every case's slices (seed 002,
-boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases and the
-mining parameters are the same; each case's boxes then get their fused ACoL maps, refined by the ConvCRF.
+boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases (their
+boxes and image files) and the mining parameters are the same; a case's masks are recomputed whenever a
+miner changes. Each case's boxes get their fused ACoL maps, refined by the ConvCRF.
 Its report adds the Dice of the CAM (branch A) and of the fused map alone, each thresholded at 0.5.
 
 Everything that can be wrong with the input is checked before the first file is written.
 """
+import hashlib
+import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +73,7 @@ class _CaseJob:
     threads: int
     mining: RegionMiningParameters | None = None  # with method "acol"
     miner_files: tuple[tuple[int, str], ...] = ()  # (box label, region miner file) with method "acol"
+    miner_digests: tuple[tuple[int, str], ...] = ()  # (box label, digest of what its miner is trained on)
 
 
 def stage1_folder(dataset_name: str) -> Path:
@@ -112,9 +116,9 @@ def _check_case(item: tuple[CaseFiles, DatasetDescription]) -> tuple[list[Proble
 
 def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple[Box, ...],
                   box_labels: tuple[int, ...], reference_labels: tuple[int, ...],
-                  map_masks: dict[str, np.ndarray] | None = None) -> dict:
+                  map_masks: dict[str, dict[int, np.ndarray]] | None = None) -> dict:
     """Per box label: box count, pseudo-mask voxels and, against a reference, the Dice of the boxes, of the
-    pseudo mask and of every ``map_masks`` entry (``dice_<name>``; label maps of thresholded localization maps)."""
+    pseudo mask and of every ``map_masks`` entry (``dice_<name>``; per label, a mask from localization maps)."""
     metrics = {}
     for label in box_labels:
         entry = {"boxes": sum(1 for b in boxes if b.label == label),
@@ -123,23 +127,25 @@ def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple
             truth = reference == label
             entry.update(dice_boxes=dice(box_mask(truth.shape, list(boxes), label), truth),
                          dice_pseudo_mask=dice(result == label, truth))
-            entry.update({f"dice_{name}": dice(mask == label, truth) for name, mask in (map_masks or {}).items()})
+            entry.update({f"dice_{name}": dice(masks[label], truth) for name, masks in (map_masks or {}).items()})
         metrics[str(label)] = entry
     return metrics
 
 
-def _localization_maps(job: "_CaseJob", image: np.ndarray) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-    """The fused ACoL map of every box of a case (``image`` raw), and the label maps of the CAM and fused maps
-    thresholded at 0.5 (for the report)."""
+def _localization_maps(job: "_CaseJob", image: np.ndarray) -> tuple[list[np.ndarray], dict[str, dict[int, np.ndarray]]]:
+    """The fused ACoL map of every box of a case (``image`` raw), and per box label the masks of its boxes' CAM
+    and fused maps thresholded at 0.5 (for the report)."""
     miners = {label: load_region_miner(Path(path), image.shape[0], torch.device(job.device))
               for label, path in job.miner_files}
     normalized = normalize_channels(image)
-    fused_maps, thresholded = [], {name: np.zeros(image.shape[1:], np.uint8) for name in ("cam", "acol")}
+    fused_maps = []
+    thresholded = {name: {label: np.zeros(image.shape[1:], bool) for label in job.box_labels}
+                   for name in ("cam", "acol")}
     for box in job.boxes:
         maps = box_maps(miners[box.label], normalized, box, torch.device(job.device))
         fused_maps.append(maps["fused"])
         for name, key in (("cam", "cam"), ("acol", "fused")):
-            thresholded[name][box.slices][maps[key] > 0.5] = box.label
+            thresholded[name][box.label][box.slices] |= maps[key] > 0.5
     return fused_maps, thresholded
 
 
@@ -149,9 +155,22 @@ def _outputs(job: _CaseJob) -> tuple[Path, Path]:
 
 def _settings(job: _CaseJob) -> dict:
     settings = {"method": job.method, "parameters": job.parameters.to_json()}
-    if job.method == "acol":
-        settings["mining"] = job.mining.to_json()
+    if job.method == "acol":  # a case's masks depend on the miners, which depend on every case
+        settings.update(mining=job.mining.to_json(), miners={str(label): d for label, d in job.miner_digests})
     return settings
+
+
+def miner_settings(jobs: list[_CaseJob], label: int) -> dict:
+    """What the region miner of ``label`` is trained on: the mining parameters, and every case's boxes of the
+    label and image files' modification times."""
+    return {"label": label, "mining": jobs[0].mining.to_json(),
+            "cases": {job.case.case_id: {"boxes": [b.to_json() for b in job.boxes if b.label == label],
+                                         "images": [Path(f).stat().st_mtime_ns for f in job.case.images]}
+                      for job in jobs}}
+
+
+def _digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _finished(job: _CaseJob) -> dict | None:
@@ -222,27 +241,29 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
                      output_folder / f"{case.case_id}{description.file_ending}", request.method, request.parameters,
                      request.device, threads, request.mining if request.method == "acol" else None, miner_files)
             for case, (_, boxes, present) in zip(cases, checks)]
+    if request.method == "acol":
+        digests = tuple((label, _digest(miner_settings(jobs, label))) for label in description.box_labels)
+        jobs = [replace(job, miner_digests=digests) for job in jobs]
     return folder.name, jobs
 
 
 def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, list[float]]:
     """Train (or keep) the region miner of every box label on the slices of every job's case; the training
     losses per label of the miners trained now."""
+    todo = {label: (path, miner_settings(jobs, label)) for label, path in jobs[0].miner_files}
+    todo = {label: item for label, item in todo.items() if region_miner_settings(Path(item[0])) != item[1]}
+    if not todo:
+        return {}
+    samples, channels = {label: [] for label in todo}, None
+    for job in jobs:  # every case is read once for all labels
+        image, _ = read_channels(list(job.case.images))
+        normalized, channels = normalize_channels(image), image.shape[0]
+        for label in todo:
+            samples[label] += training_slices(normalized, list(job.boxes), label, job.mining.max_slices_per_box)
     losses = {}
-    for label, path in jobs[0].miner_files:
-        settings = {"label": label, "mining": jobs[0].mining.to_json(),
-                    "cases": sorted(job.case.case_id for job in jobs)}
-        if region_miner_settings(Path(path)) == settings:
-            continue
-        samples, channels = [], None
-        for job in jobs:
-            image, _ = read_channels(list(job.case.images))
-            channels = image.shape[0]
-            samples += training_slices(normalize_channels(image), list(job.boxes), label,
-                                       job.mining.max_slices_per_box)
-        log = print if progress else None
-        miner, losses[str(label)] = train_region_miner(samples, channels, jobs[0].mining, torch.device(jobs[0].device),
-                                                       log)
+    for label, (path, settings) in todo.items():
+        miner, losses[str(label)] = train_region_miner(samples.pop(label), channels, jobs[0].mining,
+                                                       torch.device(jobs[0].device), print if progress else None)
         save_region_miner(miner, settings, Path(path))
     return losses
 

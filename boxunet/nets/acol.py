@@ -62,18 +62,20 @@ class PyramidBackbone(nn.Module):
 
 
 def roi_features(feature_map: torch.Tensor, boxes: torch.Tensor, stride: int, size: int = ROI_SIZE) -> torch.Tensor:
-    """``(N, C, size, size)`` features of ``boxes`` ``(N, 4)`` (pixels, ``[y0, x0, y1, x1]``) sampled bilinearly
-    from ``feature_map`` ``(N, C, H, W)`` (each box's own image's map) at the centres of a ``size x size``
-    grid over the box; a feature cell ``i`` covers pixels ``[i * stride, (i + 1) * stride)``."""
+    """``(N, C, size, size)`` features of ``boxes`` ``(N, 4)`` (pixels, ``[y0, x0, y1, x1]``) of one image, sampled
+    bilinearly from its ``feature_map`` ``(1, C, H, W)`` at the centres of a ``size x size`` grid over each
+    box (one ``grid_sample`` for all boxes); a feature cell ``i`` covers pixels ``[i * stride, (i + 1) * stride)``."""
     steps = (torch.arange(size, dtype=feature_map.dtype, device=feature_map.device) + 0.5) / size
     boxes = boxes.to(feature_map.dtype)
     ys = boxes[:, 0:1] + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (N, size) pixel rows
     xs = boxes[:, 1:2] + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
     height, width = feature_map.shape[-2:]
-    grid_y = (2 * ys / (stride * height) - 1)[:, :, None].expand(-1, size, size)
-    grid_x = (2 * xs / (stride * width) - 1)[:, None, :].expand(-1, size, size)
-    grid = torch.stack([grid_x, grid_y], dim=-1)
-    return F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    count = len(boxes)
+    grid_y = (2 * ys / (stride * height) - 1)[:, :, None].expand(count, size, size)
+    grid_x = (2 * xs / (stride * width) - 1)[:, None, :].expand(count, size, size)
+    grid = torch.stack([grid_x, grid_y], dim=-1).reshape(1, count * size, size, 2)
+    sampled = F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled.reshape(feature_map.shape[1], count, size, size).transpose(0, 1)
 
 
 def normalized_map(class_map: torch.Tensor) -> torch.Tensor:
@@ -124,11 +126,16 @@ class RegionMiner(nn.Module):
         """The head's outputs for ``boxes`` ``(N, 4)`` of ``images`` ``(B, C, H, W)``: box ``n`` belongs to
         image ``image_index[n]`` and is read from pyramid level ``levels[n]``."""
         pyramid = self.backbone(images)
-        features = torch.zeros((len(boxes), next(iter(pyramid.values())).shape[1], self.roi_size, self.roi_size),
-                               device=images.device, dtype=next(iter(pyramid.values())).dtype)
+        unknown = sorted(set(levels.tolist()) - set(pyramid))
+        if unknown:
+            raise ValueError(f"pyramid levels {unknown} do not exist; the pyramid has {sorted(pyramid)}")
+        channels = next(iter(pyramid.values())).shape[1]
+        features = torch.zeros((len(boxes), channels, self.roi_size, self.roi_size), device=images.device,
+                               dtype=next(iter(pyramid.values())).dtype)
         for level, feature_map in pyramid.items():
-            chosen = (levels == level).nonzero(as_tuple=True)[0]
-            if len(chosen):
-                features[chosen] = roi_features(feature_map[image_index[chosen]], boxes[chosen], 2 ** level,
-                                                self.roi_size)
+            for image in range(len(images)):
+                chosen = ((levels == level) & (image_index == image)).nonzero(as_tuple=True)[0]
+                if len(chosen):
+                    features[chosen] = roi_features(feature_map[image:image + 1], boxes[chosen], 2 ** level,
+                                                     self.roi_size)
         return self.head(features)

@@ -98,15 +98,6 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
     def dataset_name(self) -> str:
         return self.preprocessed_folder.name
 
-    def validation_reference(self) -> Path:
-        """The dense labels when every validation case's label map holds a box label; otherwise (boxes only, or
-        a mix) their stage-1 pseudo masks, so validation reports agreement with the box-derived masks rather
-        than scoring missing references as misses."""
-        dense = super().validation_reference()
-        ending = self.dataset_json["file_ending"]
-        if all(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
-            return dense
-        return stage1_folder(self.dataset_name)
 
     def _cases(self, case_ids: list[str]) -> PreprocessedCases:
         return PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, case_ids)
@@ -158,6 +149,20 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
         return folder
 
 
+class _PseudoMaskTrainer(_StoredTargetTrainer):
+    """A trainer whose targets derive from the stage-1 pseudo masks (validated against them when needed)."""
+
+    def validation_reference(self) -> Path:
+        """The dense labels when every validation case's label map holds a box label; otherwise (boxes only, or
+        a mix) their stage-1 pseudo masks, so validation reports agreement with the box-derived masks rather
+        than scoring missing references as misses."""
+        dense = super().validation_reference()
+        ending = self.dataset_json["file_ending"]
+        if all(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
+            return dense
+        return stage1_folder(self.dataset_name)
+
+
 @register_trainer
 class FullySupervised(_StoredTargetTrainer):
     """The dense reference labels, box labels included (Dice + CE): the upper bound for the box trainers."""
@@ -171,7 +176,7 @@ class FullySupervised(_StoredTargetTrainer):
 
 
 @register_trainer
-class PseudoMaskIgnoreBoxBackground(_StoredTargetTrainer):
+class PseudoMaskIgnoreBoxBackground(_PseudoMaskTrainer):
     """Dice + CE on the stage-1 pseudo masks, the box voxels they call background ignored (seed 002)."""
 
     def sampler_options(self) -> dict:
@@ -215,7 +220,7 @@ def group_subsets(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
 
 
 @register_trainer
-class BoxThreeStage(_StoredTargetTrainer):
+class BoxThreeStage(_PseudoMaskTrainer):
     """Seed 000's three stages; the final network is this trainer's own."""
 
     def __init__(self, *args, **kwargs):
