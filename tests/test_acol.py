@@ -147,20 +147,23 @@ def test_pseudo_labels_acol_end_to_end_beats_the_boxes_and_reuses_its_miner(root
     folder = roots["preprocessed"] / "Dataset001_Disks" / "pseudo_labels" / "stage1"
     report = json.loads((folder / "report.json").read_text())
     mean = report["mean"]["1"]
-    assert report["method"] == "acol" and report["mining"]["epochs"] == 8 and len(report["mining_losses"]["1"]) == 8
+    assert report["method"] == "acol" and report["mining"]["epochs"] == 8
+    assert report["region_miners"]["1"]["trained_now"] and len(report["region_miners"]["1"]["losses"]) == 8
     assert {"dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask"} <= set(mean)
     assert mean["dice_pseudo_mask"] > mean["dice_boxes"] + 0.05  # a disk fills pi/4 of its box: boxes 0.79
     assert (folder / "d_0.nii.gz").is_file() and (folder / "region_miner_label1.pth").is_file()
     stamp = (folder / "region_miner_label1.pth").stat().st_mtime_ns
     pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining, "--overwrite"])
     assert (folder / "region_miner_label1.pth").stat().st_mtime_ns == stamp  # same cases and parameters
-    assert json.loads((folder / "report.json").read_text())["mining_losses"] == {}
+    reused = json.loads((folder / "report.json").read_text())["region_miners"]["1"]
+    assert not reused["trained_now"] and reused["losses"] == report["region_miners"]["1"]["losses"]
     # a changed image retrains the miner, and every case's masks follow it (no --overwrite needed)
     case_stamp = (folder / "d_1.nii.gz").stat().st_mtime_ns
     image = roots["raw"] / "Dataset001_Disks" / "imagesTr" / "d_0_0000.nii.gz"
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10 ** 9))
     pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining])
-    assert json.loads((folder / "report.json").read_text())["mining_losses"]["1"]
+    assert json.loads((folder / "report.json").read_text())["region_miners"]["1"]["trained_now"]
     assert (folder / "d_1.nii.gz").stat().st_mtime_ns != case_stamp
-    with pytest.raises(SystemExit, match="--mining-parameters"):
-        pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", '{"epoch": 3}'])
+    for method, bad in (("acol", '{"epoch": 3}'), ("acol", '{"batch_size": 0}'), ("convcrf", '{"epochs": 3}')):
+        with pytest.raises(SystemExit, match="--mining-parameters"):
+            pseudo_labels_main(["-d", "1", "--quiet", "--method", method, "--mining-parameters", bad])

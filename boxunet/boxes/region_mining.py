@@ -43,6 +43,16 @@ class RegionMiningParameters:
     max_slices_per_box: int = 16  # evenly spaced over the box: bounds the memory of the training slices
     seed: int = 12345
 
+    def __post_init__(self):
+        positive = ("epochs", "batch_size", "learning_rate", "pyramid_channels", "hidden_channels", "roi_size",
+                    "max_slices_per_box")
+        bad = [name for name in positive if not getattr(self, name) > 0]
+        bad += [name for name in ("momentum", "weight_decay", "negatives") if getattr(self, name) < 0]
+        bad += [] if 0 < self.salient_threshold < 1 else ["salient_threshold"]
+        if bad:
+            raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} (positive sizes "
+                             "and rates, non-negative momentum, weight decay and negatives, salient_threshold in (0, 1))")
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -158,16 +168,21 @@ def box_maps(miner: RegionMiner, image: np.ndarray, box: Box, device: torch.devi
     return {key: np.concatenate(values) for key, values in maps.items()}
 
 
-def save_region_miner(miner: RegionMiner, settings: dict, path: Path) -> None:
-    """Store a trained miner with the ``settings`` it was trained with (``settings["mining"]``: its parameters)."""
-    save_checkpoint({"network_weights": miner.state_dict(), "settings": settings}, path)
+def save_region_miner(miner: RegionMiner, settings: dict, losses: list[float], path: Path) -> None:
+    """Store a trained miner with the ``settings`` it was trained with (``settings["mining"]``: its parameters)
+    and its training losses per epoch."""
+    save_checkpoint({"network_weights": miner.state_dict(), "settings": settings, "losses": losses}, path)
 
 
-def region_miner_settings(path: Path) -> dict | None:
-    """The settings a stored miner was trained with; None when there is no (readable) miner."""
+def stored_region_miner(path: Path) -> tuple[dict, list[float]] | None:
+    """The settings a stored miner was trained with and its losses; None when there is no readable miner (it
+    is then trained again)."""
+    if not Path(path).is_file():
+        return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)["settings"]
-    except Exception:  # missing, corrupt or foreign: trained again
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state["settings"], list(state["losses"])
+    except Exception:  # corrupt or foreign: trained again
         return None
 
 

@@ -28,7 +28,7 @@ import torch
 from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_region_miner, normalize_channels,
-                                         region_miner_settings, save_region_miner, train_region_miner,
+                                         save_region_miner, stored_region_miner, train_region_miner,
                                          training_slices)
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.metrics import dice
@@ -247,25 +247,28 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
     return folder.name, jobs
 
 
-def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, list[float]]:
-    """Train (or keep) the region miner of every box label on the slices of every job's case; the training
-    losses per label of the miners trained now."""
-    todo = {label: (path, miner_settings(jobs, label)) for label, path in jobs[0].miner_files}
-    todo = {label: item for label, item in todo.items() if region_miner_settings(Path(item[0])) != item[1]}
+def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, dict]:
+    """Train (or keep) the region miner of every box label on the slices of every job's case; per label,
+    whether it was trained now and its training losses per epoch."""
+    wanted = {label: (path, miner_settings(jobs, label)) for label, path in jobs[0].miner_files}
+    stored = {label: stored_region_miner(Path(path)) for label, (path, _) in wanted.items()}
+    report = {str(label): {"trained_now": False, "losses": stored[label][1]} for label, (_, settings) in wanted.items()
+              if stored[label] is not None and stored[label][0] == settings}
+    todo = {label: item for label, item in wanted.items() if str(label) not in report}
     if not todo:
-        return {}
+        return report
     samples, channels = {label: [] for label in todo}, None
     for job in jobs:  # every case is read once for all labels
         image, _ = read_channels(list(job.case.images))
         normalized, channels = normalize_channels(image), image.shape[0]
         for label in todo:
             samples[label] += training_slices(normalized, list(job.boxes), label, job.mining.max_slices_per_box)
-    losses = {}
     for label, (path, settings) in todo.items():
-        miner, losses[str(label)] = train_region_miner(samples.pop(label), channels, jobs[0].mining,
-                                                       torch.device(jobs[0].device), print if progress else None)
-        save_region_miner(miner, settings, Path(path))
-    return losses
+        miner, losses = train_region_miner(samples.pop(label), channels, jobs[0].mining, torch.device(jobs[0].device),
+                                           print if progress else None)
+        save_region_miner(miner, settings, losses, Path(path))
+        report[str(label)] = {"trained_now": True, "losses": losses}
+    return report
 
 
 def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
@@ -279,13 +282,13 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
                 if path.exists():
                     os.remove(path)
     start = time.perf_counter()
-    mining_losses = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
+    miners = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
     records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress)
     box_labels = jobs[0].box_labels
     report = {"dataset": dataset_name, "method": request.method, "parameters": request.parameters.to_json(),
               "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
               "mining": request.mining.to_json() if request.method == "acol" else None,
-              "mining_losses": mining_losses,
+              "region_miners": miners,
               "total_seconds": round(time.perf_counter() - start, 2), "mean": _means(records, box_labels),
               "cases": records}
     write_json(report, output_folder / "report.json")

@@ -58,9 +58,12 @@ def parse_mining_parameters(text: str) -> RegionMiningParameters:
 
 
 def _run(arguments) -> dict:
+    mining = parse_mining_parameters(arguments.mining_parameters)
+    if arguments.method != "acol" and arguments.mining_parameters.strip() not in ("", "{}"):
+        raise BoxunetError("--mining-parameters applies to --method acol only")
     request = PseudoLabelRequest(arguments.dataset, arguments.method, parse_parameters(arguments.parameters),
                                  max(1, arguments.num_processes), arguments.device, arguments.overwrite,
-                                 not arguments.quiet, mining=parse_mining_parameters(arguments.mining_parameters))
+                                 not arguments.quiet, mining=mining)
     if arguments.tune:
         request = tune_parameters(request, arguments.tune_cases)
     return generate_pseudo_labels(request)
