@@ -8,6 +8,7 @@ import pytest
 from boxunet.boxes.from_labels import boxes_from_label_map
 from boxunet.io.boxes import write_boxes
 from boxunet.io.images import Geometry, write_image
+from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 
 
 @pytest.fixture
@@ -66,3 +67,17 @@ def write_tiny_dataset(raw_root: Path, dataset_id: int = 1, num_cases: int = 4, 
 def tiny_dataset(roots):
     """A 4-case tiny box dataset in the temporary raw root."""
     return write_tiny_dataset(roots["raw"])
+
+
+def plan_tiny_3d_fullres(dataset: str = "1") -> None:
+    """Plan and preprocess 3d_fullres of a tiny dataset (small memory budget, one process, quiet)."""
+    plan_and_preprocess(dataset, PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
+                                                          num_processes=1, progress=False))
+
+
+@pytest.fixture
+def dense_tiny(roots):
+    """A 6-case tiny dataset with dense kidney and tumor labels (no boxes), preprocessed for 3d_fullres."""
+    write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
+    plan_tiny_3d_fullres()
+    return roots

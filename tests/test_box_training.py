@@ -12,7 +12,6 @@ from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
-from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import load_plans
 from boxunet.training.box_trainers import box_loss, group_subsets
 from boxunet.preprocessing.grid_labels import write_target
@@ -20,7 +19,7 @@ from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler,
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
-from conftest import write_tiny_dataset
+from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 
 def test_votes_and_weight_map_follow_equation_6():
@@ -123,8 +122,7 @@ def test_ignore_box_background_sampler_trusts_the_stored_foreground_only(tmp_pat
 
 def test_raw_labels_reach_the_grid_like_preprocessed_labels(roots):
     write_tiny_dataset(roots["raw"], num_cases=5)
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
+    plan_tiny_3d_fullres()
     from boxunet.io.images import read_image
     from boxunet.preprocessing.storage import load_case
     folder = roots["preprocessed"] / "Dataset001_Tiny"
@@ -142,8 +140,7 @@ def test_raw_labels_reach_the_grid_like_preprocessed_labels(roots):
 @pytest.fixture
 def box_dataset(roots):
     write_tiny_dataset(roots["raw"], num_cases=6, shape=(16, 48, 40))
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
+    plan_tiny_3d_fullres()
     return roots
 
 

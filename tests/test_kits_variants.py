@@ -24,7 +24,6 @@ from boxunet.kits.coarse_to_fine import KiTSCoarseToFine
 from boxunet.kits.stages import PredictionRun, kits_label_values
 from boxunet.kits.two_step_trainer import majority_class
 from boxunet.nets.two_step import TwoStepUNet
-from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import ArchitecturePlan
 from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
                                      binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
@@ -34,7 +33,7 @@ from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.sampler import ClassBalancedSampler
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
-from conftest import write_tiny_dataset
+from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 
 # ------------------------------------------------------------------------------ label assignment (seed 001)
@@ -221,14 +220,6 @@ def test_two_step_loss_is_the_ternary_loss_plus_binary_cross_entropy():
     assert float(cross_entropy(logits, (target > 0).long())) == pytest.approx((-np.log(0.25) - np.log(0.75)) / 2)
 
 
-@pytest.fixture
-def kits_tiny(roots):
-    write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
-    return roots
-
-
 def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
     """Train fold 0 of the tiny dataset with ``trainer``, predict its images; the fold folder and the report."""
     options = TrainingOptions(epochs=epochs, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
@@ -248,8 +239,8 @@ def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
     return folder, json.loads((output / "prediction_report.json").read_text())
 
 
-def test_two_step_attention_trains_validates_and_predicts(kits_tiny, tmp_path):
-    folder, _ = _train_and_predict(kits_tiny, tmp_path / "out", "TwoStepAttention")
+def test_two_step_attention_trains_validates_and_predicts(dense_tiny, tmp_path):
+    folder, _ = _train_and_predict(dense_tiny, tmp_path / "out", "TwoStepAttention")
     assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
 
 
@@ -259,8 +250,7 @@ def test_case_classification_is_learnt_voted_reported_and_evaluated(roots, tmp_p
     truth = {f"case_{i:03d}": ("malignant" if i % 2 else "benign") for i in range(6)}
     description["case_classification"] = {"name": "malignancy", "classes": ["benign", "malignant"], "cases": truth}
     (folder / "dataset.json").write_text(json.dumps(description))
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
+    plan_tiny_3d_fullres()
     model, report = _train_and_predict(roots, tmp_path / "out", "TwoStepAttention")
     validation = json.loads((model / "validation" / "summary.json").read_text())["case_classification"]
     assert validation["name"] == "malignancy" and validation["cases"] == 2
@@ -289,12 +279,12 @@ def test_case_class_summary_votes_and_patch_targets():
                                                                               "cases": {"c1": "z"}}})
 
 
-def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(kits_tiny, tmp_path):
-    folder, report = _train_and_predict(kits_tiny, tmp_path / "out", "KiTSLocalizationEnsemble")
+def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(dense_tiny, tmp_path):
+    folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSLocalizationEnsemble")
     stages = json.loads((folder / "stage_configurations.json").read_text())
     assert list(stages) == ["localization", "kidney_and_tumor", "kidney", "tumor"]
     # the coarse grid is the 3d_fullres grid downsampled x4; the roi grid crops it
-    dataset = kits_tiny["preprocessed"] / "Dataset001_Tiny"
+    dataset = dense_tiny["preprocessed"] / "Dataset001_Tiny"
     for case in (p.name for p in (dataset / "boxunetPlans_3d_fullres").glob("*.json")):
         fullres = json.loads((dataset / "boxunetPlans_3d_fullres" / case).read_text())
         coarse = json.loads((dataset / "boxunetPlans_3d_fullres_kits_coarse" / case).read_text())
@@ -327,12 +317,12 @@ def test_localization_ensemble_reads_kits19_and_kits23_labels():
         kits_label_values({"background": 0, "liver": 1, "tumor": 2})
 
 
-def test_coarse_to_fine_trains_every_stage_and_reports_the_kidney_check(kits_tiny, tmp_path):
-    folder, report = _train_and_predict(kits_tiny, tmp_path / "out", "KiTSCoarseToFine")
+def test_coarse_to_fine_trains_every_stage_and_reports_the_kidney_check(dense_tiny, tmp_path):
+    folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSCoarseToFine")
     stages = json.loads((folder / "stage_configurations.json").read_text())
     assert list(stages) == ["coarse", "correction", "fine", "tumor", "tumor_2d"]
     assert len(stages["tumor_2d"]["patch_size"]) == 2 and len(stages["fine"]["patch_size"]) == 3
-    index = json.loads((kits_tiny["preprocessed"] / "Dataset001_Tiny" / "boxunetPlans_3d_fullres_kits_kidney" /
+    index = json.loads((dense_tiny["preprocessed"] / "Dataset001_Tiny" / "boxunetPlans_3d_fullres_kits_kidney" /
                         "derived_cases.json").read_text())
     assert index["case_000"] == ["case_000_k0"]  # one kidney per tiny case
     assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
@@ -440,7 +430,7 @@ def test_localization_ensemble_falls_back_to_the_landmark_box():
     assert details["roi"][2] == [0, 160]  # both kidneys (x 20..140) plus 50 mm, clipped
 
 
-def test_a_pipeline_trains_and_validates_on_two_gloo_processes(kits_tiny):
+def test_a_pipeline_trains_and_validates_on_two_gloo_processes(dense_tiny):
     options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
     folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer="KiTSCoarseToFine", device="cpu",
@@ -449,5 +439,5 @@ def test_a_pipeline_trains_and_validates_on_two_gloo_processes(kits_tiny):
     assert json.loads((folder / "debug.json").read_text())["world_size"] == 2
     # each rank validated one of the two held-out cases; their details were gathered into one report
     details = json.loads((folder / "validation" / "prediction_report.json").read_text())["details"]
-    splits = json.loads((kits_tiny["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
+    splits = json.loads((dense_tiny["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
     assert sorted(details) == sorted(splits[0]["val"])

@@ -12,11 +12,10 @@ from boxunet.errors import BoxunetError
 from boxunet.inference.model import load_trained_model, write_model_files
 from boxunet.inference.precision import autocast, cpu_has_native_bfloat16, resolve_precision
 from boxunet.io.images import Geometry, read_image, write_image
-from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.planning.plans import load_plans
 from boxunet.training.registry import register_trainer
 from boxunet.training.trainer import Trainer
-from conftest import make_case_arrays, write_tiny_dataset
+from conftest import make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
 
 
 class _ConstantLogits(nn.Module):
@@ -43,8 +42,7 @@ def _constant_model(roots, logits_per_fold: list[list[float]], file_ending: str 
     """A ConstantTrainer model folder for the tiny dataset with one fold per entry of ``logits_per_fold``."""
     dataset = write_tiny_dataset(roots["raw"], num_cases=4, with_boxes=False, shape=(12, 40, 36),
                                  file_ending=file_ending)
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
+    plan_tiny_3d_fullres()
     folder = roots["results"] / "Dataset001_Tiny" / "ConstantTrainer__boxunetPlans__3d_fullres"
     plans = load_plans(roots["preprocessed"] / "Dataset001_Tiny" / "boxunet_plans.json")
     write_model_files(folder, plans, dataset / "dataset.json")

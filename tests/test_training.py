@@ -5,22 +5,13 @@ import pytest
 import torch
 
 from boxunet.errors import BoxunetError
-from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.checkpoint import save_checkpoint
 from boxunet.training.distributed import rank_share_of_batch
 from boxunet.training.run import TrainingRequest, resume_checkpoint, resumed_options, run_training
 from boxunet.training.splits import create_splits
 from boxunet.training.trainer import TrainingOptions, poly_learning_rate
-from conftest import write_tiny_dataset
-
-
-@pytest.fixture
-def preprocessed(roots):
-    write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
-    return roots
+from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 
 def request(fold="0", epochs=2, **kwargs) -> TrainingRequest:
@@ -44,7 +35,7 @@ def test_splits_are_kfold_over_sorted_ids():
         create_splits(["a", "b"])
 
 
-def test_short_training_learns_and_writes_every_output(preprocessed):
+def test_short_training_learns_and_writes_every_output(dense_tiny):
     folder = run_training(request(epochs=3, iterations=6))
     for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth", "training_log.txt",
                  "progress.png", "debug.json", "validation/summary.json"):
@@ -53,7 +44,7 @@ def test_short_training_learns_and_writes_every_output(preprocessed):
     losses = state["progress"]["train_loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
     summary = json.loads((folder / "validation" / "summary.json").read_text())
-    splits = json.loads((preprocessed["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
+    splits = json.loads((dense_tiny["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
     assert [c["reference_file"].split("/")[-1] for c in summary["metric_per_case"]] == \
         [f"{case}.nii.gz" for case in splits[0]["val"]]
     assert set(summary["mean"]) == {"0", "1", "2"}
@@ -68,7 +59,7 @@ def test_short_training_learns_and_writes_every_output(preprocessed):
     assert load_checkpoint(folder / "checkpoint_final.pth")["current_epoch"] == 3
 
 
-def test_resume_equals_uninterrupted_training(preprocessed, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted_training(dense_tiny, tmp_path, monkeypatch):
     uninterrupted = run_training(request(epochs=2))
     reference = load_checkpoint(uninterrupted / "checkpoint_final.pth")["network_weights"]
     monkeypatch.setenv("boxunet_results", str(tmp_path / "other_results"))
@@ -81,14 +72,14 @@ def test_resume_equals_uninterrupted_training(preprocessed, tmp_path, monkeypatc
         assert torch.allclose(tensor, state["network_weights"][name], atol=1e-6), name
 
 
-def test_two_process_gloo_training(preprocessed):
+def test_two_process_gloo_training(dense_tiny):
     folder = run_training(request(fold="1", epochs=1, iterations=2, num_gpus=2))
     assert "world size 2" in (folder / "training_log.txt").read_text()
     assert (folder / "validation" / "summary.json").is_file()
     assert load_checkpoint(folder / "checkpoint_final.pth")["current_epoch"] == 1
 
 
-def test_validation_only_and_bad_input(preprocessed):
+def test_validation_only_and_bad_input(dense_tiny):
     with pytest.raises(BoxunetError, match="--val-only needs"):
         run_training(request(validation_only=True))
     with pytest.raises(BoxunetError, match="configuration '3d_lowres' is not in the plans"):
@@ -101,14 +92,14 @@ def test_validation_only_and_bad_input(preprocessed):
         run_training(request(fold="x"))
 
 
-def test_corrupt_checkpoint_is_a_clear_error(preprocessed):
+def test_corrupt_checkpoint_is_a_clear_error(dense_tiny):
     folder = run_training(request(epochs=1, iterations=1))
     (folder / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(BoxunetError, match="cannot be loaded"):
         run_training(request(epochs=2, continue_training=True, explicit_options=("epochs",)))
 
 
-def test_external_trainer_from_the_registry(preprocessed, tmp_path, monkeypatch):
+def test_external_trainer_from_the_registry(dense_tiny, tmp_path, monkeypatch):
     module = tmp_path / "my_trainers.py"
     module.write_text("from boxunet.training.registry import register_trainer\n"
                       "from boxunet.training.trainer import Trainer\n\n"
@@ -154,8 +145,7 @@ def test_region_training(roots):
     description = json.loads((folder / "dataset.json").read_text())
     description.update(labels={"background": 0, "kidney": [1, 2], "tumor": 2}, regions_class_order=[1, 2])
     (folder / "dataset.json").write_text(json.dumps(description))
-    plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
-                                                      num_processes=1, progress=False))
+    plan_tiny_3d_fullres()
     output = run_training(request(epochs=1, iterations=2))
     assert "pseudo Dice [kidney" in (output / "training_log.txt").read_text()
     summary = json.loads((output / "validation" / "summary.json").read_text())
