@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from boxunet.boxes.from_labels import box_mask
-from boxunet.boxes.fusion import fusion_target
+from boxunet.boxes.fusion import UNION_LOGIT, fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
 from boxunet.errors import BoxunetError
@@ -198,13 +198,26 @@ class BoxGroupMember(_StoredTargetTrainer):
         return box_loss(self.options.box_loss.removeprefix("v"), self.num_outputs, self.configuration.batch_dice)
 
 
+def box_class_weights(num_classes: int) -> list[float]:
+    """Seed 000's cross-entropy class weights: background 0.2, every label 1.0."""
+    return [BACKGROUND_CLASS_WEIGHT] + [1.0] * (num_classes - 1)
+
+
+def correct_class_prior(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` (K, *spatial) minus log w_c of ``box_class_weights``: a network trained with class-weighted
+    cross-entropy learns softmax outputs proportional to w_c p_c, so its argmax calls a voxel a label already at
+    p = 1/6; removing the weights' log restores the argmax of p_c (logit adjustment)."""
+    offsets = -torch.tensor(box_class_weights(logits.shape[0]), dtype=logits.dtype, device=logits.device).log()
+    return logits + offsets.view(-1, *([1] * (logits.ndim - 1)))
+
+
 def box_loss(name: str, num_classes: int, batch_dice: bool) -> torch.nn.Module:
     """The loss ``name`` (one of ``BOX_LOSSES``) of one output: cross-entropy with the class weights of seed 000
-    (background 0.2, labels 1.0), plus soft Dice for the ``*_dice`` variants. Voxel weights, when the trainer
+    (``box_class_weights``), plus soft Dice for the ``*_dice`` variants. Voxel weights, when the trainer
     passes them (``vwce*``), multiply both terms."""
     if name not in BOX_LOSSES:
         raise BoxunetError(f"--loss {name!r}: choose one of {', '.join(BOX_LOSSES)}")
-    class_weights = [BACKGROUND_CLASS_WEIGHT] + [1.0] * (num_classes - 1)
+    class_weights = box_class_weights(num_classes)
     if name.endswith("_dice"):
         return DiceCELoss(batch_dice=batch_dice, class_weights=class_weights)
     return WeightedCELoss(class_weights)
@@ -240,6 +253,14 @@ class BoxThreeStage(_PseudoMaskTrainer):
     def segmentation_loss(self):
         return box_loss(self.loss_name, self.num_outputs, self.configuration.batch_dice)
 
+    @classmethod
+    def predict_preprocessed(cls, networks, data, configuration, num_outputs, mirror_axes, step_size, device,
+                             precision):
+        """The engine's prediction with the class-weight prior removed from the logits (``correct_class_prior``)."""
+        logits, details = super().predict_preprocessed(networks, data, configuration, num_outputs, mirror_axes,
+                                                       step_size, device, precision)
+        return correct_class_prior(logits), details
+
     def loss_inputs(self, batch: dict):
         targets = [t[:, :1].to(self.device, non_blocking=True).long() for t in batch["target"]]
         if not self.uses_weights:
@@ -265,25 +286,26 @@ class BoxThreeStage(_PseudoMaskTrainer):
 
     # ------------------------------------------------------------------------------------ stage 2
     def _stage2_settings(self, stage1: Path, subsets: list[list[str]]) -> dict:
-        """What stage 2's results depend on; stored results made with other settings are not reused."""
+        """What the group networks depend on; stored stage-2 results made with other settings are not reused."""
         newest = max(target_path(stage1, c).stat().st_mtime_ns for c in self.train_cases + self.val_cases)
         return {"group_networks": self.options.group_networks, "subsets": subsets,
                 "group_epochs": self.options.group_epochs or self.options.epochs, "seed": self.options.seed,
                 "group_loss": self.loss_name.removeprefix("v"),
                 "iterations_per_epoch": self.options.iterations_per_epoch, "stage1_newest_mtime_ns": newest,
-                "pseudo_mask_parameters": self._pseudo_mask_parameters().to_json(),
                 "previous_stage_newest_mtime_ns": None if self.previous_stage_folder is None else
                 max(target_path(self.previous_stage_folder, c).stat().st_mtime_ns
                     for c in self.train_cases + self.val_cases)}
 
-    def _prepare_stage2_folder(self, settings: dict) -> None:
-        """Empty ``stage2/`` when it holds results of other settings (main process; all ranks wait)."""
-        record = self.stage2_folder / "settings.json"
+    def _prepare_folder(self, folder: Path, settings: dict) -> None:
+        """Empty ``folder`` when it holds results of other settings, and record ``settings`` (main process; all
+        ranks wait)."""
+        record = folder / "settings.json"
         if self.group.is_main:
-            if self.stage2_folder.is_dir() and (not record.is_file() or read_json(record) != settings):
+            if folder.is_dir() and (not record.is_file() or read_json(record) != settings):
                 if self.log:
-                    self.log(f"stage 2: {self.stage2_folder} holds results of other settings; starting stage 2 anew")
-                shutil.rmtree(self.stage2_folder)
+                    self.log(f"stage 2: {folder} holds results of other settings; making them anew")
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
             write_json(settings, record)
         barrier(self.group)
 
@@ -298,7 +320,7 @@ class BoxThreeStage(_PseudoMaskTrainer):
         """Train (or resume, or reuse) the K group networks; return them loaded with their final weights."""
         o = self.options
         subsets = group_subsets(self.train_cases, o.group_networks, o.seed)
-        self._prepare_stage2_folder(self._stage2_settings(stage1, subsets))
+        self._prepare_folder(self.stage2_folder, self._stage2_settings(stage1, subsets))
         networks = []
         for index, subset in enumerate(subsets):
             # each group network starts from its own random initialization
@@ -328,6 +350,9 @@ class BoxThreeStage(_PseudoMaskTrainer):
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
         parameters = self._pseudo_mask_parameters()
+        # the group networks' settings are stage2/settings.json; fusion masks also depend on these
+        self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "union_logit": UNION_LOGIT,
+                                      "class_prior_correction": True})
         precision = resolve_precision(self.device)
         seconds, made = 0.0, 0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
@@ -342,7 +367,7 @@ class BoxThreeStage(_PseudoMaskTrainer):
                 logits = predict_sliding_window(network, network_input, self.configuration.patch_size,
                                                 self.num_outputs, mirror_axes=(), device=self.device,
                                                 precision=precision)
-                predictions.append(logits_to_segmentation(logits, self.plans))
+                predictions.append(logits_to_segmentation(correct_class_prior(logits), self.plans))
             pseudo = np.asarray(open_target(stage1, case_id)[0])
             start = time.perf_counter()
             labels, weights = fusion_target(image, properties["spacing"], np.asarray(seg[0]), pseudo, predictions,
