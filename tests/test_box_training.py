@@ -13,7 +13,7 @@ from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.planning.plans import load_plans
-from boxunet.training.box_trainers import box_loss, group_subsets
+from boxunet.training.box_trainers import box_loss, correct_class_prior, group_subsets
 from boxunet.preprocessing.grid_labels import write_target
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
 from boxunet.training.losses import WeightedCELoss
@@ -51,6 +51,17 @@ def test_fusion_mask_is_the_union_inside_the_boxes_without_pairwise_terms():
     expected[0, 0, 3] = 1
     assert fused.tolist() == expected.tolist()
     assert weights[0, 1].tolist() == [2, 2, 1, 2, 1, 1, 2, 2]  # votes 1 or 2 inside the union, K + 1 = 2 elsewhere
+
+
+def test_class_prior_correction_undoes_the_class_weights():
+    # background weight 0.2: the weighted-CE optimum is softmax proportional to (0.2 p0, p1); p1 = 0.25 gives
+    # outputs (0.15, 0.25) / 0.4, which the raw argmax calls tumor; after the correction p1 = 0.25 again
+    raw = torch.log(torch.tensor([0.15, 0.25]) / 0.4).reshape(2, 1, 1, 1)
+    corrected = correct_class_prior(raw)
+    assert torch.allclose(corrected[0] - raw[0], torch.tensor(np.log(5.0), dtype=torch.float32))
+    assert torch.equal(corrected[1], raw[1])
+    assert torch.allclose(corrected.softmax(0).flatten(), torch.tensor([0.75, 0.25]))
+    assert raw.argmax(0).item() == 1 and corrected.argmax(0).item() == 0
 
 
 def test_vwce_equals_hand_computed_values():
@@ -167,8 +178,15 @@ def test_three_stage_training_end_to_end(box_dataset):
     assert len(fusion) == 6  # 4 training cases (fusion) + 2 validation cases (stage-1 targets)
     # resuming finds every stage done and only extends the final network
     stamp = (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns
+    fusion_record = folder / "stage2" / "fusion" / "settings.json"
+    settings = json.loads(fusion_record.read_text())
+    fusion_record.write_text(json.dumps({**settings, "union_logit": -1.0}))  # as if made with other settings
+    fusion_file = sorted((folder / "stage2" / "fusion").glob("*_target.b2nd"))[0]
+    fusion_stamp = fusion_file.stat().st_mtime_ns
     run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=2))
     assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
+    assert json.loads(fusion_record.read_text()) == settings, "other fusion settings: fusion masks made anew"
+    assert fusion_file.stat().st_mtime_ns != fusion_stamp
 
 
 def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(box_dataset):

@@ -309,7 +309,7 @@ class BoxThreeStage(_PseudoMaskTrainer):
             write_json(settings, record)
         barrier(self.group)
 
-    def _pseudo_mask_parameters(self) -> PseudoMaskParameters:
+    def pseudo_mask_parameters(self) -> PseudoMaskParameters:
         """The stage-1 parameters (tuned or given to boxunet_pseudo_labels), which fusion masks reuse."""
         report = stage1_folder(self.dataset_name) / "report.json"
         if report.is_file():
@@ -338,18 +338,39 @@ class BoxThreeStage(_PseudoMaskTrainer):
                     self.log(f"stage 2: group network {index + 1}/{len(subsets)} on {len(subset)} cases")
                 member.run_training()
                 del member
-            network = self.build_network(self.plans, self.configuration, self.num_outputs).to(self.device)
-            network.load_state_dict(load_checkpoint(final, map_location=self.device)["network_weights"])
-            network.set_deep_supervision(False)  # only the full-resolution output is used for prediction
-            networks.append(network.eval())
+            networks.append(self.load_group_network(index))
         return networks
+
+    def load_group_network(self, index: int) -> torch.nn.Module:
+        """Group network ``index`` with its final weights, in eval mode, for prediction."""
+        final = self.stage2_folder / f"group_{index}" / "checkpoint_final.pth"
+        if not final.is_file():
+            raise BoxunetError(f"group network {index} is not trained: {final} is missing")
+        network = self.build_network(self.plans, self.configuration, self.num_outputs).to(self.device)
+        network.load_state_dict(load_checkpoint(final, map_location=self.device)["network_weights"])
+        network.set_deep_supervision(False)  # only the full-resolution output is used for prediction
+        return network.eval()
+
+    def group_predictions(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray,
+                          prior_correction: bool = True) -> list[np.ndarray]:
+        """Label maps of one preprocessed case ``image`` (C, z, y, x) by each group network (no mirroring), the
+        class-weight prior removed (``correct_class_prior``) unless ``prior_correction`` is False."""
+        network_input = torch.from_numpy(self.network_input(case_id, image))
+        predictions = []
+        for network in networks:
+            logits = predict_sliding_window(network, network_input, self.configuration.patch_size, self.num_outputs,
+                                            mirror_axes=(), device=self.device,
+                                            precision=resolve_precision(self.device))
+            predictions.append(logits_to_segmentation(correct_class_prior(logits) if prior_correction else logits,
+                                                      self.plans))
+        return predictions
 
     def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> tuple[Path, dict]:
         """Fusion masks and weight maps (Eq. 5, 6) of every training case (stage-1 targets for validation
         cases); the folder and this process's fusion timing (cases made, ConvCRF seconds)."""
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
-        parameters = self._pseudo_mask_parameters()
+        parameters = self.pseudo_mask_parameters()
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
         self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "union_logit": UNION_LOGIT,
                                       "class_prior_correction": True})
@@ -361,13 +382,7 @@ class BoxThreeStage(_PseudoMaskTrainer):
             made += 1
             data, seg, properties = cases.load(case_id)
             image = np.asarray(data[:])
-            network_input = torch.from_numpy(self.network_input(case_id, image))
-            predictions = []
-            for network in networks:
-                logits = predict_sliding_window(network, network_input, self.configuration.patch_size,
-                                                self.num_outputs, mirror_axes=(), device=self.device,
-                                                precision=precision)
-                predictions.append(logits_to_segmentation(correct_class_prior(logits), self.plans))
+            predictions = self.group_predictions(networks, case_id, image)
             pseudo = np.asarray(open_target(stage1, case_id)[0])
             start = time.perf_counter()
             labels, weights = fusion_target(image, properties["spacing"], np.asarray(seg[0]), pseudo, predictions,

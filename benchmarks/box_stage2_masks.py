@@ -1,0 +1,94 @@
+"""Stage-2 masks of a BoxThreeStage fold against the dense reference labels (seed 000 Table 1, extended).
+
+For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
+stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
+mask (votes of Eq. 6), and the fusion masks of Eq. 5, each with and without the class-prior correction of
+the group networks' logits. Needs the group networks trained (``boxunet_train ... -tr BoxThreeStage``
+gets past stage 2) and label maps holding the box labels.
+
+Usage: python benchmarks/box_stage2_masks.py DATASET [-c 3d_fullres] [-f 0] [-p boxunetPlans] [-o out.json]
+"""
+import argparse
+import json
+
+import numpy as np
+
+from boxunet.boxes.fusion import fusion_target, vote_counts
+from boxunet.boxes.from_labels import box_mask
+from boxunet.evaluation.metrics import dice
+from boxunet.io.atomic import read_json
+from boxunet.io.boxes import case_boxes
+from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.preprocessing.grid_labels import open_target
+from boxunet.training.data.dataset import PreprocessedCases
+from boxunet.training.distributed import ProcessGroupInfo
+from boxunet.training.run import TrainingRequest, prepare
+from boxunet.training.trainer import TrainingOptions
+
+
+def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
+    """A BoxThreeStage trainer of the fold with the options its stage-2 results were made with."""
+    request = TrainingRequest(dataset, configuration, fold, trainer="BoxThreeStage", plans_name=plans)
+    setup = prepare(request)
+    settings = read_json(setup["output"] / "stage2" / "settings.json")
+    options = TrainingOptions(group_networks=settings["group_networks"], group_epochs=settings["group_epochs"],
+                              seed=settings["seed"], iterations_per_epoch=settings["iterations_per_epoch"],
+                              box_loss="v" + settings["group_loss"], progress_bar=False)
+    return setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
+                                  setup["output"], setup["train"], setup["val"], options, ProcessGroupInfo())
+
+
+def case_scores(trainer, networks, stage1, reference, parameters, case_id: str) -> dict:
+    """Dice of every mask of one case per box label, ``{label: {mask: dice}}``."""
+    folder = trainer.preprocessed_folder / trainer.configuration.data_identifier
+    data, seg, properties = PreprocessedCases(folder, [case_id]).load(case_id)
+    image, dense = np.asarray(data[:]), np.asarray(seg[0])
+    truth = np.asarray(open_target(reference, case_id)[0])
+    pseudo = np.asarray(open_target(stage1, case_id)[0])
+    boxes, box_labels = case_boxes(properties), trainer.plans.box_labels
+    densely_known = (dense > 0) & ~np.isin(dense, box_labels)
+    scores = {str(label): {"stage1": dice(pseudo == label, truth == label)} for label in box_labels}
+    for correction, suffix in ((True, ""), (False, "_uncorrected")):
+        predictions = trainer.group_predictions(networks, case_id, image, prior_correction=correction)
+        fused, _ = fusion_target(image, properties["spacing"], dense, pseudo, predictions, boxes, box_labels,
+                                 parameters, str(trainer.device))
+        for label in box_labels:
+            inside = box_mask(truth.shape, boxes, label) & ~densely_known
+            votes = vote_counts(pseudo, predictions, label, inside)
+            entry, reference_mask = scores[str(label)], truth == label
+            for index, prediction in enumerate(predictions):
+                entry[f"group_{index}{suffix}"] = dice((prediction == label) & inside, reference_mask)
+            entry[f"union{suffix}"] = dice(votes > 0, reference_mask)
+            entry[f"majority{suffix}"] = dice(2 * votes > len(predictions) + 1, reference_mask)
+            entry[f"fusion{suffix}"] = dice(fused == label, reference_mask)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    parser.add_argument("-c", "--configuration", default="3d_fullres")
+    parser.add_argument("-f", "--fold", default="0")
+    parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME)
+    parser.add_argument("-o", "--output", help="also write the per-case scores to this JSON file")
+    args = parser.parse_args()
+    trainer = stage2_trainer(args.dataset, args.configuration, args.fold, args.plans)
+    stage1 = trainer.stage1_store()
+    reference, present = trainer.reference_store()
+    if reference is None:
+        raise SystemExit("the dataset's label maps hold no box label: nothing to compare with")
+    networks = [trainer.load_group_network(i) for i in range(trainer.options.group_networks)]
+    parameters = trainer.pseudo_mask_parameters()
+    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c) for c in trainer.train_cases}
+    means = {}
+    for label in map(str, trainer.plans.box_labels):
+        rows = [cases[c][label] for c in cases if int(label) in present.get(c, [])]
+        means[label] = {mask: round(float(np.mean([row[mask] for row in rows])), 4) for mask in rows[0]}
+        print(f"label {label}, {len(rows)} training cases: {json.dumps(means[label])}")
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump({"mean": means, "cases": cases}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
