@@ -13,12 +13,12 @@ from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.planning.plans import load_plans
-from boxunet.training.box_trainers import box_loss, correct_class_prior, group_subsets
+from boxunet.training.box_trainers import BoxThreeStage, box_loss, correct_class_prior, group_subsets
 from boxunet.preprocessing.grid_labels import write_target
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import TrainingOptions
+from boxunet.training.trainer import Trainer, TrainingOptions
 from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 
@@ -62,6 +62,9 @@ def test_class_prior_correction_undoes_the_class_weights():
     assert torch.equal(corrected[1], raw[1])
     assert torch.allclose(corrected.softmax(0).flatten(), torch.tensor([0.75, 0.25]))
     assert raw.argmax(0).item() == 1 and corrected.argmax(0).item() == 0
+    batch = raw.reshape(1, 2, 1, 1, 1).expand(3, 2, 1, 1, 1)  # (B, K, ...) as validation sees it
+    assert torch.equal(BoxThreeStage.decision_logits(batch, 1)[2, :, 0, 0, 0], corrected.flatten())
+    assert torch.equal(Trainer.decision_logits(batch, 1), batch), "trainers without class weights keep the logits"
 
 
 def test_vwce_equals_hand_computed_values():

@@ -190,25 +190,37 @@ class PseudoMaskIgnoreBoxBackground(_PseudoMaskTrainer):
         super().run_training()
 
 
-class BoxGroupMember(_StoredTargetTrainer):
-    """A stage-2 group network: WCE (plus Dice with a ``*_dice`` loss) on the stage-1 masks of its subset."""
-
-    def segmentation_loss(self):
-        # the stage-1 masks have no weight maps: vwce -> wce, vwce_dice -> wce_dice
-        return box_loss(self.options.box_loss.removeprefix("v"), self.num_outputs, self.configuration.batch_dice)
-
-
 def box_class_weights(num_classes: int) -> list[float]:
     """Seed 000's cross-entropy class weights: background 0.2, every label 1.0."""
     return [BACKGROUND_CLASS_WEIGHT] + [1.0] * (num_classes - 1)
 
 
-def correct_class_prior(logits: torch.Tensor) -> torch.Tensor:
-    """``logits`` (K, *spatial) minus log w_c of ``box_class_weights``: a network trained with class-weighted
-    cross-entropy learns softmax outputs proportional to w_c p_c, so its argmax calls a voxel a label already at
-    p = 1/6; removing the weights' log restores the argmax of p_c (logit adjustment)."""
-    offsets = -torch.tensor(box_class_weights(logits.shape[0]), dtype=logits.dtype, device=logits.device).log()
-    return logits + offsets.view(-1, *([1] * (logits.ndim - 1)))
+def correct_class_prior(logits: torch.Tensor, channel_axis: int = 0) -> torch.Tensor:
+    """``logits`` minus log w_c of ``box_class_weights`` along ``channel_axis``: a network trained with
+    class-weighted cross-entropy learns softmax outputs proportional to w_c p_c, so its argmax calls a voxel a
+    label already at p = 1/6; removing the weights' log restores the argmax of p_c (logit adjustment)."""
+    classes = logits.shape[channel_axis]
+    offsets = -torch.tensor(box_class_weights(classes), dtype=logits.dtype, device=logits.device).log()
+    shape = [1] * logits.ndim
+    shape[channel_axis] = classes
+    return logits + offsets.view(shape)
+
+
+class _ClassWeightedDecision:
+    """For trainers whose loss carries seed 000's class weights: predictions and the validation pseudo Dice use
+    the prior-corrected logits (``correct_class_prior``)."""
+
+    @classmethod
+    def decision_logits(cls, logits: torch.Tensor, channel_axis: int) -> torch.Tensor:
+        return correct_class_prior(logits, channel_axis)
+
+
+class BoxGroupMember(_ClassWeightedDecision, _StoredTargetTrainer):
+    """A stage-2 group network: WCE (plus Dice with a ``*_dice`` loss) on the stage-1 masks of its subset."""
+
+    def segmentation_loss(self):
+        # the stage-1 masks have no weight maps: vwce -> wce, vwce_dice -> wce_dice
+        return box_loss(self.options.box_loss.removeprefix("v"), self.num_outputs, self.configuration.batch_dice)
 
 
 def box_loss(name: str, num_classes: int, batch_dice: bool) -> torch.nn.Module:
@@ -233,7 +245,7 @@ def group_subsets(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
 
 
 @register_trainer
-class BoxThreeStage(_PseudoMaskTrainer):
+class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
     """Seed 000's three stages; the final network is this trainer's own."""
 
     def __init__(self, *args, **kwargs):
@@ -252,14 +264,6 @@ class BoxThreeStage(_PseudoMaskTrainer):
 
     def segmentation_loss(self):
         return box_loss(self.loss_name, self.num_outputs, self.configuration.batch_dice)
-
-    @classmethod
-    def predict_preprocessed(cls, networks, data, configuration, num_outputs, mirror_axes, step_size, device,
-                             precision):
-        """The engine's prediction with the class-weight prior removed from the logits (``correct_class_prior``)."""
-        logits, details = super().predict_preprocessed(networks, data, configuration, num_outputs, mirror_axes,
-                                                       step_size, device, precision)
-        return correct_class_prior(logits), details
 
     def loss_inputs(self, batch: dict):
         targets = [t[:, :1].to(self.device, non_blocking=True).long() for t in batch["target"]]

@@ -141,8 +141,15 @@ class Trainer:
                              precision: str) -> tuple[torch.Tensor, dict]:
         """Logits ``(num_outputs, *shape)`` of one preprocessed case ``(C, *shape)`` from the folds' networks
         (sliding window, logits averaged), and details for the prediction report (none here)."""
-        return predict_sliding_window(networks, data, configuration.patch_size, num_outputs, step_size=step_size,
-                                      mirror_axes=mirror_axes, device=device, precision=precision), {}
+        logits = predict_sliding_window(networks, data, configuration.patch_size, num_outputs, step_size=step_size,
+                                        mirror_axes=mirror_axes, device=device, precision=precision)
+        return cls.decision_logits(logits, channel_axis=0), {}
+
+    @classmethod
+    def decision_logits(cls, logits: torch.Tensor, channel_axis: int) -> torch.Tensor:
+        """The logits whose argmax (sigmoid in region mode) is the prediction: the network's own here; a trainer
+        whose loss shifts the decision (class-weighted cross-entropy) corrects them."""
+        return logits
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD with Nesterov momentum (nnU-Net's defaults), or Adam with ``schedule="paper"``."""
@@ -317,7 +324,7 @@ class Trainer:
         with self._autocast():
             outputs = self.training_network(data)
             loss, targets = self.compute_loss(outputs, batch)
-        output, target = self.segmentation_outputs(outputs)[0].float(), targets[0]
+        output, target = self.decision_logits(self.segmentation_outputs(outputs)[0].float(), 1), targets[0]
         if self.regions:
             predicted, reference = output > 0, target > 0.5
         else:
