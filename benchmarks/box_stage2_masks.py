@@ -2,8 +2,9 @@
 
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
-mask (votes of Eq. 6), and the fusion masks of Eq. 5, each with and without the class-prior correction of
-the group networks' logits. Needs the group networks trained (``boxunet_train ... -tr BoxThreeStage``
+mask (votes of Eq. 6), the fusion masks of Eq. 5, and the ConvCRF of a graded prior from the votes
+(from -UNION_LOGIT with no vote to +UNION_LOGIT with all K + 1), each with and without the class-prior
+correction of the group networks' logits. Needs the group networks trained (``boxunet_train ... -tr BoxThreeStage``
 gets past stage 2) and label maps holding the box labels.
 
 Usage: python benchmarks/box_stage2_masks.py DATASET [-c 3d_fullres] [-f 0] [-p boxunetPlans] [-o out.json]
@@ -13,7 +14,7 @@ import json
 
 import numpy as np
 
-from boxunet.boxes.fusion import fusion_target, vote_counts
+from boxunet.boxes.fusion import UNION_LOGIT, fusion_target, refine_prior, vote_counts
 from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json
@@ -61,6 +62,11 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str) 
             entry[f"union{suffix}"] = dice(votes > 0, reference_mask)
             entry[f"majority{suffix}"] = dice(2 * votes > len(predictions) + 1, reference_mask)
             entry[f"fusion{suffix}"] = dice(fused == label, reference_mask)
+            # a graded prior instead of Eq. 5's union: +UNION_LOGIT when all K + 1 masks agree, minus it when none
+            graded = (UNION_LOGIT * (2.0 * votes / (len(predictions) + 1) - 1.0)).astype(np.float32)
+            refined = refine_prior(image, properties["spacing"], graded, inside,
+                                   [b for b in boxes if b.label == label], parameters, str(trainer.device))
+            entry[f"graded_votes{suffix}"] = dice(refined, reference_mask)
     return scores
 
 

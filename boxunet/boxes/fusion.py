@@ -37,21 +37,24 @@ def weight_map(votes_per_label: list[np.ndarray], num_networks: int) -> np.ndarr
     return weights
 
 
-def refine_union(image: np.ndarray, spacing, union: np.ndarray, inside: np.ndarray, boxes: list[Box],
+def union_prior(votes: np.ndarray) -> np.ndarray:
+    """Eq. 5's prior: ``UNION_LOGIT`` where any mask votes for the label, minus that elsewhere."""
+    return np.where(votes > 0, UNION_LOGIT, -UNION_LOGIT).astype(np.float32)
+
+
+def refine_prior(image: np.ndarray, spacing, prior: np.ndarray, inside: np.ndarray, boxes: list[Box],
                  parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
-    """Eq. 5 for one label: the ConvCRF refinement of ``union`` (bool, z y x), box by box, with the
-    stage-1 procedure (appearance model and CRF) and the union as the prior (``union_logit`` inside it,
-    minus that outside); voxels outside ``inside`` (the boxes of the label minus densely labelled voxels)
-    are never the label."""
-    result = np.zeros(union.shape, dtype=bool)
+    """The ConvCRF refinement of one label's ``prior`` logits (z y x), box by box, with the stage-1 procedure
+    (appearance model and CRF); voxels outside ``inside`` (the boxes of the label minus densely labelled
+    voxels) are never the label."""
+    result = np.zeros(prior.shape, dtype=bool)
     for box in boxes:
-        region = region_around(box, union.shape, spacing, parameters.context_mm)
+        region = region_around(box, prior.shape, spacing, parameters.context_mm)
         candidates = inside[region]
         if not candidates.any():
             continue
         features = normalize_region(image[(slice(None),) + region], candidates)
-        prior = np.where(union[region], UNION_LOGIT, -UNION_LOGIT).astype(np.float32)
-        probability = crf_probability(features, spacing, candidates, ~candidates, prior, parameters, device)
+        probability = crf_probability(features, spacing, candidates, ~candidates, prior[region], parameters, device)
         result[region] |= probability > parameters.threshold
     return result
 
@@ -72,6 +75,6 @@ def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_m
         votes = vote_counts(pseudo_mask, predictions, label, inside)
         all_votes.append(votes)
         label_boxes = [b for b in boxes if b.label == label]
-        refined = refine_union(image, spacing, votes > 0, inside, label_boxes, parameters, device)
+        refined = refine_prior(image, spacing, union_prior(votes), inside, label_boxes, parameters, device)
         fused[refined & (fused == 0)] = label
     return fused, weight_map(all_votes, len(predictions))
