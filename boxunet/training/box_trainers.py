@@ -378,7 +378,6 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
         self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "union_logit": UNION_LOGIT,
                                       "class_prior_correction": True})
-        precision = resolve_precision(self.device)
         seconds, made = 0.0, 0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
             if has_target(folder, case_id):
