@@ -2,19 +2,22 @@
 
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
-mask (votes of Eq. 6), the fusion masks of Eq. 5, and the ConvCRF of a graded prior from the votes
-(from -UNION_LOGIT with no vote to +UNION_LOGIT with all K + 1), each with and without the class-prior
-correction of the group networks' logits. Needs the group networks trained (``boxunet_train ... -tr BoxThreeStage``
-gets past stage 2) and label maps holding the box labels.
+mask (votes of Eq. 6), the fusion masks of Eq. 5, and two other ConvCRF priors: graded votes (from
+-UNION_LOGIT with no vote to +UNION_LOGIT with all K + 1) and stage 1's shape prior plus Eq. 5's union prior.
+Each with and without the class-prior correction of the group networks' logits. Needs the group networks
+trained (``boxunet_train ... -tr BoxThreeStage`` gets past stage 2) and label maps holding the box labels.
 
 Usage: python benchmarks/box_stage2_masks.py DATASET [-c 3d_fullres] [-f 0] [-p boxunetPlans] [-o out.json]
+       [--cache FOLDER]
 """
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
-from boxunet.boxes.fusion import UNION_LOGIT, fusion_target, refine_prior, vote_counts
+from boxunet.boxes.fusion import UNION_LOGIT, fusion_target, refine_prior, union_prior, vote_counts
+from boxunet.boxes.pseudo_masks import shape_prior
 from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json
@@ -39,8 +42,9 @@ def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
                                   setup["output"], setup["train"], setup["val"], options, ProcessGroupInfo())
 
 
-def case_scores(trainer, networks, stage1, reference, parameters, case_id: str) -> dict:
-    """Dice of every mask of one case per box label, ``{label: {mask: dice}}``."""
+def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None) -> dict:
+    """Dice of every mask of one case per box label, ``{label: {mask: dice}}``; the group networks' predictions
+    are read from (or kept in) ``cache`` when given."""
     folder = trainer.preprocessed_folder / trainer.configuration.data_identifier
     data, seg, properties = PreprocessedCases(folder, [case_id]).load(case_id)
     image, dense = np.asarray(data[:]), np.asarray(seg[0])
@@ -49,8 +53,16 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str) 
     boxes, box_labels = case_boxes(properties), trainer.plans.box_labels
     densely_known = (dense > 0) & ~np.isin(dense, box_labels)
     scores = {str(label): {"stage1": dice(pseudo == label, truth == label)} for label in box_labels}
+    cached = cache / f"{case_id}.npz" if cache else None
+    if cached and cached.is_file():
+        stored = np.load(cached)
+    else:
+        stored = {f"corrected_{c}": np.stack(trainer.group_predictions(networks, case_id, image, prior_correction=c))
+                  for c in (True, False)}
+        if cached:
+            np.savez_compressed(cached, **stored)
     for correction, suffix in ((True, ""), (False, "_uncorrected")):
-        predictions = trainer.group_predictions(networks, case_id, image, prior_correction=correction)
+        predictions = list(stored[f"corrected_{correction}"])
         fused, _ = fusion_target(image, properties["spacing"], dense, pseudo, predictions, boxes, box_labels,
                                  parameters, str(trainer.device))
         for label in box_labels:
@@ -64,9 +76,14 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str) 
             entry[f"fusion{suffix}"] = dice(fused == label, reference_mask)
             # a graded prior instead of Eq. 5's union: +UNION_LOGIT when all K + 1 masks agree, minus it when none
             graded = (UNION_LOGIT * (2.0 * votes / (len(predictions) + 1) - 1.0)).astype(np.float32)
-            refined = refine_prior(image, properties["spacing"], graded, inside,
-                                   [b for b in boxes if b.label == label], parameters, str(trainer.device))
-            entry[f"graded_votes{suffix}"] = dice(refined, reference_mask)
+            # and the union added to stage 1's shape prior (the stage-1 unary with the union as evidence)
+            union = union_prior(votes)
+            for name, prior_of in (("graded_votes", lambda box, region: graded[region]),
+                                   ("shape_and_union", lambda box, region: shape_prior(box, region, parameters)
+                                    + union(box, region))):
+                refined = refine_prior(image, properties["spacing"], prior_of, inside,
+                                       [b for b in boxes if b.label == label], parameters, str(trainer.device))
+                entry[f"{name}{suffix}"] = dice(refined, reference_mask)
     return scores
 
 
@@ -77,6 +94,7 @@ def main() -> None:
     parser.add_argument("-f", "--fold", default="0")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME)
     parser.add_argument("-o", "--output", help="also write the per-case scores to this JSON file")
+    parser.add_argument("--cache", type=Path, help="folder keeping the group networks' predictions for later runs")
     args = parser.parse_args()
     trainer = stage2_trainer(args.dataset, args.configuration, args.fold, args.plans)
     stage1 = trainer.stage1_store()
@@ -85,7 +103,10 @@ def main() -> None:
         raise SystemExit("the dataset's label maps hold no box label: nothing to compare with")
     networks = [trainer.load_group_network(i) for i in range(trainer.options.group_networks)]
     parameters = trainer.pseudo_mask_parameters()
-    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c) for c in trainer.train_cases}
+    if args.cache:
+        args.cache.mkdir(parents=True, exist_ok=True)
+    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, args.cache)
+             for c in trainer.train_cases}
     means = {}
     for label in map(str, trainer.plans.box_labels):
         rows = [cases[c][label] for c in cases if int(label) in present.get(c, [])]

@@ -10,6 +10,8 @@ For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K gro
 * v = sum_c votes_c, with v = K + 1 where v = 0 (Eq. 6): agreement of the K + 1 masks, and full weight
   where all of them say background.
 """
+from typing import Callable
+
 import numpy as np
 
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, crf_probability, normalize_region, region_around
@@ -37,24 +39,28 @@ def weight_map(votes_per_label: list[np.ndarray], num_networks: int) -> np.ndarr
     return weights
 
 
-def union_prior(votes: np.ndarray) -> np.ndarray:
-    """Eq. 5's prior: ``UNION_LOGIT`` where any mask votes for the label, minus that elsewhere."""
-    return np.where(votes > 0, UNION_LOGIT, -UNION_LOGIT).astype(np.float32)
+PriorOfBox = Callable[[Box, tuple[slice, ...]], np.ndarray]
 
 
-def refine_prior(image: np.ndarray, spacing, prior: np.ndarray, inside: np.ndarray, boxes: list[Box],
+def union_prior(votes: np.ndarray) -> PriorOfBox:
+    """Eq. 5's prior over a box's region: ``UNION_LOGIT`` where any mask votes for the label, minus that elsewhere."""
+    return lambda box, region: np.where(votes[region] > 0, UNION_LOGIT, -UNION_LOGIT).astype(np.float32)
+
+
+def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.ndarray, boxes: list[Box],
                  parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
-    """The ConvCRF refinement of one label's ``prior`` logits (z y x), box by box, with the stage-1 procedure
-    (appearance model and CRF); voxels outside ``inside`` (the boxes of the label minus densely labelled
-    voxels) are never the label."""
-    result = np.zeros(prior.shape, dtype=bool)
+    """The ConvCRF refinement of one label, box by box, with the stage-1 procedure (appearance model and CRF)
+    and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside ``inside`` (the boxes
+    of the label minus densely labelled voxels) are never the label."""
+    result = np.zeros(inside.shape, dtype=bool)
     for box in boxes:
-        region = region_around(box, prior.shape, spacing, parameters.context_mm)
+        region = region_around(box, inside.shape, spacing, parameters.context_mm)
         candidates = inside[region]
         if not candidates.any():
             continue
         features = normalize_region(image[(slice(None),) + region], candidates)
-        probability = crf_probability(features, spacing, candidates, ~candidates, prior[region], parameters, device)
+        prior = prior_of(box, region)
+        probability = crf_probability(features, spacing, candidates, ~candidates, prior, parameters, device)
         result[region] |= probability > parameters.threshold
     return result
 
