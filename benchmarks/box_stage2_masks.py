@@ -24,6 +24,8 @@ from boxunet.io.atomic import read_json
 from boxunet.io.boxes import case_boxes
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.preprocessing.grid_labels import open_target
+from boxunet.inference.export import logits_to_segmentation
+from boxunet.training.box_trainers import correct_class_prior
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.run import TrainingRequest, prepare
@@ -57,8 +59,9 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
     if cached and cached.is_file():
         stored = np.load(cached)
     else:
-        stored = {f"corrected_{c}": np.stack(trainer.group_predictions(networks, case_id, image, prior_correction=c))
-                  for c in (True, False)}
+        logits = trainer.group_logits(networks, case_id, image)
+        stored = {f"corrected_{c}": np.stack([logits_to_segmentation(correct_class_prior(x) if c else x, trainer.plans)
+                                              for x in logits]) for c in (True, False)}
         if cached:
             np.savez_compressed(cached, **stored)
     for correction, suffix in ((True, ""), (False, "_uncorrected")):

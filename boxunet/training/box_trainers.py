@@ -355,19 +355,18 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         network.set_deep_supervision(False)  # only the full-resolution output is used for prediction
         return network.eval()
 
-    def group_predictions(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray,
-                          prior_correction: bool = True) -> list[np.ndarray]:
-        """Label maps of one preprocessed case ``image`` (C, z, y, x) by each group network (no mirroring), the
-        class-weight prior removed (``correct_class_prior``) unless ``prior_correction`` is False."""
+    def group_logits(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray) -> list[torch.Tensor]:
+        """Logits of one preprocessed case ``image`` (C, z, y, x) by each group network (sliding window, no
+        mirroring)."""
         network_input = torch.from_numpy(self.network_input(case_id, image))
-        predictions = []
-        for network in networks:
-            logits = predict_sliding_window(network, network_input, self.configuration.patch_size, self.num_outputs,
-                                            mirror_axes=(), device=self.device,
-                                            precision=resolve_precision(self.device))
-            predictions.append(logits_to_segmentation(correct_class_prior(logits) if prior_correction else logits,
-                                                      self.plans))
-        return predictions
+        return [predict_sliding_window(network, network_input, self.configuration.patch_size, self.num_outputs,
+                                       mirror_axes=(), device=self.device, precision=resolve_precision(self.device))
+                for network in networks]
+
+    def group_predictions(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray) -> list[np.ndarray]:
+        """Label maps of one preprocessed case by each group network, the class-weight prior removed."""
+        return [logits_to_segmentation(correct_class_prior(logits), self.plans)
+                for logits in self.group_logits(networks, case_id, image)]
 
     def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> tuple[Path, dict]:
         """Fusion masks and weight maps (Eq. 5, 6) of every training case (stage-1 targets for validation
