@@ -11,6 +11,7 @@ Usage: python benchmarks/box_stage2_masks.py DATASET [-c 3d_fullres] [-f 0] [-p 
        [--cache FOLDER]
 """
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,8 +41,21 @@ def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
     options = TrainingOptions(group_networks=settings["group_networks"], group_epochs=settings["group_epochs"],
                               seed=settings["seed"], iterations_per_epoch=settings["iterations_per_epoch"],
                               box_loss="v" + settings["group_loss"], progress_bar=False)
-    return setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
-                                  setup["output"], setup["train"], setup["val"], options, ProcessGroupInfo())
+    trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
+                                     setup["output"], setup["train"], setup["val"], options, ProcessGroupInfo())
+    trainer.prepare_previous_stage()  # a cascade's group networks also take the previous stage's predictions
+    return trainer
+
+
+def cache_folder(root: Path, trainer) -> Path:
+    """Where the group networks' predictions of this fold are cached: named by the model folder, the fold and a
+    digest of the stage-2 settings and group checkpoints, so retrained networks never reuse stale predictions."""
+    stage2 = trainer.output_folder / "stage2"
+    stamps = [(stage2 / "settings.json").read_text()] + [
+        str((stage2 / f"group_{i}" / "checkpoint_final.pth").stat().st_mtime_ns)
+        for i in range(trainer.options.group_networks)]
+    digest = hashlib.sha1("\n".join(stamps).encode()).hexdigest()[:12]
+    return root / f"{trainer.output_folder.parent.name}_fold_{trainer.fold}_{digest}"
 
 
 def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None) -> dict:
@@ -59,9 +73,11 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
     if cached and cached.is_file():
         stored = np.load(cached)
     else:
-        logits = trainer.group_logits(networks, case_id, image)
-        stored = {f"corrected_{c}": np.stack([logits_to_segmentation(correct_class_prior(x) if c else x, trainer.plans)
-                                              for x in logits]) for c in (True, False)}
+        maps = {True: [], False: []}
+        for logits in trainer.group_logits(networks, case_id, image):
+            maps[True].append(logits_to_segmentation(correct_class_prior(logits), trainer.plans))
+            maps[False].append(logits_to_segmentation(logits, trainer.plans))
+        stored = {f"corrected_{c}": np.stack(label_maps) for c, label_maps in maps.items()}
         if cached:
             np.savez_compressed(cached, **stored)
     for correction, suffix in ((True, ""), (False, "_uncorrected")):
@@ -106,13 +122,16 @@ def main() -> None:
         raise SystemExit("the dataset's label maps hold no box label: nothing to compare with")
     networks = [trainer.load_group_network(i) for i in range(trainer.options.group_networks)]
     parameters = trainer.pseudo_mask_parameters()
-    if args.cache:
-        args.cache.mkdir(parents=True, exist_ok=True)
-    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, args.cache)
-             for c in trainer.train_cases}
+    cache = cache_folder(args.cache, trainer) if args.cache else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, cache) for c in trainer.train_cases}
     means = {}
     for label in map(str, trainer.plans.box_labels):
         rows = [cases[c][label] for c in cases if int(label) in present.get(c, [])]
+        if not rows:
+            print(f"label {label}: no training case's reference holds it")
+            continue
         means[label] = {mask: round(float(np.mean([row[mask] for row in rows])), 4) for mask in rows[0]}
         print(f"label {label}, {len(rows)} training cases: {json.dumps(means[label])}")
     if args.output:

@@ -4,7 +4,8 @@
 # same final-network budget, on fold 0 of the half-resolution demo dataset (as scripts/demo.sh plans it).
 # Usage: bash benchmarks/box_supervision_experiment.sh [EPOCHS] [ITERATIONS] [GROUP_EPOCHS] [LOSS] [CASES]
 # CASES training cases (default 20, Dataset900_KiTSDemo as in the demo; any other number makes
-# Dataset902_KiTSDemoN<CASES>, so that each group network of K = 3 sees CASES x 4/5 / 3 cases).
+# Dataset902_KiTSDemoN<CASES>, so that each group network of K = 3 sees CASES x 4/5 / 3 cases; remove an
+# existing Dataset902 of another size first).
 # Data roots come from the boxunet_raw / boxunet_preprocessed / boxunet_results environment variables.
 set -euo pipefail
 epochs=${1:-40}

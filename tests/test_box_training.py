@@ -1,6 +1,7 @@
 """The box trainers: fusion masks and weight maps (seed 000 Eq. 5, 6), VWCE (Eq. 9), box samplers,
 label maps on the preprocessed grid, and a tiny three-stage training end to end."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,6 +66,20 @@ def test_class_prior_correction_undoes_the_class_weights():
     batch = raw.reshape(1, 2, 1, 1, 1).expand(3, 2, 1, 1, 1)  # (B, K, ...) as validation sees it
     assert torch.equal(BoxThreeStage.decision_logits(batch, 1)[2, :, 0, 0, 0], corrected.flatten())
     assert torch.equal(Trainer.decision_logits(batch, 1), batch), "trainers without class weights keep the logits"
+
+
+def test_box_three_stage_predictions_are_prior_corrected():
+    network = torch.nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        network.weight.zero_()
+        network.bias.copy_(torch.tensor([0.0, 1.0]))  # p(label) = 0.73 before, 0.35 after the correction
+    configuration, data = SimpleNamespace(patch_size=(4, 4, 4)), torch.zeros(1, 4, 4, 4)
+    arguments = (configuration, 2, (), 0.5, torch.device("cpu"), "fp32")
+    plain, _ = Trainer.predict_preprocessed([network], data, *arguments)
+    corrected, _ = BoxThreeStage.predict_preprocessed([network], data, *arguments)
+    assert torch.allclose(plain[:, 0, 0, 0], torch.tensor([0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(corrected[:, 0, 0, 0], torch.tensor([float(np.log(5.0)), 1.0]), atol=1e-6)
+    assert (plain.argmax(0) == 1).all() and (corrected.argmax(0) == 0).all()
 
 
 def test_vwce_equals_hand_computed_values():
@@ -181,14 +196,18 @@ def test_three_stage_training_end_to_end(box_dataset):
     assert len(fusion) == 6  # 4 training cases (fusion) + 2 validation cases (stage-1 targets)
     # resuming finds every stage done and only extends the final network
     stamp = (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns
-    fusion_record = folder / "stage2" / "fusion" / "settings.json"
-    settings = json.loads(fusion_record.read_text())
-    fusion_record.write_text(json.dumps({**settings, "union_logit": -1.0}))  # as if made with other settings
     fusion_file = sorted((folder / "stage2" / "fusion").glob("*_target.b2nd"))[0]
     fusion_stamp = fusion_file.stat().st_mtime_ns
     run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=2))
     assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
-    assert json.loads(fusion_record.read_text()) == settings, "other fusion settings: fusion masks made anew"
+    assert fusion_file.stat().st_mtime_ns == fusion_stamp
+    # fusion masks made with other settings are made anew, without retraining the group networks
+    fusion_record = folder / "stage2" / "fusion" / "settings.json"
+    settings = json.loads(fusion_record.read_text())
+    fusion_record.write_text(json.dumps({**settings, "union_logit": -1.0}))
+    run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=3))
+    assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
+    assert json.loads(fusion_record.read_text()) == settings
     assert fusion_file.stat().st_mtime_ns != fusion_stamp
 
 

@@ -196,9 +196,10 @@ def box_class_weights(num_classes: int) -> list[float]:
 
 
 def correct_class_prior(logits: torch.Tensor, channel_axis: int = 0) -> torch.Tensor:
-    """``logits`` minus log w_c of ``box_class_weights`` along ``channel_axis``: a network trained with
-    class-weighted cross-entropy learns softmax outputs proportional to w_c p_c, so its argmax calls a voxel a
-    label already at p = 1/6; removing the weights' log restores the argmax of p_c (logit adjustment)."""
+    """``logits`` minus log w_c of ``box_class_weights`` along ``channel_axis`` (logit adjustment): a network
+    trained with class-weighted cross-entropy learns softmax outputs proportional to w_c p_c, so its argmax
+    calls a voxel label c already where p_c > 0.2 p_background; removing the weights' log restores the argmax
+    of p_c. Exact for (v)wce; with an added Dice term, which has no class weights, it is an approximation."""
     classes = logits.shape[channel_axis]
     offsets = -torch.tensor(box_class_weights(classes), dtype=logits.dtype, device=logits.device).log()
     shape = [1] * logits.ndim
@@ -355,17 +356,18 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         network.set_deep_supervision(False)  # only the full-resolution output is used for prediction
         return network.eval()
 
-    def group_logits(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray) -> list[torch.Tensor]:
-        """Logits of one preprocessed case ``image`` (C, z, y, x) by each group network (sliding window, no
-        mirroring)."""
+    def group_logits(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray):
+        """Logits of one preprocessed case ``image`` (C, z, y, x) by each group network in turn (sliding window,
+        no mirroring), yielded one network at a time so that only one volume of logits is held."""
         network_input = torch.from_numpy(self.network_input(case_id, image))
-        return [predict_sliding_window(network, network_input, self.configuration.patch_size, self.num_outputs,
-                                       mirror_axes=(), device=self.device, precision=resolve_precision(self.device))
-                for network in networks]
+        for network in networks:
+            yield predict_sliding_window(network, network_input, self.configuration.patch_size, self.num_outputs,
+                                         mirror_axes=(), device=self.device, precision=resolve_precision(self.device))
 
     def group_predictions(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray) -> list[np.ndarray]:
-        """Label maps of one preprocessed case by each group network, the class-weight prior removed."""
-        return [logits_to_segmentation(correct_class_prior(logits), self.plans)
+        """Label maps of one preprocessed case by each group network, decided like its validation
+        (``BoxGroupMember.decision_logits``: the class-weight prior removed)."""
+        return [logits_to_segmentation(BoxGroupMember.decision_logits(logits, 0), self.plans)
                 for logits in self.group_logits(networks, case_id, image)]
 
     def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> tuple[Path, dict]:

@@ -140,7 +140,8 @@ class Trainer:
                              num_outputs: int, mirror_axes: tuple, step_size: float, device: torch.device,
                              precision: str) -> tuple[torch.Tensor, dict]:
         """Logits ``(num_outputs, *shape)`` of one preprocessed case ``(C, *shape)`` from the folds' networks
-        (sliding window, logits averaged), and details for the prediction report (none here)."""
+        (sliding window, logits averaged, then ``decision_logits``), and details for the prediction report (none
+        here)."""
         logits = predict_sliding_window(networks, data, configuration.patch_size, num_outputs, step_size=step_size,
                                         mirror_axes=mirror_axes, device=device, precision=precision)
         return cls.decision_logits(logits, channel_axis=0), {}
