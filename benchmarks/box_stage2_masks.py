@@ -48,14 +48,14 @@ def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
 
 
 def cache_folder(root: Path, trainer) -> Path:
-    """Where the group networks' predictions of this fold are cached: named by the model folder, the fold and a
+    """Where the group networks' predictions of this fold are cached: named by the dataset, model folder, fold and a
     digest of the stage-2 settings and group checkpoints, so retrained networks never reuse stale predictions."""
     stage2 = trainer.output_folder / "stage2"
     stamps = [(stage2 / "settings.json").read_text()] + [
         str((stage2 / f"group_{i}" / "checkpoint_final.pth").stat().st_mtime_ns)
         for i in range(trainer.options.group_networks)]
     digest = hashlib.sha1("\n".join(stamps).encode()).hexdigest()[:12]
-    return root / f"{trainer.output_folder.parent.name}_fold_{trainer.fold}_{digest}"
+    return root / f"{trainer.preprocessed_folder.name}_{trainer.output_folder.parent.name}_fold_{trainer.fold}_{digest}"
 
 
 def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None) -> dict:
