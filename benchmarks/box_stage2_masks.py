@@ -2,7 +2,7 @@
 
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
-mask (votes of Eq. 6), the fusion masks of Eq. 5, and two other ConvCRF priors: graded votes (from
+mask (votes of Eq. 6), the fusion masks of Eq. 5 (per label), and two other ConvCRF priors: graded votes (from
 -UNION_LOGIT with no vote to +UNION_LOGIT with all K + 1) and stage 1's shape prior plus Eq. 5's union prior.
 Each with and without the class-prior correction of the group networks' logits. Needs the group networks
 trained (``boxunet_train ... -tr BoxThreeStage`` gets past stage 2) and label maps holding the box labels.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boxunet.boxes.fusion import UNION_LOGIT, fusion_target, refine_prior, union_prior, vote_counts
+from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
 from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
@@ -67,7 +67,7 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
     truth = np.asarray(open_target(reference, case_id)[0])
     pseudo = np.asarray(open_target(stage1, case_id)[0])
     boxes, box_labels = case_boxes(properties), trainer.plans.box_labels
-    densely_known = (dense > 0) & ~np.isin(dense, box_labels)
+    densely_known = dense_label_map(dense, box_labels) > 0
     scores = {str(label): {"stage1": dice(pseudo == label, truth == label)} for label in box_labels}
     cached = cache / f"{case_id}.npz" if cache else None
     if cached and cached.is_file():
@@ -82,8 +82,6 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
             np.savez_compressed(cached, **stored)
     for correction, suffix in ((True, ""), (False, "_uncorrected")):
         predictions = list(stored[f"corrected_{correction}"])
-        fused, _ = fusion_target(image, properties["spacing"], dense, pseudo, predictions, boxes, box_labels,
-                                 parameters, str(trainer.device))
         for label in box_labels:
             inside = box_mask(truth.shape, boxes, label) & ~densely_known
             votes = vote_counts(pseudo, predictions, label, inside)
@@ -92,12 +90,11 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
                 entry[f"group_{index}{suffix}"] = dice((prediction == label) & inside, reference_mask)
             entry[f"union{suffix}"] = dice(votes > 0, reference_mask)
             entry[f"majority{suffix}"] = dice(2 * votes > len(predictions) + 1, reference_mask)
-            entry[f"fusion{suffix}"] = dice(fused == label, reference_mask)
-            # a graded prior instead of Eq. 5's union: +UNION_LOGIT when all K + 1 masks agree, minus it when none
-            graded = (UNION_LOGIT * (2.0 * votes / (len(predictions) + 1) - 1.0)).astype(np.float32)
-            # and the union added to stage 1's shape prior (the stage-1 unary with the union as evidence)
             union = union_prior(votes)
-            for name, prior_of in (("graded_votes", lambda box, region: graded[region]),
+            # Eq. 5 as fusion_target refines it; a graded prior (+UNION_LOGIT when all K + 1 masks agree, minus it
+            # when none); and the union added to stage 1's shape prior (the stage-1 unary with the union as evidence)
+            graded = (UNION_LOGIT * (2.0 * votes / (len(predictions) + 1) - 1.0)).astype(np.float32)
+            for name, prior_of in (("fusion", union), ("graded_votes", lambda box, region: graded[region]),
                                    ("shape_and_union", lambda box, region: shape_prior(box, region, parameters)
                                     + union(box, region))):
                 refined = refine_prior(image, properties["spacing"], prior_of, inside,

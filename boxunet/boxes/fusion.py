@@ -65,6 +65,11 @@ def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.nd
     return result
 
 
+def dense_label_map(dense_labels: np.ndarray, box_labels: list[int]) -> np.ndarray:
+    """The trusted dense labels of a label map as int8: box labels and negative markers set to 0."""
+    return np.where(np.isin(dense_labels, box_labels), 0, np.maximum(dense_labels, 0)).astype(np.int8)
+
+
 def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_mask: np.ndarray,
                   predictions: list[np.ndarray], boxes: list[Box], box_labels: list[int],
                   parameters: PseudoMaskParameters, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +78,7 @@ def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_m
     ``image`` is (C, z, y, x); ``dense_labels`` holds the dense labels only (box labels removed);
     ``pseudo_mask`` and ``predictions`` are label maps on the same grid.
     """
-    fused = np.where(np.isin(dense_labels, box_labels), 0, np.maximum(dense_labels, 0)).astype(np.int8)
+    fused = dense_label_map(dense_labels, box_labels)
     densely_known = fused > 0
     all_votes = []
     for label in box_labels:
