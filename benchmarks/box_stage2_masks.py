@@ -2,9 +2,10 @@
 
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
-mask (votes of Eq. 6), the fusion masks of Eq. 5 (per label), and two other ConvCRF priors: graded votes (from
--UNION_LOGIT with no vote to +UNION_LOGIT with all K + 1) and stage 1's shape prior plus Eq. 5's union prior.
-Each with and without the class-prior correction of the group networks' logits. Needs the group networks
+mask (votes of Eq. 6), the stage-1 mask overruled where all K networks disagree with it, the fusion masks of
+Eq. 5 (per label), and other ConvCRF priors: graded votes (from -UNION_LOGIT with no vote to +UNION_LOGIT with
+all K + 1), stage 1's shape prior plus Eq. 5's union prior, and stage 1's shape prior plus the networks' mean
+log-odds at a few weights. Each with and without the class-prior correction of the group networks' logits. Needs the group networks
 trained (``boxunet_train ... -tr BoxThreeStage`` gets past stage 2) and label maps holding the box labels.
 
 Usage: python benchmarks/box_stage2_masks.py DATASET [-c 3d_fullres] [-f 0] [-p boxunetPlans] [-o out.json]
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
@@ -31,6 +33,9 @@ from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.run import TrainingRequest, prepare
 from boxunet.training.trainer import TrainingOptions
+
+EVIDENCE_CLIP = 6.0
+EVIDENCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
 def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
@@ -58,6 +63,34 @@ def cache_folder(root: Path, trainer) -> Path:
     return root / f"{trainer.preprocessed_folder.name}_{trainer.output_folder.parent.name}_fold_{trainer.fold}_{digest}"
 
 
+def mean_evidence(logits: torch.Tensor, label: int) -> np.ndarray:
+    """The group networks' mean log-odds of ``label`` against every other class, from their (K, C, *spatial)
+    logits, each network's clipped to +-EVIDENCE_CLIP so that one confident network cannot outvote the rest."""
+    others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
+    log_odds = (logits[:, label] - torch.logsumexp(others, dim=1)).clamp(-EVIDENCE_CLIP, EVIDENCE_CLIP)
+    return log_odds.mean(0).numpy()
+
+
+def consensus_override(stage1_mask: np.ndarray, votes: np.ndarray, num_networks: int) -> np.ndarray:
+    """The stage-1 mask with the voxels where all K networks disagree with it flipped (no ConvCRF); ``votes``
+    count the stage-1 mask's vote too."""
+    return np.where(stage1_mask, votes >= 2, votes >= num_networks)
+
+
+def candidate_priors(votes: np.ndarray, num_networks: int, evidence: np.ndarray, parameters) -> dict:
+    """The ConvCRF priors compared, by name: Eq. 5 as fusion_target refines it; a graded prior (+UNION_LOGIT
+    when all K + 1 masks agree, minus it when none); stage 1's shape prior with the union added; and stage 1's
+    shape prior with the networks' mean evidence added at a few weights (0: stage 1 again)."""
+    union = union_prior(votes)
+    graded = (UNION_LOGIT * (2.0 * votes / (num_networks + 1) - 1.0)).astype(np.float32)
+    priors = {"fusion": union, "graded_votes": lambda box, region: graded[region],
+              "shape_and_union": lambda box, region: shape_prior(box, region, parameters) + union(box, region)}
+    for weight in EVIDENCE_WEIGHTS:
+        priors[f"shape_and_evidence_{weight}"] = (
+            lambda box, region, weight=weight: shape_prior(box, region, parameters) + weight * evidence[region])
+    return priors
+
+
 def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None) -> dict:
     """Dice of every mask of one case per box label, ``{label: {mask: dice}}``; the group networks' predictions
     are read from (or kept in) ``cache`` when given."""
@@ -71,17 +104,14 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
     scores = {str(label): {"stage1": dice(pseudo == label, truth == label)} for label in box_labels}
     cached = cache / f"{case_id}.npz" if cache else None
     if cached and cached.is_file():
-        stored = np.load(cached)
+        logits = torch.from_numpy(np.load(cached)["logits"]).float()
     else:
-        maps = {True: [], False: []}
-        for logits in trainer.group_logits(networks, case_id, image):
-            maps[True].append(logits_to_segmentation(correct_class_prior(logits), trainer.plans))
-            maps[False].append(logits_to_segmentation(logits, trainer.plans))
-        stored = {f"corrected_{c}": np.stack(label_maps) for c, label_maps in maps.items()}
+        logits = torch.stack([torch.as_tensor(x).float() for x in trainer.group_logits(networks, case_id, image)])
         if cached:
-            np.savez_compressed(cached, **stored)
+            np.savez_compressed(cached, logits=logits.half().numpy())
     for correction, suffix in ((True, ""), (False, "_uncorrected")):
-        predictions = list(stored[f"corrected_{correction}"])
+        adjusted = correct_class_prior(logits, channel_axis=1) if correction else logits
+        predictions = [logits_to_segmentation(x, trainer.plans) for x in adjusted]
         for label in box_labels:
             inside = box_mask(truth.shape, boxes, label) & ~densely_known
             votes = vote_counts(pseudo, predictions, label, inside)
@@ -90,13 +120,10 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
                 entry[f"group_{index}{suffix}"] = dice((prediction == label) & inside, reference_mask)
             entry[f"union{suffix}"] = dice(votes > 0, reference_mask)
             entry[f"majority{suffix}"] = dice(2 * votes > len(predictions) + 1, reference_mask)
-            union = union_prior(votes)
-            # Eq. 5 as fusion_target refines it; a graded prior (+UNION_LOGIT when all K + 1 masks agree, minus it
-            # when none); and the union added to stage 1's shape prior (the stage-1 unary with the union as evidence)
-            graded = (UNION_LOGIT * (2.0 * votes / (len(predictions) + 1) - 1.0)).astype(np.float32)
-            for name, prior_of in (("fusion", union), ("graded_votes", lambda box, region: graded[region]),
-                                   ("shape_and_union", lambda box, region: shape_prior(box, region, parameters)
-                                    + union(box, region))):
+            entry[f"consensus{suffix}"] = dice(consensus_override(pseudo == label, votes, len(predictions)) & inside,
+                                               reference_mask)
+            evidence = mean_evidence(adjusted, label)
+            for name, prior_of in candidate_priors(votes, len(predictions), evidence, parameters).items():
                 refined = refine_prior(image, properties["spacing"], prior_of, inside,
                                        [b for b in boxes if b.label == label], parameters, str(trainer.device))
                 entry[f"{name}{suffix}"] = dice(refined, reference_mask)
