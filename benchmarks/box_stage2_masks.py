@@ -5,8 +5,9 @@ stage-1 masks, each group network's prediction inside the boxes, their union and
 mask (votes of Eq. 6), the stage-1 mask overruled where all K networks disagree with it, the fusion masks of
 Eq. 5 (per label), and other ConvCRF priors: graded votes (from -UNION_LOGIT with no vote to +UNION_LOGIT with
 all K + 1), stage 1's shape prior plus Eq. 5's union prior, and stage 1's shape prior plus the networks' mean
-log-odds at a few weights. Each with and without the class-prior correction of the group networks' logits. Needs the group networks
-trained (``boxunet_train ... -tr BoxThreeStage`` gets past stage 2) and label maps holding the box labels.
+log-odds at a few weights. Each with and without the class-prior correction of the group networks' logits.
+Needs the group networks trained (``boxunet_train ... -tr BoxThreeStage`` gets past stage 2) and label maps
+holding the box labels. The cache keeps the networks' logits (float16), so new rules need no network pass.
 
 Usage: python benchmarks/box_stage2_masks.py DATASET [-c 3d_fullres] [-f 0] [-p boxunetPlans] [-o out.json]
        [--cache FOLDER]
@@ -80,7 +81,8 @@ def consensus_override(stage1_mask: np.ndarray, votes: np.ndarray, num_networks:
 def candidate_priors(votes: np.ndarray, num_networks: int, evidence: np.ndarray, parameters) -> dict:
     """The ConvCRF priors compared, by name: Eq. 5 as fusion_target refines it; a graded prior (+UNION_LOGIT
     when all K + 1 masks agree, minus it when none); stage 1's shape prior with the union added; and stage 1's
-    shape prior with the networks' mean evidence added at a few weights (0: stage 1 again)."""
+    shape prior with the networks' mean evidence added at a few weights (0: the stage-1 procedure rerun on
+    the grid, whose boxes are rounded outwards)."""
     union = union_prior(votes)
     graded = (UNION_LOGIT * (2.0 * votes / (num_networks + 1) - 1.0)).astype(np.float32)
     priors = {"fusion": union, "graded_votes": lambda box, region: graded[region],
