@@ -37,6 +37,7 @@ from boxunet.training.trainer import TrainingOptions
 
 EVIDENCE_CLIP = 6.0
 EVIDENCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+CACHE_FORMAT = "group logits, float16"  # part of the cache folder's digest: older caches held label maps
 
 
 def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
@@ -57,7 +58,7 @@ def cache_folder(root: Path, trainer) -> Path:
     """Where the group networks' predictions of this fold are cached: named by the dataset, model folder, fold and a
     digest of the stage-2 settings and group checkpoints, so retrained networks never reuse stale predictions."""
     stage2 = trainer.output_folder / "stage2"
-    stamps = [(stage2 / "settings.json").read_text()] + [
+    stamps = [CACHE_FORMAT, (stage2 / "settings.json").read_text()] + [
         str((stage2 / f"group_{i}" / "checkpoint_final.pth").stat().st_mtime_ns)
         for i in range(trainer.options.group_networks)]
     digest = hashlib.sha1("\n".join(stamps).encode()).hexdigest()[:12]
@@ -74,7 +75,7 @@ def mean_evidence(logits: torch.Tensor, label: int) -> np.ndarray:
 
 def consensus_override(stage1_mask: np.ndarray, votes: np.ndarray, num_networks: int) -> np.ndarray:
     """The stage-1 mask with the voxels where all K networks disagree with it flipped (no ConvCRF); ``votes``
-    count the stage-1 mask's vote too."""
+    count the stage-1 mask's vote too and are 0 outside the boxes, so the result stays inside them."""
     return np.where(stage1_mask, votes >= 2, votes >= num_networks)
 
 
@@ -122,7 +123,7 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
                 entry[f"group_{index}{suffix}"] = dice((prediction == label) & inside, reference_mask)
             entry[f"union{suffix}"] = dice(votes > 0, reference_mask)
             entry[f"majority{suffix}"] = dice(2 * votes > len(predictions) + 1, reference_mask)
-            entry[f"consensus{suffix}"] = dice(consensus_override(pseudo == label, votes, len(predictions)) & inside,
+            entry[f"consensus{suffix}"] = dice(consensus_override(pseudo == label, votes, len(predictions)),
                                                reference_mask)
             evidence = mean_evidence(adjusted, label)
             for name, prior_of in candidate_priors(votes, len(predictions), evidence, parameters).items():
