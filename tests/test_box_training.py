@@ -45,7 +45,8 @@ def test_fusion_mask_is_the_union_inside_the_boxes_without_pairwise_terms():
     prediction[0, 3, 7] = 2  # outside the box: never tumor
     boxes = [Box(2, (0, 0, 1), (1, 3, 6))]
     fused, weights = fusion_target(image, (1.0, 1.0, 1.0), dense, pseudo, [prediction], boxes, [2],
-                                   PseudoMaskParameters(crf=CRFParameters(pairwise_weight=0.0), appearance_weight=0.0))
+                                   PseudoMaskParameters(crf=CRFParameters(pairwise_weight=0.0), appearance_weight=0.0,
+                                                        tightness=False))
     expected = np.zeros((1, 4, 8), np.int8)
     expected[0, 1, 2:6] = 2
     expected[0, 2, 3:6] = 2

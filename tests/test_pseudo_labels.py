@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
-from boxunet.boxes.pseudo_masks import pseudo_masks
+from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks, tight_box_mask
 from boxunet.cli.pseudo_labels import main as pseudo_labels_main
 from boxunet.evaluation.metrics import dice
 from boxunet.io.boxes import Box, write_boxes
@@ -31,6 +31,32 @@ def test_convcrf_recovers_the_object_inside_its_box():
     result = pseudo_masks(image, spacing, boxes, [1]) == 1
     assert dice(result, inner) > 0.95
     assert not (result & ~box_mask(inner.shape, boxes)).any(), "nothing outside the box"
+
+
+def test_tightness_adds_the_most_probable_candidate_of_every_empty_box_slice():
+    probability = np.zeros((1, 3, 4), np.float32)
+    probability[0, 0, 0], probability[0, 1, 1], probability[0, 2, 3] = 0.9, 0.2, 0.3
+    box, region = Box(1, (0, 0, 0), (1, 3, 4)), (slice(0, 1), slice(0, 3), slice(0, 4))
+    candidates = np.ones(probability.shape, bool)
+    loose = tight_box_mask(probability, candidates, box, region, 0.5, tightness=False)
+    assert np.argwhere(loose).tolist() == [[0, 0, 0]]
+    # rows y = 1, 2 take their best voxel; column x = 2 (all 0) then takes its first candidate
+    tight = tight_box_mask(probability, candidates, box, region, 0.5, tightness=True)
+    assert np.argwhere(tight).tolist() == [[0, 0, 0], [0, 0, 2], [0, 1, 1], [0, 2, 3]]
+    candidates[0, 0, 2] = False
+    tight = tight_box_mask(probability, candidates, box, region, 0.5, tightness=True)
+    assert np.argwhere(tight).tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 2], [0, 2, 3]]
+
+
+def test_tightness_keeps_an_object_of_a_few_voxels_that_the_crf_erases():
+    image = np.zeros((1, 12, 12, 12), np.float32)
+    image[0, 6, 5:7, 5:7] = 1.0  # a 1 x 2 x 2 object filling its tight box: every voxel is on the box border
+    image += np.random.default_rng(0).normal(0, 0.1, image.shape).astype(np.float32)
+    boxes = [Box(2, (6, 5, 5), (7, 7, 7))]
+    erased = pseudo_masks(image, (3.0, 1.0, 1.0), boxes, [2], parameters=PseudoMaskParameters(tightness=False))
+    assert not (erased == 2).any()
+    kept = pseudo_masks(image, (3.0, 1.0, 1.0), boxes, [2]) == 2
+    assert 3 <= kept.sum() <= 4 and not (kept & ~box_mask(kept.shape, boxes)).any()
 
 
 def test_dense_labels_are_trusted_and_boxfill_fills_the_rest():

@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from boxunet.boxes.pseudo_masks import PseudoMaskParameters, crf_probability, normalize_region, region_around
+from boxunet.boxes.pseudo_masks import (PseudoMaskParameters, crf_probability, normalize_region, region_around,
+                                        tight_box_mask)
 from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
@@ -49,8 +50,8 @@ def union_prior(votes: np.ndarray) -> PriorOfBox:
 
 def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.ndarray, boxes: list[Box],
                  parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
-    """The ConvCRF refinement of one label, box by box, with the stage-1 procedure (appearance model and CRF)
-    and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside ``inside`` (the boxes
+    """The ConvCRF refinement of one label, box by box, with the stage-1 procedure (appearance model, CRF and
+    tightness) and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside ``inside`` (the boxes
     of the label minus densely labelled voxels) are never the label."""
     result = np.zeros(inside.shape, dtype=bool)
     for box in boxes:
@@ -61,7 +62,8 @@ def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.nd
         features = normalize_region(image[(slice(None),) + region], candidates)
         prior = prior_of(box, region)
         probability = crf_probability(features, spacing, candidates, ~candidates, prior, parameters, device)
-        result[region] |= probability > parameters.threshold
+        result[region] |= tight_box_mask(probability, candidates, box, region, parameters.threshold,
+                                         parameters.tightness)
     return result
 
 

@@ -12,7 +12,11 @@ voxels inside the box are inferred. Their unary combines
   weighted by 1 - belief); their log-likelihood ratio, clipped, times ``appearance_weight`` and
   n / (n + ``appearance_min_voxels``) for a box of n unknown voxels (few samples make poor histograms).
 
-The CRF runs ``rounds`` times, refitting the histograms on its previous output. Intensities are
+The CRF runs ``rounds`` times, refitting the histograms on its previous output. With ``tightness`` the
+result then obeys the tightness prior of a tight box (Kervadec et al. 2020, in 3D): every slice of the
+box, along each axis, holds at least one voxel of c; where the CRF left a slice empty, its most probable
+candidate voxel is added (a box of a few voxels, all on its border, is otherwise erased by the CRF's
+smoothness). Turn it off for boxes drawn with a margin. Intensities are
 normalized per region by the statistics of the box interior (``normalize_region``), so the CRF's
 intensity sigma is in units of the contrast inside the box whatever the modality.
 """
@@ -43,6 +47,7 @@ class PseudoMaskParameters:
     histogram_bins: int = 48
     rounds: int = 2
     threshold: float = 0.5
+    tightness: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -143,6 +148,27 @@ def crf_probability(features: np.ndarray, spacing_mm, box_region_mask: np.ndarra
     return belief
 
 
+def tight_box_mask(probability: np.ndarray, candidates: np.ndarray, box: Box, region: tuple[slice, ...],
+                   threshold: float, tightness: bool) -> np.ndarray:
+    """The voxels of ``region`` whose ``probability`` exceeds ``threshold``, plus, with ``tightness``, the most
+    probable of the ``candidates`` in every slice of the box (along each axis) that holds none of them."""
+    chosen = probability > threshold
+    if not tightness:
+        return chosen
+    inside = tuple(slice(lo - r.start, hi - r.start) for lo, hi, r in zip(box.min, box.max, region))
+    box_chosen, box_candidates = chosen[inside], candidates[inside]
+    score = np.where(box_candidates, probability[inside], -1.0)
+    for axis in range(box_chosen.ndim):
+        others = tuple(a for a in range(box_chosen.ndim) if a != axis)
+        empty = ~box_chosen.any(axis=others) & box_candidates.any(axis=others)
+        for index in np.flatnonzero(empty):
+            plane = np.take(score, index, axis=axis)
+            position = list(np.unravel_index(int(np.argmax(plane)), plane.shape))
+            position.insert(axis, index)
+            box_chosen[tuple(position)] = True
+    return chosen
+
+
 def map_prior(box: Box, region: tuple[slice, ...], localization_map: np.ndarray) -> np.ndarray:
     """Prior logit over ``region`` from a box-shaped localization map in [0, 1] (seed 002's unary: the map for
     the label, 1 - map for background); 0 outside the box (those voxels are known not to be the label)."""
@@ -194,7 +220,10 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
                     prior, crf_parameters = shape_prior(box, region, parameters), parameters
                 probability = crf_probability(features, spacing_mm, inside[region], known_not, prior, crf_parameters,
                                               device)
-            take = (probability > parameters.threshold) & (probability > best[region])
+            chosen = (probability > parameters.threshold if method == "boxfill" else
+                      tight_box_mask(probability, inside[region] & ~known_not, box, region, parameters.threshold,
+                                     parameters.tightness))
+            take = chosen & (probability > best[region])
             best[region][take] = probability[take]
             result[region][take] = label
     return result
