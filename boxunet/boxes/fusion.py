@@ -51,8 +51,8 @@ def union_prior(votes: np.ndarray) -> PriorOfBox:
 def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.ndarray, boxes: list[Box],
                  parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
     """The ConvCRF refinement of one label, box by box, with the stage-1 procedure (appearance model, CRF and
-    tightness) and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside ``inside`` (the boxes
-    of the label minus densely labelled voxels) are never the label."""
+    tightness) and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside ``inside``
+    (the boxes of the label minus densely labelled voxels) are never the label."""
     result = np.zeros(inside.shape, dtype=bool)
     for box in boxes:
         region = region_around(box, inside.shape, spacing, parameters.context_mm)
