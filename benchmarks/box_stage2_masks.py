@@ -6,6 +6,9 @@ mask (votes of Eq. 6), the stage-1 mask overruled where all K networks disagree 
 Eq. 5 (per label), and other ConvCRF priors: graded votes (from -UNION_LOGIT with no vote to +UNION_LOGIT with
 all K + 1), stage 1's shape prior plus Eq. 5's union prior, and stage 1's shape prior plus the networks' mean
 log-odds at a few weights. Each with and without the class-prior correction of the group networks' logits.
+At the raw resolution (the group networks' corrected logits brought back to the raw geometry like an
+exported prediction, the raw boxes, image and dense labels): the stage-1 masks, the union and the fusion
+masks of Eq. 5 (``raw_*``), i.e. what fusion would give if it ran where stage 1 runs.
 Needs the group networks trained (``boxunet_train ... -tr BoxThreeStage`` gets past stage 2) and label maps
 holding the box labels. The cache keeps the networks' logits (float16), so new rules need no network pass.
 
@@ -20,15 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, refine_prior, union_prior, vote_counts
+from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_target, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
+from boxunet.boxes.stage1 import stage1_folder
 from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json
-from boxunet.io.boxes import case_boxes
+from boxunet.io.boxes import case_boxes, read_boxes
+from boxunet.io.cases import CaseFiles, list_training_cases
+from boxunet.io.dataset_json import load_dataset_json
+from boxunet.io.images import read_channels, read_image
+from boxunet.paths import raw_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.preprocessing.grid_labels import open_target
-from boxunet.inference.export import logits_to_segmentation
+from boxunet.inference.export import logits_to_segmentation, revert_preprocessing
 from boxunet.training.box_trainers import correct_class_prior
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import ProcessGroupInfo
@@ -94,7 +102,33 @@ def candidate_priors(votes: np.ndarray, num_networks: int, evidence: np.ndarray,
     return priors
 
 
-def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None) -> dict:
+def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles, file_ending: str,
+               parameters) -> dict:
+    """Dice per box label at the raw resolution of the stage-1 masks, the union of them and the K networks'
+    corrected predictions (brought back to the raw geometry), and the fusion masks of Eq. 5 made there."""
+    plans, configuration = trainer.plans, trainer.configuration
+    predictions = [logits_to_segmentation(revert_preprocessing(x.numpy(), properties, plans, configuration,
+                                                               logits=True), plans)
+                   for x in correct_class_prior(logits, channel_axis=1)]
+    image, geometry = read_channels(list(case.images))
+    truth = read_image(case.label)[0]
+    pseudo = read_image(stage1_folder(trainer.preprocessed_folder.name) / f"{case.case_id}{file_ending}")[0]
+    boxes, box_labels = read_boxes(case.boxes), plans.box_labels
+    dense = dense_label_map(truth, box_labels)
+    fused, _ = fusion_target(image, geometry.spacing, dense, pseudo, predictions, boxes, box_labels, parameters,
+                             str(trainer.device))
+    scores = {}
+    for label in box_labels:
+        inside = box_mask(truth.shape, boxes, label) & (dense == 0)
+        reference_mask = truth == label
+        scores[str(label)] = {"raw_stage1": dice(pseudo == label, reference_mask),
+                              "raw_union": dice(vote_counts(pseudo, predictions, label, inside) > 0, reference_mask),
+                              "raw_fusion": dice(fused == label, reference_mask)}
+    return scores
+
+
+def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None,
+                raw_case: CaseFiles, file_ending: str) -> dict:
     """Dice of every mask of one case per box label, ``{label: {mask: dice}}``; the group networks' predictions
     are read from (or kept in) ``cache`` when given."""
     folder = trainer.preprocessed_folder / trainer.configuration.data_identifier
@@ -130,6 +164,8 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
                 refined = refine_prior(image, properties["spacing"], prior_of, inside,
                                        [b for b in boxes if b.label == label], parameters, str(trainer.device))
                 entry[f"{name}{suffix}"] = dice(refined, reference_mask)
+    for label, entry in raw_scores(trainer, logits, properties, raw_case, file_ending, parameters).items():
+        scores[label].update(entry)
     return scores
 
 
@@ -152,7 +188,11 @@ def main() -> None:
     cache = cache_folder(args.cache, trainer) if args.cache else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, cache) for c in trainer.train_cases}
+    raw_folder = raw_root() / trainer.preprocessed_folder.name
+    description = load_dataset_json(raw_folder)
+    raw_cases = {case.case_id: case for case in list_training_cases(raw_folder, description)[0]}
+    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, cache, raw_cases[c],
+                            description.file_ending) for c in trainer.train_cases}
     means = {}
     for label in map(str, trainer.plans.box_labels):
         rows = [cases[c][label] for c in cases if int(label) in present.get(c, [])]
