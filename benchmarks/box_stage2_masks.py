@@ -23,20 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_target, refine_prior, union_prior, vote_counts
+from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
 from boxunet.boxes.stage1 import stage1_folder
 from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json
 from boxunet.io.boxes import case_boxes, read_boxes
-from boxunet.io.cases import CaseFiles, list_training_cases
-from boxunet.io.dataset_json import load_dataset_json
-from boxunet.io.images import read_channels, read_image
-from boxunet.paths import raw_root
+from boxunet.io.cases import CaseFiles
+from boxunet.io.images import read_image
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.preprocessing.grid_labels import open_target
-from boxunet.inference.export import logits_to_segmentation, revert_preprocessing
+from boxunet.inference.export import logits_to_segmentation
 from boxunet.training.box_trainers import correct_class_prior
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import ProcessGroupInfo
@@ -102,24 +100,18 @@ def candidate_priors(votes: np.ndarray, num_networks: int, evidence: np.ndarray,
     return priors
 
 
-def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles, file_ending: str,
-               parameters) -> dict:
-    """Dice per box label at the raw resolution of the stage-1 masks, the union of them and the K networks'
-    corrected predictions (brought back to the raw geometry), and the fusion masks of Eq. 5 made there."""
-    plans, configuration = trainer.plans, trainer.configuration
-    predictions = [logits_to_segmentation(revert_preprocessing(x.numpy(), properties, plans, configuration,
-                                                               logits=True), plans)
-                   for x in correct_class_prior(logits, channel_axis=1)]
-    image, geometry = read_channels(list(case.images))
+def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles, parameters) -> dict:
+    """Dice per box label at the raw resolution of the stage-1 masks, their union with the K networks' corrected
+    predictions, and the fusion masks of Eq. 5 made there (what the trainer trains on)."""
+    predictions = [trainer.raw_prediction(x, properties) for x in logits]
+    fused = trainer.raw_fusion(case, predictions, parameters)[0]
     truth = read_image(case.label)[0]
-    pseudo = read_image(stage1_folder(trainer.preprocessed_folder.name) / f"{case.case_id}{file_ending}")[0]
-    boxes, box_labels = read_boxes(case.boxes), plans.box_labels
-    dense = dense_label_map(truth, box_labels)
-    fused, _ = fusion_target(image, geometry.spacing, dense, pseudo, predictions, boxes, box_labels, parameters,
-                             str(trainer.device))
+    pseudo = read_image(stage1_folder(trainer.preprocessed_folder.name) /
+                        f"{case.case_id}{trainer.dataset_json['file_ending']}")[0]
+    undecided = dense_label_map(truth, trainer.plans.box_labels) == 0
     scores = {}
-    for label in box_labels:
-        inside = box_mask(truth.shape, boxes, label) & (dense == 0)
+    for label in trainer.plans.box_labels:
+        inside = box_mask(truth.shape, read_boxes(case.boxes), label) & undecided
         reference_mask = truth == label
         scores[str(label)] = {"raw_stage1": dice(pseudo == label, reference_mask),
                               "raw_union": dice(vote_counts(pseudo, predictions, label, inside) > 0, reference_mask),
@@ -128,7 +120,7 @@ def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles,
 
 
 def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None,
-                raw_case: CaseFiles, file_ending: str) -> dict:
+                raw_case: CaseFiles) -> dict:
     """Dice of every mask of one case per box label, ``{label: {mask: dice}}``; the group networks' predictions
     are read from (or kept in) ``cache`` when given."""
     folder = trainer.preprocessed_folder / trainer.configuration.data_identifier
@@ -164,7 +156,7 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
                 refined = refine_prior(image, properties["spacing"], prior_of, inside,
                                        [b for b in boxes if b.label == label], parameters, str(trainer.device))
                 entry[f"{name}{suffix}"] = dice(refined, reference_mask)
-    for label, entry in raw_scores(trainer, logits, properties, raw_case, file_ending, parameters).items():
+    for label, entry in raw_scores(trainer, logits, properties, raw_case, parameters).items():
         scores[label].update(entry)
     return scores
 
@@ -188,11 +180,9 @@ def main() -> None:
     cache = cache_folder(args.cache, trainer) if args.cache else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    raw_folder = raw_root() / trainer.preprocessed_folder.name
-    description = load_dataset_json(raw_folder)
-    raw_cases = {case.case_id: case for case in list_training_cases(raw_folder, description)[0]}
-    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, cache, raw_cases[c],
-                            description.file_ending) for c in trainer.train_cases}
+    raw_cases = trainer.raw_training_cases()
+    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, cache, raw_cases[c])
+             for c in trainer.train_cases}
     means = {}
     for label in map(str, trainer.plans.box_labels):
         rows = [cases[c][label] for c in cases if int(label) in present.get(c, [])]

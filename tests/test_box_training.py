@@ -10,9 +10,12 @@ import torch
 from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
+from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
-from boxunet.io.boxes import Box
+from boxunet.boxes.from_labels import box_mask
+from boxunet.io.boxes import Box, read_boxes
+from boxunet.io.images import read_image, write_image
 from boxunet.planning.plans import load_plans
 from boxunet.training.box_trainers import BoxThreeStage, box_loss, correct_class_prior, group_subsets
 from boxunet.preprocessing.grid_labels import write_target
@@ -153,7 +156,6 @@ def test_ignore_box_background_sampler_trusts_the_stored_foreground_only(tmp_pat
 def test_raw_labels_reach_the_grid_like_preprocessed_labels(roots):
     write_tiny_dataset(roots["raw"], num_cases=5)
     plan_tiny_3d_fullres()
-    from boxunet.io.images import read_image
     from boxunet.preprocessing.storage import load_case
     folder = roots["preprocessed"] / "Dataset001_Tiny"
     plans = load_plans(folder / "boxunet_plans.json")
@@ -195,6 +197,16 @@ def test_three_stage_training_end_to_end(box_dataset):
     assert (stage1 / "report.json").is_file(), "missing stage-1 pseudo labels are made on the way"
     fusion = sorted(p.name for p in (folder / "stage2" / "fusion").glob("*_target.b2nd"))
     assert len(fusion) == 6  # 4 training cases (fusion) + 2 validation cases (stage-1 targets)
+    # fusion runs at the raw resolution: label and weight maps with each raw image's geometry, then the grid
+    raw = box_dataset["raw"] / "Dataset001_Tiny"
+    for case_id in (row["case_id"] for row in report["cases"]):
+        labels, geometry = read_image(folder / "stage2" / "fusion" / f"{case_id}.nii.gz")
+        weights, weight_geometry = read_image(folder / "stage2" / "fusion" / f"{case_id}_weights.nii.gz")
+        raw_geometry = read_image(raw / "imagesTr" / f"{case_id}_0000.nii.gz")[1]
+        assert geometry == raw_geometry and weight_geometry == raw_geometry
+        assert set(np.unique(weights).tolist()) <= {1, 2, 3}  # votes of the K + 1 = 3 masks; 3 where none says tumor
+        boxes = box_mask(labels.shape, read_boxes(raw / "boxesTr" / f"{case_id}.json"), 2)
+        assert (labels == 2).any() and not ((labels == 2) & ~boxes).any(), "fusion masks stay inside the boxes"
     # resuming finds every stage done and only extends the final network
     stamp = (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns
     fusion_file = sorted((folder / "stage2" / "fusion").glob("*_target.b2nd"))[0]
@@ -212,8 +224,17 @@ def test_three_stage_training_end_to_end(box_dataset):
     assert fusion_file.stat().st_mtime_ns != fusion_stamp
 
 
+def test_stage2_needs_the_raw_dataset_and_says_so_before_training_group_networks(box_dataset):
+    generate_pseudo_labels(PseudoLabelRequest("1", progress=False))
+    raw = box_dataset["raw"] / "Dataset001_Tiny"
+    raw.rename(raw.with_name("moved_away"))
+    with pytest.raises(BoxunetError, match="raw resolution, like stage 1, and needs the raw dataset"):
+        run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1))
+    results = box_dataset["results"] / "Dataset001_Tiny"
+    assert not list(results.rglob("checkpoint_*.pth")), "no group network trained"
+
+
 def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(box_dataset):
-    from boxunet.io.images import read_image, write_image
     dataset = box_dataset["preprocessed"] / "Dataset001_Tiny"
     for folder in (box_dataset["raw"] / "Dataset001_Tiny" / "labelsTr", dataset / "gt_segmentations"):
         for path in folder.glob("*.nii.gz"):  # boxes only: the tumor voxels lose their label

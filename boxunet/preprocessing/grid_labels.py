@@ -20,16 +20,17 @@ from boxunet.preprocessing.storage import write_array
 TARGET_SUFFIX = "_target.b2nd"
 
 
-def raw_labels_to_grid(labels: np.ndarray, properties: dict, plans: Plans,
-                       configuration: ConfigurationPlan) -> np.ndarray:
-    """A raw (z, y, x) label map on the preprocessed grid of one case (int8, shape_after_resampling)."""
+def raw_labels_to_grid(labels: np.ndarray, properties: dict, plans: Plans, configuration: ConfigurationPlan,
+                       order: int | None = None) -> np.ndarray:
+    """A raw (z, y, x) label map on the preprocessed grid of one case (int8, shape_after_resampling), resampled
+    like preprocessing resamples labels, or with interpolation ``order`` (0: nearest, e.g. for weight maps)."""
     transposed = labels.transpose(plans.transpose_forward)
     cropped = transposed[tuple(slice(lo, hi) for lo, hi in properties["bbox_used_for_cropping"])]
     resampling = configuration.resampling
     axis = separate_z_axis(properties["spacing_after_transpose"], properties["spacing"],
                            resampling.anisotropy_threshold)
     return resample_segmentation(np.ascontiguousarray(cropped), properties["shape_after_resampling"],
-                                 resampling.seg_order, axis, resampling.order_z)
+                                 resampling.seg_order if order is None else order, axis, resampling.order_z)
 
 
 def target_path(folder: Path, case_id: str) -> Path:

@@ -21,20 +21,22 @@ import numpy as np
 import torch
 
 from boxunet.boxes.from_labels import box_mask
-from boxunet.boxes.fusion import UNION_LOGIT, fusion_target
+from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
-from boxunet.inference.export import logits_to_segmentation
+from boxunet.inference.export import logits_to_segmentation, revert_preprocessing
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
-from boxunet.io.boxes import case_boxes
-from boxunet.io.images import read_image
+from boxunet.io.boxes import case_boxes, read_boxes
+from boxunet.io.cases import CaseFiles, list_training_cases
+from boxunet.io.dataset_json import load_dataset_json
+from boxunet.io.images import read_channels, read_image, write_image
 from boxunet.paths import raw_root
-from boxunet.preprocessing.grid_labels import (has_target, open_target, store_raw_label_maps, target_path,
-                                               write_target)
+from boxunet.preprocessing.grid_labels import (has_target, open_target, raw_labels_to_grid, store_raw_label_maps,
+                                               target_path, write_target)
 from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.box_samplers import (BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler,
                                                 StoredTargetSampler)
@@ -282,8 +284,9 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         reference = self.reference_store()  # every rank: it synchronizes them
         self.target_folder, fusion_seconds = stage1, None
         if self.options.group_networks > 0:
+            raw_cases = self.raw_training_cases()  # checked before the group networks train
             networks = self._train_group(stage1)
-            self.target_folder, fusion_seconds = self._fusion_store(stage1, networks)
+            self.target_folder, fusion_seconds = self._fusion_store(stage1, networks, raw_cases)
             del networks
         if self.group.is_main:
             self._write_box_report(stage1, reference, fusion_seconds)
@@ -364,35 +367,71 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             yield predict_sliding_window(network, network_input, self.configuration.patch_size, self.num_outputs,
                                          mirror_axes=(), device=self.device, precision=resolve_precision(self.device))
 
-    def group_predictions(self, networks: list[torch.nn.Module], case_id: str, image: np.ndarray) -> list[np.ndarray]:
-        """Label maps of one preprocessed case by each group network, decided like its validation
-        (``BoxGroupMember.decision_logits``: the class-weight prior removed)."""
-        return [logits_to_segmentation(BoxGroupMember.decision_logits(logits, 0), self.plans)
-                for logits in self.group_logits(networks, case_id, image)]
+    def raw_prediction(self, logits: torch.Tensor, properties: dict) -> np.ndarray:
+        """A group network's label map of one case at the raw resolution, from its logits on the grid: decided
+        like its validation (``BoxGroupMember.decision_logits``: the class-weight prior removed) and brought back
+        to the raw geometry like an exported prediction."""
+        decided = BoxGroupMember.decision_logits(logits, 0)
+        return logits_to_segmentation(revert_preprocessing(decided, properties, self.plans, self.configuration,
+                                                           logits=True), self.plans)
 
-    def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module]) -> tuple[Path, dict]:
+    def raw_training_cases(self) -> dict[str, CaseFiles]:
+        """The raw files of the fold's training cases (fusion runs on the raw images, like stage 1)."""
+        folder = raw_root() / self.dataset_name
+        if not folder.is_dir():
+            raise BoxunetError(f"stage 2 makes its fusion masks at the raw resolution, like stage 1, and needs the "
+                               f"raw dataset {folder}; set boxunet_raw to the folder holding it")
+        cases = {case.case_id: case for case in list_training_cases(folder, load_dataset_json(folder))[0]}
+        missing = [c for c in self.train_cases if c not in cases]
+        if missing:
+            raise BoxunetError(f"{folder}: the training case(s) {', '.join(missing[:5])} of fold {self.fold} have no "
+                               "complete raw files (images and boxes); stage 2 needs them for the fusion masks")
+        return cases
+
+    def raw_fusion(self, case: CaseFiles, predictions: list[np.ndarray],
+                    parameters: PseudoMaskParameters) -> tuple[np.ndarray, np.ndarray, object, float]:
+        """Eq. 5 and 6 at the raw resolution of one case: fusion label map, weight map, the raw geometry and the
+        ConvCRF seconds; from the raw image, boxes, dense labels of the other classes and stage-1 mask."""
+        image, geometry = read_channels(list(case.images))
+        ending = self.dataset_json["file_ending"]
+        pseudo = read_image(stage1_folder(self.dataset_name) / f"{case.case_id}{ending}")[0]
+        dense = (dense_label_map(read_image(case.label)[0], self.plans.box_labels) if case.label is not None
+                 else np.zeros(pseudo.shape, np.int8))
+        boxes = read_boxes(case.boxes) if case.boxes is not None else []
+        start = time.perf_counter()
+        labels, weights = fusion_target(image, geometry.spacing, dense, pseudo, predictions, boxes,
+                                        self.plans.box_labels, parameters, str(self.device))
+        return labels, weights, geometry, time.perf_counter() - start
+
+    def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module],
+                      raw_cases: dict[str, CaseFiles]) -> tuple[Path, dict]:
         """Fusion masks and weight maps (Eq. 5, 6) of every training case (stage-1 targets for validation
-        cases); the folder and this process's fusion timing (cases made, ConvCRF seconds)."""
+        cases); the folder and this process's fusion timing (cases made, ConvCRF seconds). They are made at the
+        raw resolution, where stage 1 made its masks (a box mapped to the grid is rounded outwards and the
+        ConvCRF would start from a worse box), written there as images (``<case><ending>`` and
+        ``<case>_weights<ending>``) and brought onto the grid like labels (weights by nearest neighbour)."""
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
         parameters = self.pseudo_mask_parameters()
+        ending = self.dataset_json["file_ending"]
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
         self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "union_logit": UNION_LOGIT,
-                                      "class_prior_correction": True})
+                                      "class_prior_correction": True, "resolution": "raw"})
         seconds, made = 0.0, 0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
             if has_target(folder, case_id):
                 continue
             made += 1
-            data, seg, properties = cases.load(case_id)
-            image = np.asarray(data[:])
-            predictions = self.group_predictions(networks, case_id, image)
-            pseudo = np.asarray(open_target(stage1, case_id)[0])
-            start = time.perf_counter()
-            labels, weights = fusion_target(image, properties["spacing"], np.asarray(seg[0]), pseudo, predictions,
-                                            case_boxes(properties), self.plans.box_labels, parameters, str(self.device))
-            seconds += time.perf_counter() - start
-            write_target(folder, case_id, labels, weights, self.configuration.patch_size)
+            data, _, properties = cases.load(case_id)
+            predictions = [self.raw_prediction(logits, properties)
+                           for logits in self.group_logits(networks, case_id, np.asarray(data[:]))]
+            labels, weights, geometry, crf_seconds = self.raw_fusion(raw_cases[case_id], predictions, parameters)
+            seconds += crf_seconds
+            write_image(labels.astype(np.uint8), geometry, folder / f"{case_id}{ending}")
+            write_image(weights.astype(np.uint8), geometry, folder / f"{case_id}_weights{ending}")
+            write_target(folder, case_id, raw_labels_to_grid(labels, properties, self.plans, self.configuration),
+                         raw_labels_to_grid(weights, properties, self.plans, self.configuration, order=0),
+                         self.configuration.patch_size)
         if self.group.is_main:
             for case_id in self.val_cases:  # monitored against their stage-1 masks, weight 1
                 if not has_target(folder, case_id):
