@@ -33,7 +33,7 @@ from boxunet.io.atomic import read_json, write_json
 from boxunet.io.boxes import case_boxes, read_boxes
 from boxunet.io.cases import CaseFiles, list_training_cases
 from boxunet.io.dataset_json import load_dataset_json
-from boxunet.io.images import read_channels, read_image, write_image
+from boxunet.io.images import Geometry, read_channels, read_image, write_image
 from boxunet.paths import raw_root
 from boxunet.preprocessing.grid_labels import (has_target, open_target, raw_labels_to_grid, store_raw_label_maps,
                                                target_path, write_target)
@@ -389,7 +389,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         return cases
 
     def raw_fusion(self, case: CaseFiles, predictions: list[np.ndarray],
-                    parameters: PseudoMaskParameters) -> tuple[np.ndarray, np.ndarray, object, float]:
+                   parameters: PseudoMaskParameters) -> tuple[np.ndarray, np.ndarray, Geometry, float]:
         """Eq. 5 and 6 at the raw resolution of one case: fusion label map, weight map, the raw geometry and the
         ConvCRF seconds; from the raw image, boxes, dense labels of the other classes and stage-1 mask."""
         image, geometry = read_channels(list(case.images))
