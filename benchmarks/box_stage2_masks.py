@@ -25,7 +25,7 @@ import torch
 
 from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
-from boxunet.boxes.stage1 import stage1_folder
+from boxunet.boxes.stage1 import stage1_mask_path
 from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json
@@ -106,12 +106,13 @@ def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles,
     predictions = [trainer.raw_prediction(x, properties) for x in logits]
     fused = trainer.raw_fusion(case, predictions, parameters)[0]
     truth = read_image(case.label)[0]
-    pseudo = read_image(stage1_folder(trainer.preprocessed_folder.name) /
-                        f"{case.case_id}{trainer.dataset_json['file_ending']}")[0]
+    pseudo = read_image(stage1_mask_path(trainer.preprocessed_folder.name, case.case_id,
+                                         trainer.dataset_json["file_ending"]))[0]
     undecided = dense_label_map(truth, trainer.plans.box_labels) == 0
+    boxes = read_boxes(case.boxes)
     scores = {}
     for label in trainer.plans.box_labels:
-        inside = box_mask(truth.shape, read_boxes(case.boxes), label) & undecided
+        inside = box_mask(truth.shape, boxes, label) & undecided
         reference_mask = truth == label
         scores[str(label)] = {"raw_stage1": dice(pseudo == label, reference_mask),
                               "raw_union": dice(vote_counts(pseudo, predictions, label, inside) > 0, reference_mask),

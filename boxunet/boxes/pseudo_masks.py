@@ -208,11 +208,13 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
         for index, box in ((i, b) for i, b in enumerate(boxes) if b.label == label):
             if method == "boxfill":
                 region = box.slices
-                probability = (~densely_known[region]).astype(np.float32)
+                candidates = ~densely_known[region]
+                probability = candidates.astype(np.float32)
             else:
                 region = region_around(box, shape, spacing_mm, parameters.context_mm)
                 known_not = densely_known[region] | ~inside[region]
-                features = normalize_region(image[(slice(None),) + region], inside[region] & ~known_not)
+                candidates = inside[region] & ~known_not
+                features = normalize_region(image[(slice(None),) + region], candidates)
                 if method == "acol":
                     prior = map_prior(box, region, localization_maps[index])
                     crf_parameters = replace(parameters, appearance_weight=0.0, rounds=1)
@@ -220,9 +222,7 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
                     prior, crf_parameters = shape_prior(box, region, parameters), parameters
                 probability = crf_probability(features, spacing_mm, inside[region], known_not, prior, crf_parameters,
                                               device)
-            chosen = (probability > parameters.threshold if method == "boxfill" else
-                      tight_box_mask(probability, inside[region] & ~known_not, box, region, parameters.threshold,
-                                     parameters.tightness))
+            chosen = tight_box_mask(probability, candidates, box, region, parameters.threshold, parameters.tightness)
             take = chosen & (probability > best[region])
             best[region][take] = probability[take]
             result[region][take] = label

@@ -81,6 +81,11 @@ def stage1_folder(dataset_name: str) -> Path:
     return preprocessed_root() / dataset_name / STAGE1_FOLDER
 
 
+def stage1_mask_path(dataset_name: str, case_id: str, file_ending: str) -> Path:
+    """The stage-1 pseudo label map of one case (raw geometry)."""
+    return stage1_folder(dataset_name) / f"{case_id}{file_ending}"
+
+
 def _label_problems(case: CaseFiles, boxes: list[Box], description: DatasetDescription) -> tuple[list[Problem], list[int]]:
     """Problems (box-label voxels outside every box of their label) and the box labels present in the label map."""
     if case.label is None:
@@ -238,8 +243,9 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
     miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
                         for label in description.box_labels) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
-                     output_folder / f"{case.case_id}{description.file_ending}", request.method, request.parameters,
-                     request.device, threads, request.mining if request.method == "acol" else None, miner_files)
+                     stage1_mask_path(folder.name, case.case_id, description.file_ending), request.method,
+                     request.parameters, request.device, threads, request.mining if request.method == "acol" else None,
+                     miner_files)
             for case, (_, boxes, present) in zip(cases, checks)]
     if request.method == "acol":
         digests = tuple((label, _digest(miner_settings(jobs, label))) for label in description.box_labels)

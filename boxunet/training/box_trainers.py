@@ -23,7 +23,7 @@ import torch
 from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
-from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder
+from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder, stage1_mask_path
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
 from boxunet.inference.export import logits_to_segmentation, revert_preprocessing
@@ -132,7 +132,7 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
         raw_folder = stage1_folder(self.dataset_name)
         ending = self.dataset_json["file_ending"]
         case_ids = self.train_cases + self.val_cases
-        files = {c: raw_folder / f"{c}{ending}" for c in case_ids}
+        files = {c: stage1_mask_path(self.dataset_name, c, ending) for c in case_ids}
         folder = self.preprocessed_folder / "pseudo_labels" / f"stage1_{self.configuration.data_identifier}"
         if not all(path.is_file() for path in files.values()):
             if self.group.distributed or not (raw_root() / self.dataset_name).is_dir():
@@ -393,8 +393,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         """Eq. 5 and 6 at the raw resolution of one case: fusion label map, weight map, the raw geometry and the
         ConvCRF seconds; from the raw image, boxes, dense labels of the other classes and stage-1 mask."""
         image, geometry = read_channels(list(case.images))
-        ending = self.dataset_json["file_ending"]
-        pseudo = read_image(stage1_folder(self.dataset_name) / f"{case.case_id}{ending}")[0]
+        pseudo = read_image(stage1_mask_path(self.dataset_name, case.case_id, self.dataset_json["file_ending"]))[0]
         dense = (dense_label_map(read_image(case.label)[0], self.plans.box_labels) if case.label is not None
                  else np.zeros(pseudo.shape, np.int8))
         boxes = read_boxes(case.boxes) if case.boxes is not None else []
