@@ -137,6 +137,12 @@ def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path
     extended = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(epochs=500),
                                                explicit_options=("epochs",)), saved)
     assert (extended.epochs, extended.iterations_per_epoch) == (500, 50)
+    with pytest.raises(BoxunetError, match=r"group_networks 3 -> 0.*box_loss 'vwce' -> 'wce'"):
+        resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_networks=0, box_loss="wce"),
+                                        explicit_options=("group_networks", "box_loss")), saved)
+    same = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_networks=3),
+                                           explicit_options=("group_networks",)), saved)
+    assert same.group_networks == 3
 
 
 def test_region_training(roots):

@@ -141,11 +141,23 @@ def resume_checkpoint(output: Path) -> tuple[Path | None, dict | None]:
     return path, options
 
 
+# what a model is trained on and how; a resumed run cannot change them (epochs, iterations, lr can)
+MODEL_DEFINING_OPTIONS = ("schedule", "group_networks", "group_epochs", "box_loss")
+
+
 def resumed_options(request: TrainingRequest, saved: dict) -> TrainingOptions:
-    """The resumed run's options (``saved``); options given on the command line and runtime-only options win."""
+    """The resumed run's options (``saved``); options given on the command line and runtime-only options win,
+    except those that define the model (``MODEL_DEFINING_OPTIONS``): changing one of them is an error."""
     keep = set(request.explicit_options) | set(RUNTIME_OPTIONS)
     known = {f.name for f in fields(TrainingOptions)}
     merged = {k: v for k, v in saved.items() if k in known}
+    changed = [f"{k} {merged[k]!r} -> {getattr(request.options, k)!r}" for k in MODEL_DEFINING_OPTIONS
+               if k in keep and k in merged and merged[k] != getattr(request.options, k)]
+    if changed:
+        raise BoxunetError(f"--c: the checkpoint in this model folder was trained with other settings "
+                           f"({', '.join(changed)}); continuing it would mix two models. Train the variant in "
+                           "another results root (boxunet_results) or plans identifier, or drop --c to train "
+                           "it here from scratch (this replaces the model)")
     merged.update({k: getattr(request.options, k) for k in keep})
     return TrainingOptions(**merged)
 
