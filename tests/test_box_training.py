@@ -1,6 +1,7 @@
 """The box trainers: fusion masks and weight maps (seed 000 Eq. 5, 6), VWCE (Eq. 9), box samplers,
 label maps on the preprocessed grid, and a tiny three-stage training end to end."""
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,6 +21,7 @@ from boxunet.planning.plans import load_plans
 from boxunet.training.box_trainers import BoxThreeStage, box_loss, correct_class_prior, group_subsets
 from boxunet.preprocessing.grid_labels import write_target
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
+from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import Trainer, TrainingOptions
@@ -234,17 +236,36 @@ def test_stage2_needs_the_raw_dataset_and_says_so_before_training_group_networks
     assert not list(results.rglob("checkpoint_*.pth")), "no group network trained"
 
 
-def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(box_dataset):
-    dataset = box_dataset["preprocessed"] / "Dataset001_Tiny"
-    for folder in (box_dataset["raw"] / "Dataset001_Tiny" / "labelsTr", dataset / "gt_segmentations"):
-        for path in folder.glob("*.nii.gz"):  # boxes only: the tumor voxels lose their label
+def _erase_dense_tumor_labels(roots) -> Path:
+    """Boxes only: the tumor voxels of the raw and reference label maps lose their label; the preprocessed folder."""
+    dataset = roots["preprocessed"] / "Dataset001_Tiny"
+    for folder in (roots["raw"] / "Dataset001_Tiny" / "labelsTr", dataset / "gt_segmentations"):
+        for path in folder.glob("*.nii.gz"):
             labels, geometry = read_image(path)
             write_image(np.where(labels == 2, 0, labels).astype(np.uint8), geometry, path)
+    return dataset
+
+
+@pytest.mark.parametrize("references", ["without tumor labels", "missing"])
+def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(box_dataset, references):
+    if references == "missing":  # e.g. a boxes-only dataset without labelsTr
+        dataset = box_dataset["preprocessed"] / "Dataset001_Tiny"
+        for path in (dataset / "gt_segmentations").glob("*.nii.gz"):
+            path.unlink()
+    else:
+        dataset = _erase_dense_tumor_labels(box_dataset)
     folder = run_training(_request("BoxThreeStage", group_networks=0))
     summary = json.loads((folder / "validation" / "summary.json").read_text())
     assert summary["reference_folder"] == str(dataset / "pseudo_labels" / "stage1")
     assert json.loads((folder / "box_report.json").read_text())["loss"] == "wce"
     assert 0.0 <= summary["mean"]["2"]["Dice"] <= 1.0 or np.isnan(summary["mean"]["2"]["Dice"])
+
+
+def test_a_baseline_without_any_validation_reference_says_so_before_training(box_dataset):
+    _erase_dense_tumor_labels(box_dataset)  # and no stage-1 masks: BoxFill does not make them
+    with pytest.raises(BoxunetError, match=r"case_\d+.*run boxunet_pseudo_labels -d Dataset001_Tiny first"):
+        run_training(_request("BoxFill"))
+    assert not list((box_dataset["results"] / "Dataset001_Tiny").rglob("checkpoint_*.pth"))
 
 
 @pytest.mark.parametrize("trainer", ["BoxFill", "BoxIgnore", "FullySupervised", "PseudoMaskIgnoreBoxBackground"])
@@ -258,6 +279,16 @@ def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
     setup = prepare(TrainingRequest("1", "3d_fullres", "0", device="cpu"))
     assert setup["trainer_class"].__name__ == "BoxThreeStage"
     assert setup["output"].parent.name == "BoxThreeStage__boxunetPlans__3d_fullres"
+
+    def trainer(**options):
+        return setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
+                                      setup["output"], setup["train"], setup["val"], TrainingOptions(**options),
+                                      ProcessGroupInfo())
+    # the group networks' epochs are fixed when a run starts: `--c --epochs N` later leaves stage 2 alone
+    assert trainer(epochs=7).options.group_epochs == 7
+    assert trainer(epochs=7, group_epochs=3).options.group_epochs == 3
+    with pytest.raises(BoxunetError, match="--k -1"):
+        trainer(group_networks=-1)
 
 
 def test_convcrf_benchmark_reports_speed_and_memory(capsys):

@@ -90,6 +90,25 @@ def test_a_true_second_component_rejects_the_whole_foreground_step(tmp_path):
                           _label_map(kidney, tumor, second_kidney))
 
 
+def test_box_datasets_default_to_18_connectivity(roots, tmp_path):
+    """Seed 000's largest-component step uses 18-connectivity: the default for a dataset with box_labels."""
+    dataset = roots["raw"] / "Dataset001_Boxes"
+    dataset.mkdir(parents=True)
+    (dataset / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "kidney": 1, "tumor": 2}, "numTraining": 1,
+        "file_ending": ".nii.gz", "box_labels": [2]}))
+    # two tumor voxels that touch only at an edge: one component with 18-connectivity, two with 6
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[5, 5, 5] = labels[5, 6, 6] = 2
+    _write(tmp_path / "ref", "a.nii.gz", labels)
+    _write(tmp_path / "pred", "a.nii.gz", labels)
+    arguments = ["-r", str(tmp_path / "ref"), "-p", str(tmp_path / "pred"), "-d", "1", "-np", "1"]
+    main_determine(arguments + ["-o", str(tmp_path / "box")])
+    assert json.loads((tmp_path / "box" / "postprocessing.json").read_text())["connectivity"] == 18
+    main_determine(arguments + ["-o", str(tmp_path / "given"), "--connectivity", "6"])
+    assert json.loads((tmp_path / "given" / "postprocessing.json").read_text())["connectivity"] == 6
+
+
 def test_apply_to_folder_keeps_the_geometry(tmp_path):
     labels = _label_map((1, (0, 0, 0), (3, 3, 3)), (1, (8, 8, 8), (9, 9, 9)))
     geometry = Geometry((2.5, 0.7, 0.9), (1.5, -3.25, 7.0), FLIPPED, SHAPE)

@@ -10,7 +10,7 @@ from boxunet.training.checkpoint import save_checkpoint
 from boxunet.training.distributed import rank_share_of_batch
 from boxunet.training.run import TrainingRequest, resume_checkpoint, resumed_options, run_training
 from boxunet.training.splits import create_splits
-from boxunet.training.trainer import TrainingOptions, poly_learning_rate
+from boxunet.training.trainer import TrainingOptions, paper_learning_rate, poly_learning_rate
 from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 
@@ -18,6 +18,11 @@ def request(fold="0", epochs=2, **kwargs) -> TrainingRequest:
     options = TrainingOptions(epochs=epochs, iterations_per_epoch=kwargs.pop("iterations", 4), validation_iterations=1,
                               augmentation_workers=0, save_every=1, progress_bar=False)
     return TrainingRequest("1", "3d_fullres", fold, device="cpu", options=options, **kwargs)
+
+
+def test_paper_learning_rate_decays_100_fold_over_the_run():
+    assert [paper_learning_rate(e, 100) for e in (0, 50, 100)] == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert paper_learning_rate(10, 20) == pytest.approx(paper_learning_rate(500, 1000))
 
 
 def test_poly_learning_rate():

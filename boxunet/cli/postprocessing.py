@@ -12,7 +12,7 @@ from boxunet.parallel import default_num_processes
 from boxunet.paths import raw_root
 from boxunet.planning.plans import evaluation_targets
 from boxunet.postprocessing.apply import apply_postprocessing_to_folder, folder_file_ending, label_map_files
-from boxunet.postprocessing.components import CONNECTIVITIES
+from boxunet.postprocessing.components import CONNECTIVITIES, default_connectivity
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
 DEFAULT_NUM_PROCESSES = min(2, default_num_processes())
@@ -42,23 +42,25 @@ def build_determine_parser() -> argparse.ArgumentParser:
                                                 "(default: the dataset.json in PRED)")
     labels.add_argument("-l", "--labels", nargs="+", type=_label_or_region,
                         help="foreground labels, or regions as comma-separated labels (1,2)")
-    parser.add_argument("--connectivity", type=int, choices=CONNECTIVITIES[3], default=26,
-                        help="6 (faces), 18 (and edges) or 26 (and corners) neighbours (default: %(default)s)")
+    parser.add_argument("--connectivity", type=int, choices=CONNECTIVITIES[3],
+                        help="6 (faces), 18 (and edges) or 26 (and corners) neighbours (default: 18 for datasets "
+                             "with box_labels, as seed 000's largest-component step; else 26)")
     parser.add_argument("-np", "--num-processes", type=int, default=DEFAULT_NUM_PROCESSES,
                         help="worker processes (default: %(default)s)")
     return parser
 
 
-def _targets_and_ending(arguments: argparse.Namespace) -> tuple[list, str]:
-    """The labels or regions to postprocess and the file ending of the label maps."""
+def _targets_ending_connectivity(arguments: argparse.Namespace) -> tuple[list, str, int]:
+    """The labels or regions to postprocess, the file ending of the label maps and the connectivity."""
     if arguments.labels:
-        return arguments.labels, folder_file_ending(arguments.prediction)
+        return arguments.labels, folder_file_ending(arguments.prediction), arguments.connectivity or 26
     if arguments.dataset:
         description = load_dataset_json(find_dataset_folder(arguments.dataset, raw_root()))
     else:
         _, dataset_json = read_model_files(arguments.prediction, "prediction folder")
         description = parse_dataset_json(dataset_json, str(arguments.prediction / DATASET_JSON))
-    return evaluation_targets(description.labels), description.file_ending
+    return (evaluation_targets(description.labels), description.file_ending,
+            arguments.connectivity or default_connectivity(description.box_labels))
 
 
 def determine(arguments: argparse.Namespace) -> dict:
@@ -66,10 +68,10 @@ def determine(arguments: argparse.Namespace) -> dict:
     for folder in (arguments.reference, arguments.prediction):
         if not folder.is_dir():
             raise BoxunetError(f"folder {folder} does not exist")
-    targets, file_ending = _targets_and_ending(arguments)
+    targets, file_ending, connectivity = _targets_ending_connectivity(arguments)
     predicted = [path.name[:-len(file_ending)] for path in label_map_files(arguments.prediction, file_ending)]
     return determine_postprocessing(arguments.reference, arguments.prediction, targets, file_ending, arguments.output,
-                                    connectivity=arguments.connectivity,
+                                    connectivity=connectivity,
                                     num_processes=max(1, arguments.num_processes), case_ids=predicted)
 
 

@@ -23,6 +23,7 @@ from boxunet.io.atomic import write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import model_folder_name, preprocessed_root, results_root
 from boxunet.planning.plans import evaluation_targets
+from boxunet.postprocessing.components import default_connectivity
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -93,15 +94,12 @@ def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation,
     return CrossValidation(output, output, summary, cases)
 
 
-BOX_DATASET_CONNECTIVITY = 18  # seed 000's "3D MC": largest component with 18-connectivity
-
-
 def _decide_postprocessing(result: CrossValidation, reference_folder: Path, num_processes: int) -> dict:
     """Keep-largest-component decision; with 18-connectivity for box datasets (seed 000), else 26."""
     plans, dataset_json = read_model_files(result.folder, "cross-validation folder")
-    connectivity = BOX_DATASET_CONNECTIVITY if dataset_json.get("box_labels") else 26
     return determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans.labels),
-                                    dataset_json["file_ending"], result.folder, connectivity=connectivity,
+                                    dataset_json["file_ending"], result.folder,
+                                    connectivity=default_connectivity(dataset_json.get("box_labels")),
                                     num_processes=num_processes, case_ids=result.case_ids)
 
 

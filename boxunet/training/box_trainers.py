@@ -58,13 +58,46 @@ def known_channel_loss_inputs(batch: dict, device: torch.device):
 
 
 class _BoxDatasetTrainer(Trainer):
-    """A trainer for datasets with ``box_labels``; refuses others before training."""
+    """A trainer for datasets with ``box_labels``; refuses others before training. Validation scores the dense
+    labels when every validation case has them, else agreement with the stage-1 pseudo masks."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.plans.box_labels:
             raise BoxunetError(f"{type(self).__name__} needs a dataset with \"box_labels\" in dataset.json; "
                                "this one has none (use the standard Trainer)")
+
+    @property
+    def dataset_name(self) -> str:
+        return self.preprocessed_folder.name
+
+    def _cases(self, case_ids: list[str]) -> PreprocessedCases:
+        return PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, case_ids)
+
+    def run_training(self) -> None:
+        reference = self.validation_reference()  # checked before training, not found missing after it
+        ending = self.dataset_json["file_ending"]
+        missing = [c for c in self.val_cases if not (reference / f"{c}{ending}").is_file()]
+        if missing:
+            raise BoxunetError(f"validation of {', '.join(missing[:5])}: these cases have no dense labels of their "
+                               f"boxes' labels, and their stage-1 pseudo masks are missing in {reference}; run "
+                               f"boxunet_pseudo_labels -d {self.dataset_name} first")
+        super().run_training()
+
+    def validation_reference(self) -> Path:
+        """The dense labels when every validation case's label map holds the labels of its boxes; otherwise
+        (boxes only, missing label maps, or a mix) the stage-1 pseudo masks, so validation reports agreement
+        with the box-derived masks rather than scoring missing references as misses. A case without boxes
+        (no box label, by what a box means) needs no box label in its label map."""
+        dense = super().validation_reference()
+        ending = self.dataset_json["file_ending"]
+        cases = self._cases(self.val_cases)
+        for case_id in self.val_cases:
+            path = dense / f"{case_id}{ending}"
+            drawn = {box.label for box in case_boxes(cases.load(case_id)[2])}
+            if not path.is_file() or not drawn <= set(np.unique(read_image(path)[0]).tolist()):
+                return stage1_folder(self.dataset_name)
+        return dense
 
 
 @register_trainer
@@ -95,14 +128,6 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
         if self.target_folder is None:
             raise RuntimeError("target_folder must be set before the batch iterators are made")
         return {"sampler_class": StoredTargetSampler, "sampler_arguments": {"target_folder": self.target_folder}}
-
-    @property
-    def dataset_name(self) -> str:
-        return self.preprocessed_folder.name
-
-
-    def _cases(self, case_ids: list[str]) -> PreprocessedCases:
-        return PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, case_ids)
 
     def reference_store(self) -> tuple[Path | None, dict[str, list[int]]]:
         """Dense reference labels (box labels included) on this grid, from gt_segmentations, and the box labels
@@ -152,17 +177,7 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
 
 
 class _PseudoMaskTrainer(_StoredTargetTrainer):
-    """A trainer whose targets derive from the stage-1 pseudo masks (validated against them when needed)."""
-
-    def validation_reference(self) -> Path:
-        """The dense labels when every validation case's label map holds a box label; otherwise (boxes only, or
-        a mix) their stage-1 pseudo masks, so validation reports agreement with the box-derived masks rather
-        than scoring missing references as misses."""
-        dense = super().validation_reference()
-        ending = self.dataset_json["file_ending"]
-        if all(np.isin(read_image(dense / f"{c}{ending}")[0], self.plans.box_labels).any() for c in self.val_cases):
-            return dense
-        return stage1_folder(self.dataset_name)
+    """A trainer whose targets derive from the stage-1 pseudo masks."""
 
 
 @register_trainer
@@ -255,6 +270,12 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         super().__init__(*args, **kwargs)  # builds the loss, so an unknown --loss is refused here
         if self.regions:
             raise BoxunetError("BoxThreeStage trains label maps; region-based datasets are not supported")
+        if self.options.group_networks < 0:
+            raise BoxunetError(f"--k {self.options.group_networks}: give 0 (no stage 2) or more group networks")
+        if self.options.group_epochs is None:
+            # fixed when the run starts (and recorded in its checkpoints): `--c --epochs N` later extends the
+            # final network without changing stage 2
+            self.options = replace(self.options, group_epochs=self.options.epochs)
 
     @property
     def loss_name(self) -> str:
@@ -297,7 +318,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         """What the group networks depend on; stored stage-2 results made with other settings are not reused."""
         newest = max(target_path(stage1, c).stat().st_mtime_ns for c in self.train_cases + self.val_cases)
         return {"group_networks": self.options.group_networks, "subsets": subsets,
-                "group_epochs": self.options.group_epochs or self.options.epochs, "seed": self.options.seed,
+                "group_epochs": self.options.group_epochs, "seed": self.options.seed,
                 "group_loss": self.loss_name.removeprefix("v"),
                 "iterations_per_epoch": self.options.iterations_per_epoch, "stage1_newest_mtime_ns": newest,
                 "previous_stage_newest_mtime_ns": None if self.previous_stage_folder is None else
@@ -332,7 +353,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         networks = []
         for index, subset in enumerate(subsets):
             # each group network starts from its own random initialization
-            member_options = replace(o, epochs=o.group_epochs or o.epochs, seed=o.seed + 10 ** 6 * (index + 1))
+            member_options = replace(o, epochs=o.group_epochs, seed=o.seed + 10 ** 6 * (index + 1))
             folder = self.stage2_folder / f"group_{index}"
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / "checkpoint_final.pth"
