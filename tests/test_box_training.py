@@ -192,6 +192,7 @@ def test_three_stage_training_end_to_end(box_dataset):
         assert (folder / name).is_file(), name
     report = json.loads((folder / "box_report.json").read_text())
     assert report["loss"] == "vwce" and report["group_networks"] == 2 and len(report["cases"]) == 4
+    assert report["resolution"] == "raw", "scored where stage 1 and fusion make their masks"
     mean = report["mean"]["2"]
     assert mean["dice_stage1"] > mean["dice_boxes"], "pseudo masks beat the boxes"
     assert 0.0 <= mean["dice_fusion"] <= 1.0

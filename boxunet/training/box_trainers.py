@@ -464,24 +464,45 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         return folder, {"cases_made": made, "convcrf_seconds": round(seconds, 2)}
 
     # ------------------------------------------------------------------------------------ report
+    def _report_masks(self, stage1: Path, reference: tuple[Path | None, dict]):
+        """The resolution the report scores at and, per training case, (case id, reference label map or None,
+        stage-1 label map, fusion label map or None, boxes): at the raw resolution, where stage 1 and fusion make
+        their masks, when the raw dataset is there; else on the grid (boxes rounded outwards)."""
+        fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
+        ending = self.dataset_json["file_ending"]
+        if (raw_root() / self.dataset_name).is_dir():
+            raw_cases = self.raw_training_cases()
+
+            def raw_masks(case_id):
+                case = raw_cases[case_id]
+                return (case_id, read_image(case.label)[0] if case.label is not None else None,
+                        read_image(stage1_mask_path(self.dataset_name, case_id, ending))[0],
+                        read_image(fusion / f"{case_id}{ending}")[0] if fusion else None,
+                        read_boxes(case.boxes) if case.boxes is not None else [])
+            return "raw", map(raw_masks, self.train_cases)
+        reference_folder, present = reference
+        cases = self._cases(self.train_cases)
+
+        def grid_masks(case_id):
+            truth = (np.asarray(open_target(reference_folder, case_id)[0])
+                     if reference_folder and present.get(case_id) else None)
+            return (case_id, truth, np.asarray(open_target(stage1, case_id)[0]),
+                    np.asarray(open_target(fusion, case_id)[0]) if fusion else None,
+                    case_boxes(cases.load(case_id)[2]))
+        return self.configuration.data_identifier, map(grid_masks, self.train_cases)
+
     def _write_box_report(self, stage1: Path, reference: tuple[Path | None, dict], fusion_timing: dict | None) -> None:
         """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1),
         for the cases whose reference holds the label."""
-        reference, present = reference
-        fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
-        cases = self._cases(self.train_cases)
+        resolution, masks = self._report_masks(stage1, reference)
         rows = []
-        for case_id in self.train_cases:
-            properties = cases.load(case_id)[2]
+        for case_id, truth, pseudo, fused, boxes in masks:
             row = {"case_id": case_id}
-            truth = np.asarray(open_target(reference, case_id)[0]) if reference else None
-            pseudo = np.asarray(open_target(stage1, case_id)[0])
-            fused = np.asarray(open_target(fusion, case_id)[0]) if fusion else None
             for label in self.plans.box_labels:
-                entry = {"boxes": sum(1 for b in case_boxes(properties) if b.label == label)}
-                if truth is not None and label in present.get(case_id, []):
+                entry = {"boxes": sum(1 for b in boxes if b.label == label)}
+                if truth is not None and (truth == label).any():
                     reference_mask = truth == label
-                    entry["dice_boxes"] = dice(box_mask(truth.shape, case_boxes(properties), label), reference_mask)
+                    entry["dice_boxes"] = dice(box_mask(truth.shape, boxes, label), reference_mask)
                     entry["dice_stage1"] = dice(pseudo == label, reference_mask)
                     if fused is not None:
                         entry["dice_fusion"] = dice(fused == label, reference_mask)
@@ -494,6 +515,6 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
                                  for key in ("dice_boxes", "dice_stage1", "dice_fusion")
                                  if any(key in e for e in entries)}
         write_json({"trainer": type(self).__name__, "group_networks": self.options.group_networks,
-                    "loss": self.loss_name, "grid": self.configuration.data_identifier,
+                    "loss": self.loss_name, "resolution": resolution,
                     "fusion_timing_this_run": fusion_timing, "mean": means, "cases": rows},
                    self.output_folder / "box_report.json")
