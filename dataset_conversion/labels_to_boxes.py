@@ -81,6 +81,7 @@ def labels_to_boxes(dataset_folder: Path, labels: list[int], margin: int, connec
     boxes = [box for case_boxes in map_in_processes(work, jobs, num_processes, "boxes") for box in case_boxes]
 
     data["box_labels"] = sorted(set(data.get("box_labels", [])) | set(labels))
+    data["box_margins"] = {**data.get("box_margins", {}), **{str(label): margin for label in labels}}
     write_dataset_json(data, folder)
     return _report(len(cases), labels, boxes)
 

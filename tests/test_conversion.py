@@ -193,7 +193,7 @@ def test_labels_to_boxes_margin_zero_and_merge(tmp_path):
     assert read_boxes(folder / "boxesTr" / "b.json") == []
     assert report == {"cases": 2, "boxes_per_label": {2: 2}, "mean_box_size": {2: [2.5, 2.5, 3.0]}}
     data = read_dataset_json(folder)
-    assert data["box_labels"] == [2] and data["description"] == "kept"
+    assert data["box_labels"] == [2] and data["description"] == "kept" and data["box_margins"] == {"2": 0}
 
 
 def test_labels_to_boxes_cli_margin_and_drop_label(tmp_path, monkeypatch):

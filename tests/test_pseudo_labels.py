@@ -8,10 +8,13 @@ import SimpleITK as sitk
 from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks, tight_box_mask
 from boxunet.cli.pseudo_labels import main as pseudo_labels_main
+from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
+from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.boxes import Box, write_boxes
 from boxunet.io.images import read_image, write_image
 from conftest import write_tiny_dataset
+from dataset_conversion.labels_to_boxes import labels_to_boxes
 
 
 def _two_intensity_volume(seed=0, shape=(20, 40, 40), spacing=(2.0, 1.0, 1.0)):
@@ -84,6 +87,7 @@ def test_pseudo_labels_cli_writes_masks_with_raw_geometry_and_a_report(tiny_data
     folder = _stage1(roots)
     report = json.loads((folder / "report.json").read_text())
     assert report["method"] == "convcrf" and len(report["cases"]) == 4
+    assert report["parameters"]["tightness"] is True, "tight boxes (no box_margins): the tightness rule applies"
     mean = report["mean"]["2"]
     assert mean["cases_with_reference"] == 4
     assert mean["dice_boxes"] == pytest.approx(0.8095, abs=1e-4)
@@ -105,6 +109,25 @@ def test_pseudo_labels_cli_writes_masks_with_raw_geometry_and_a_report(tiny_data
     assert (folder / "case_000.nii.gz").stat().st_mtime_ns != stamp
     boxfill = json.loads((folder / "report.json").read_text())["mean"]["2"]
     assert boxfill["dice_pseudo_mask"] < mean["dice_pseudo_mask"]
+
+
+def test_boxes_with_a_margin_turn_the_tightness_rule_off(tiny_dataset, roots):
+    labels_to_boxes(tiny_dataset, [2], margin=1)
+    assert json.loads((tiny_dataset / "dataset.json").read_text())["box_margins"] == {"2": 1}
+    pseudo_labels_main(["-d", "1", "--quiet"])
+    report = json.loads((_stage1(roots) / "report.json").read_text())
+    assert report["parameters"]["tightness"] is False
+    assert report["mean"]["2"]["dice_pseudo_mask"] > report["mean"]["2"]["dice_boxes"]
+
+
+def test_box_margins_must_map_box_labels_to_voxels():
+    description = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "kidney": 1, "tumor": 2},
+                   "numTraining": 1, "file_ending": ".nii.gz", "box_labels": [2]}
+    assert parse_dataset_json({**description, "box_margins": {"2": 3}}).box_margins == {2: 3}
+    assert parse_dataset_json(description).tight_boxes
+    for wrong in ({"1": 2}, {"2": -1}, {"2": 1.5}, [2]):
+        with pytest.raises(BoxunetError, match="box_margins"):
+            parse_dataset_json({**description, "box_margins": wrong})
 
 
 def test_tune_picks_parameters_on_reference_cases(tiny_dataset, roots):

@@ -238,13 +238,16 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
     problems = [p for case_problems, _, _ in checks for p in case_problems]
     if problems:
         raise DatasetError(problems, header="pseudo labels: the boxes and labels disagree")
+    parameters = request.parameters
+    if parameters.tightness and not description.tight_boxes:
+        parameters = replace(parameters, tightness=False)  # the tightness prior holds for tight boxes only
     output_folder = stage1_folder(folder.name)
     threads = max(1, default_num_processes() // max(1, request.num_processes))
     miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
                         for label in description.box_labels) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
                      stage1_mask_path(folder.name, case.case_id, description.file_ending), request.method,
-                     request.parameters, request.device, threads, request.mining if request.method == "acol" else None,
+                     parameters, request.device, threads, request.mining if request.method == "acol" else None,
                      miner_files)
             for case, (_, boxes, present) in zip(cases, checks)]
     if request.method == "acol":
@@ -291,7 +294,7 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
     miners = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
     records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress)
     box_labels = jobs[0].box_labels
-    report = {"dataset": dataset_name, "method": request.method, "parameters": request.parameters.to_json(),
+    report = {"dataset": dataset_name, "method": request.method, "parameters": jobs[0].parameters.to_json(),
               "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
               "mining": request.mining.to_json() if request.method == "acol" else None,
               "region_miners": miners,

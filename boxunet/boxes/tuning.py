@@ -63,7 +63,7 @@ def tune_parameters(request: PseudoLabelRequest, max_cases: int = 10) -> PseudoL
                            "this dataset has none: run without --tune (the documented defaults)")
     cases = [_cropped_case(job, request.parameters.context_mm) for job in usable[:max_cases]]
     box_labels = list(usable[0].box_labels)
-    best = request.parameters
+    best = usable[0].parameters  # as plan_jobs resolved them (no tightness rule for boxes with a margin)
     best_score = _score(cases, box_labels, best, request.device)
     history = [{"parameters": "start", "dice": round(best_score, 4)}]
     for name, values in SEARCH_SPACE.items():

@@ -32,9 +32,15 @@ class DatasetDescription:
     num_training: int
     file_ending: str
     box_labels: list[int] = field(default_factory=list)
+    box_margins: dict[int, int] = field(default_factory=dict)  # voxels a label's boxes extend past it; 0: tight
     regions_class_order: list[int] | None = None
     case_classification: CaseClassification | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def tight_boxes(self) -> bool:
+        """Whether every box touches its object on all sides (no ``box_margins`` above 0)."""
+        return not any(self.box_margins.values())
 
     @property
     def num_channels(self) -> int:
@@ -72,6 +78,8 @@ class DatasetDescription:
         })
         if self.box_labels:
             data["box_labels"] = list(self.box_labels)
+        if self.box_margins:
+            data["box_margins"] = {str(k): v for k, v in self.box_margins.items()}
         if self.regions_class_order is not None:
             data["regions_class_order"] = list(self.regions_class_order)
         if self.case_classification is not None:
@@ -79,7 +87,7 @@ class DatasetDescription:
         return data
 
 
-_KNOWN_KEYS = {"channel_names", "modality", "labels", "numTraining", "file_ending", "box_labels", "regions_class_order",
+_KNOWN_KEYS = {"channel_names", "modality", "labels", "numTraining", "file_ending", "box_labels", "box_margins", "regions_class_order",
                "case_classification"}
 
 
@@ -157,6 +165,12 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
     if undeclared:
         fail(f'"box_labels" {undeclared} are not declared foreground labels {values[1:]}')
 
+    box_margins = data.get("box_margins", {})
+    if not isinstance(box_margins, dict) or not all(
+            str(k).isdigit() and int(k) in box_labels and isinstance(v, int) and v >= 0 for k, v in box_margins.items()):
+        fail(f'"box_margins" must map box labels to the voxels their boxes extend past the object (0: tight), '
+             f'e.g. {{"2": 0}}; got {box_margins!r}')
+
     regions_class_order = data.get("regions_class_order")
     if description.has_regions and regions_class_order is None:
         fail('labels define regions, so "regions_class_order" is required (the label written for each region, '
@@ -168,6 +182,7 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
     description.num_training = num_training
     description.file_ending = file_ending
     description.box_labels = sorted(box_labels)
+    description.box_margins = {int(k): v for k, v in box_margins.items()}
     description.regions_class_order = list(regions_class_order) if regions_class_order is not None else None
     description.case_classification = parse_case_classification(data.get("case_classification"), labels, fail)
     description.extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
