@@ -2,6 +2,7 @@
 ensemble, decide postprocessing, and predict new images with the printed commands."""
 import json
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from boxunet.cli.ensemble import main as ensemble_main
 from boxunet.cli.find_best_configuration import main as find_best_main
 from boxunet.cli.postprocessing import main_apply
 from boxunet.cli.predict import main as predict_main
+from boxunet.errors import BoxunetError
+from boxunet.evaluation.find_best import validation_reference
 from boxunet.io.images import read_geometry
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.training.run import TrainingRequest, run_training
@@ -114,3 +117,23 @@ def test_ensembling_needs_validation_probabilities(trained):
     finally:
         for path, data in moved:
             path.write_bytes(data)
+
+
+def test_models_are_compared_against_the_reference_their_validation_used(roots, tmp_path):
+    """Box trainers on a boxes-only dataset validate against the stage-1 masks: so does the cross-validation."""
+    def model(name: str, reference: Path) -> Path:
+        folder = tmp_path / name
+        for fold in ("0", "1"):
+            (folder / f"fold_{fold}" / "validation").mkdir(parents=True)
+            summary = {"reference_folder": str(reference)}  # as written on the machine that trained it
+            (folder / f"fold_{fold}" / "validation" / "summary.json").write_text(json.dumps(summary))
+        return folder
+
+    elsewhere = Path("/other/machine/Dataset001_Tiny")
+    dense = model("Trainer__boxunetPlans__2d", elsewhere / "gt_segmentations")
+    boxes = model("BoxThreeStage__boxunetPlans__2d", elsewhere / "pseudo_labels" / "stage1")
+    local = roots["preprocessed"] / "Dataset001_Tiny"
+    assert validation_reference([dense], ["0", "1"], "Dataset001_Tiny") == local / "gt_segmentations"
+    assert validation_reference([boxes], ["0", "1"], "Dataset001_Tiny") == local / "pseudo_labels" / "stage1"
+    with pytest.raises(BoxunetError, match="validated against different references"):
+        validation_reference([dense, boxes], ["0", "1"], "Dataset001_Tiny")

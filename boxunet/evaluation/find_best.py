@@ -13,13 +13,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from boxunet.boxes.stage1 import stage1_folder
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.crossval import (CrossValidation, crossval_folder_name, merge_cross_validation,
                                          missing_probabilities, missing_validations)
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.ensemble import ensemble_folders
 from boxunet.inference.model import default_trainer_of, parse_model_folder_name, read_model_files
-from boxunet.io.atomic import write_json
+from boxunet.io.atomic import read_json, write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import model_folder_name, preprocessed_root, results_root
 from boxunet.planning.plans import evaluation_targets
@@ -82,6 +83,26 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
     return models, untrained
 
 
+def validation_reference(models: list[Path], folds: list[str], dataset_name: str) -> Path:
+    """The label maps the models' fold validations were scored against (``reference_folder`` of their
+    summary.json): the dense labels (gt_segmentations), or, for a boxes-only dataset, the stage-1 pseudo
+    masks the box trainers fall back to. Cross-validation, ensembles and postprocessing are scored against
+    the same; models validated against different references cannot be compared."""
+    dense = preprocessed_root() / dataset_name / "gt_segmentations"
+    stage1 = stage1_folder(dataset_name)
+    used = {}
+    for model in models:
+        for fold in folds:
+            summary = read_json(model / f"fold_{fold}" / "validation" / "summary.json")
+            named = Path(summary.get("reference_folder", dense))  # paths as the training machine saw them
+            reference = stage1 if (named.parent.name, named.name) == (stage1.parent.name, stage1.name) else dense
+            used.setdefault(reference, model.name)
+    if len(used) > 1:
+        raise BoxunetError("the models were validated against different references and cannot be compared: "
+                           + "; ".join(f"{model} against {folder}" for folder, model in used.items()))
+    return next(iter(used), dense)
+
+
 def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation, ensembles_folder: Path,
                                 folds: list[str], reference_folder: Path, num_processes: int) -> CrossValidation:
     output = ensembles_folder / f"ensemble___{first.name}___{second.name}___{crossval_folder_name(folds)}"
@@ -133,11 +154,11 @@ def _instructions(best: CrossValidation, members: list[Path], dataset: str, fold
 def find_best_configuration(request: SelectionRequest, log=print) -> dict:
     """Compare the models and ensembles of ``request``; write and return the inference information."""
     dataset_results = find_dataset_folder(request.dataset, results_root())
-    reference_folder = preprocessed_root() / dataset_results.name / "gt_segmentations"
+    models, untrained = _candidate_models(request, dataset_results)
+    reference_folder = validation_reference(models, request.folds, dataset_results.name)
     if not reference_folder.is_dir():
         raise BoxunetError(f"no reference segmentations in {reference_folder}; run boxunet_plan_and_preprocess "
                            f"-d {request.dataset} first")
-    models, untrained = _candidate_models(request, dataset_results)
     if untrained:
         log(f"not trained, left out: {', '.join(untrained)}")
     results = {}
