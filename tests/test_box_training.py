@@ -290,6 +290,10 @@ def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
     assert trainer(epochs=7, group_epochs=3).options.group_epochs == 3
     with pytest.raises(BoxunetError, match="--k -1"):
         trainer(group_networks=-1)
+    with pytest.raises(BoxunetError, match="--k --loss: BoxFill does not use them"):
+        prepare(TrainingRequest("1", "3d_fullres", "0", "BoxFill", device="cpu",
+                                options=TrainingOptions(group_networks=0, box_loss="wce"),
+                                explicit_options=("group_networks", "box_loss")))
 
 
 def test_convcrf_benchmark_reports_speed_and_memory(capsys):

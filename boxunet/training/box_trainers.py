@@ -266,6 +266,8 @@ def group_subsets(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
 class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
     """Seed 000's three stages; the final network is this trainer's own."""
 
+    reads_options = ("group_networks", "group_epochs", "box_loss")
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)  # builds the loss, so an unknown --loss is refused here
         if self.regions:

@@ -20,7 +20,7 @@ from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.previous_stage import previous_stage_files
 from boxunet.training.registry import default_trainer, get_trainer
 from boxunet.training.splits import fold_cases, load_or_create_splits
-from boxunet.training.trainer import RUNTIME_OPTIONS, TrainingOptions
+from boxunet.training.trainer import RUNTIME_OPTIONS, Trainer, TrainingOptions
 
 RESUME_ORDER = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
@@ -83,6 +83,11 @@ def prepare(request: TrainingRequest) -> dict:
     configuration = plans.configuration(request.configuration)
     trainer_name = request.trainer or default_trainer(plans.box_labels)
     trainer_class = get_trainer(trainer_name)
+    ignored = [flag for name, flag in Trainer.TRAINER_SPECIFIC_OPTIONS.items()
+               if name in request.explicit_options and name not in trainer_class.reads_options]
+    if ignored:
+        raise BoxunetError(f"{' '.join(ignored)}: {trainer_name} does not use {'them' if len(ignored) > 1 else 'it'} "
+                           "(the box options are BoxThreeStage's)")
     fold = _parse_fold(str(request.fold))
     check_device(request.device, request.num_gpus)
     case_ids = _preprocessed_case_ids(folder / configuration.data_identifier, request.dataset, request.configuration)

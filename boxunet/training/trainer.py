@@ -103,6 +103,10 @@ def paper_learning_rate(epoch: int, epochs: int) -> float:
 class Trainer:
     """Trains one configuration on one fold and validates it on the held-out cases."""
 
+    # options of TrainingOptions that only some trainers read (named on the command line for others: an error)
+    TRAINER_SPECIFIC_OPTIONS = {"group_networks": "--k", "group_epochs": "--group-epochs", "box_loss": "--loss"}
+    reads_options: tuple[str, ...] = ()  # the trainer-specific options this trainer reads
+
     def __init__(self, plans: Plans, configuration: ConfigurationPlan, fold: int | str, preprocessed_folder: Path,
                  output_folder: Path, train_cases: list[str], val_cases: list[str], options: TrainingOptions,
                  group: ProcessGroupInfo = ProcessGroupInfo()):
