@@ -300,5 +300,8 @@ def test_convcrf_benchmark_reports_speed_and_memory(capsys):
     from boxunet.cli.benchmark import main as benchmark_main
     benchmark_main(["convcrf", "--shape", "8", "16", "16", "--repeats", "2"])
     summary = json.loads(capsys.readouterr().out)
-    assert summary["task"] == "convcrf" and len(summary["seconds"]) == 2
-    assert summary["voxels_per_second"] > 0 and summary["window_radius"] == [3, 3, 3]
+    assert summary["task"] == "convcrf" and summary["window_radius"] == [3, 3, 3]
+    expected = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    assert list(summary["devices"]) == expected, "the CPU, and CUDA when present"
+    cpu = summary["devices"]["cpu"]
+    assert len(cpu["seconds"]) == 2 and cpu["voxels_per_second"] > 0

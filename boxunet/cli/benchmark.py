@@ -137,45 +137,56 @@ def benchmark_predict(dataset: str, configuration: str, trainer: str | None, pla
 
 def benchmark_convcrf(shape: list[int], spacing: list[float], classes: int, repeats: int, device: str) -> dict:
     """Median seconds, voxels per second and memory of one ConvCRF inference (default parameters) on a
-    synthetic region: an ellipsoid of contrast 1 in noise of sigma 0.2, a box-like prior."""
+    synthetic region (an ellipsoid of contrast 1 in noise of sigma 0.2, a box-like prior), per device:
+    ``device="auto"`` measures the CPU and, when one is visible, CUDA."""
+    import torch
+
+    from boxunet.boxes.convcrf import CRFParameters
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BoxunetError("-device cuda: no CUDA device is visible")
+    devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if device == "auto" else [device]
+    parameters = CRFParameters()
+    return {"task": "convcrf", "shape": shape, "spacing_mm": spacing, "classes": classes,
+            "window_radius": list(parameters.window_radius(spacing)), "iterations": parameters.iterations,
+            "devices": {name: _convcrf_on(name, shape, spacing, classes, repeats, parameters) for name in devices}}
+
+
+def _convcrf_on(device: str, shape: list[int], spacing: list[float], classes: int, repeats: int, parameters) -> dict:
+    """The timings and peak memory of ``benchmark_convcrf`` on one device, after one untimed warm-up run."""
     import resource
 
     import numpy as np
     import torch
 
-    from boxunet.boxes.convcrf import CRFParameters, mean_field
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BoxunetError("-device cuda: no CUDA device is visible")
+    from boxunet.boxes.convcrf import mean_field
     rng = np.random.default_rng(0)
     grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     inside = sum(g ** 2 for g in grid) < 0.5
     image = torch.from_numpy((inside + rng.normal(0, 0.2, shape)).astype(np.float32))[None, None].to(device)
     unary = torch.zeros((1, classes) + tuple(shape), device=device)
     unary[:, 1] = torch.from_numpy(np.where(inside, 0.5, -0.5).astype(np.float32)).to(device)
-    parameters = CRFParameters()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = []
-    for _ in range(repeats):
+    for run in range(repeats + 1):
         start = time.perf_counter()
         mean_field(unary, image, spacing, parameters)
         if device == "cuda":
             torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
+        if run:  # the first run warms up (CUDA kernels, allocator) and is not timed
+            seconds.append(time.perf_counter() - start)
     voxels = int(np.prod(shape))
     median = statistics.median(seconds)
-    summary = {"task": "convcrf", "shape": shape, "spacing_mm": spacing, "classes": classes, "device": device,
-               "window_radius": list(parameters.window_radius(spacing)), "iterations": parameters.iterations,
-               "seconds": [round(s, 3) for s in seconds], "median_seconds": round(median, 3),
-               "voxels_per_second": round(voxels / median), "threads": torch.get_num_threads()}
+    result = {"seconds": [round(s, 3) for s in seconds], "median_seconds": round(median, 3),
+              "voxels_per_second": round(voxels / median), "threads": torch.get_num_threads()}
     if device == "cuda":
-        summary["peak_cuda_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+        result["peak_cuda_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
     else:
         increase = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024  # ru_maxrss is in KiB
-        summary["peak_rss_increase_gb"] = round(increase / 1e9, 3)
-        summary["peak_rss_increase_bytes_per_voxel"] = round(increase / voxels, 1)
-    return summary
+        result["peak_rss_increase_gb"] = round(increase / 1e9, 3)
+        result["peak_rss_increase_bytes_per_voxel"] = round(increase / voxels, 1)
+    return result
 
 
 def benchmark_command(command: list[str], repeats: int) -> dict:
@@ -229,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     convcrf.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="mm (default: %(default)s)")
     convcrf.add_argument("--classes", type=int, default=2)
     convcrf.add_argument("--repeats", type=int, default=3)
-    convcrf.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    convcrf.add_argument("-device", "--device", default="auto", choices=["auto", "cpu", "cuda"],
+                         help="auto (default): the CPU, and CUDA when a device is visible")
     convcrf.add_argument("-o", "--output", type=Path)
     command = tasks.add_parser("command", help="time any command: boxunet_benchmark command -- CMD ARGS")
     command.add_argument("--repeats", type=int, default=3)
