@@ -193,6 +193,8 @@ def test_three_stage_training_end_to_end(box_dataset):
     report = json.loads((folder / "box_report.json").read_text())
     assert report["loss"] == "vwce" and report["group_networks"] == 2 and len(report["cases"]) == 4
     assert report["resolution"] == "raw", "scored where stage 1 and fusion make their masks"
+    assert set(report["seconds_per_case"]) == {"stage1", "fusion"}
+    assert all(set(row["seconds"]) == {"stage1", "fusion"} for row in report["cases"])
     mean = report["mean"]["2"]
     assert mean["dice_stage1"] > mean["dice_boxes"], "pseudo masks beat the boxes"
     assert 0.0 <= mean["dice_fusion"] <= 1.0
@@ -217,6 +219,8 @@ def test_three_stage_training_end_to_end(box_dataset):
     run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=2))
     assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
     assert fusion_file.stat().st_mtime_ns == fusion_stamp
+    resumed = json.loads((folder / "box_report.json").read_text())
+    assert resumed["seconds_per_case"] == report["seconds_per_case"], "timings survive a resumed run"
     # fusion masks made with other settings are made anew, without retraining the group networks
     fusion_record = folder / "stage2" / "fusion" / "settings.json"
     settings = json.loads(fusion_record.read_text())

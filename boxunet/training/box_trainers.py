@@ -305,14 +305,14 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         self.prepare_previous_stage()  # a cascade's group networks take the previous stage as input too
         stage1 = self.stage1_store()
         reference = self.reference_store()  # every rank: it synchronizes them
-        self.target_folder, fusion_seconds = stage1, None
+        self.target_folder = stage1
         if self.options.group_networks > 0:
             raw_cases = self.raw_training_cases()  # checked before the group networks train
             networks = self._train_group(stage1)
-            self.target_folder, fusion_seconds = self._fusion_store(stage1, networks, raw_cases)
+            self.target_folder = self._fusion_store(stage1, networks, raw_cases)
             del networks
         if self.group.is_main:
-            self._write_box_report(stage1, reference, fusion_seconds)
+            self._write_box_report(stage1, reference)
         super().run_training()
 
     # ------------------------------------------------------------------------------------ stage 2
@@ -426,9 +426,9 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         return labels, weights, geometry, time.perf_counter() - start
 
     def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module],
-                      raw_cases: dict[str, CaseFiles]) -> tuple[Path, dict]:
+                      raw_cases: dict[str, CaseFiles]) -> Path:
         """Fusion masks and weight maps (Eq. 5, 6) of every training case (stage-1 targets for validation
-        cases); the folder and this process's fusion timing (cases made, ConvCRF seconds). They are made at the
+        cases), and each case's ConvCRF seconds (``<case>_timing.json``); returns the folder. They are made at the
         raw resolution, where stage 1 made its masks (a box mapped to the grid is rounded outwards and the
         ConvCRF would start from a worse box), written there as images (``<case><ending>`` and
         ``<case>_weights<ending>``) and brought onto the grid like labels (weights by nearest neighbour)."""
@@ -439,11 +439,10 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
         self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "union_logit": UNION_LOGIT,
                                       "class_prior_correction": True, "resolution": "raw"})
-        seconds, made = 0.0, 0
+        seconds = 0.0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
             if has_target(folder, case_id):
                 continue
-            made += 1
             data, _, properties = cases.load(case_id)
             predictions = [self.raw_prediction(logits, properties)
                            for logits in self.group_logits(networks, case_id, np.asarray(data[:]))]
@@ -451,6 +450,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             seconds += crf_seconds
             write_image(labels.astype(np.uint8), geometry, folder / f"{case_id}{ending}")
             write_image(weights.astype(np.uint8), geometry, folder / f"{case_id}_weights{ending}")
+            write_json({"convcrf_seconds": round(crf_seconds, 3)}, folder / f"{case_id}_timing.json")
             write_target(folder, case_id, raw_labels_to_grid(labels, properties, self.plans, self.configuration),
                          raw_labels_to_grid(weights, properties, self.plans, self.configuration, order=0),
                          self.configuration.patch_size)
@@ -463,7 +463,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
                 self.log(f"stage 2: fusion masks of {len(self.train_cases)} cases in {folder} "
                          f"(ConvCRF {seconds:.1f} s on this process)")
         barrier(self.group)
-        return folder, {"cases_made": made, "convcrf_seconds": round(seconds, 2)}
+        return folder
 
     # ------------------------------------------------------------------------------------ report
     def _report_masks(self, stage1: Path, reference: tuple[Path | None, dict]):
@@ -493,13 +493,24 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
                     case_boxes(cases.load(case_id)[2]))
         return self.configuration.data_identifier, map(grid_masks, self.train_cases)
 
-    def _write_box_report(self, stage1: Path, reference: tuple[Path | None, dict], fusion_timing: dict | None) -> None:
+    def _case_seconds(self, case_id: str) -> dict:
+        """A case's stage-1 seconds (its pseudo-label record) and fusion ConvCRF seconds, where recorded."""
+        stage1_record = stage1_folder(self.dataset_name) / f"{case_id}.json"
+        fusion_record = self.stage2_folder / "fusion" / f"{case_id}_timing.json"
+        seconds = {}
+        if stage1_record.is_file():
+            seconds["stage1"] = read_json(stage1_record)["seconds"]
+        if self.options.group_networks > 0 and fusion_record.is_file():
+            seconds["fusion"] = read_json(fusion_record)["convcrf_seconds"]
+        return seconds
+
+    def _write_box_report(self, stage1: Path, reference: tuple[Path | None, dict]) -> None:
         """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1),
-        for the cases whose reference holds the label."""
+        for the cases whose reference holds the label, and the seconds stage 1 and the fusion ConvCRF took."""
         resolution, masks = self._report_masks(stage1, reference)
         rows = []
         for case_id, truth, pseudo, fused, boxes in masks:
-            row = {"case_id": case_id}
+            row = {"case_id": case_id, "seconds": self._case_seconds(case_id)}
             for label in self.plans.box_labels:
                 entry = {"boxes": sum(1 for b in boxes if b.label == label)}
                 if truth is not None and (truth == label).any():
@@ -516,7 +527,9 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             means[str(label)] = {key: round(float(np.nanmean([e[key] for e in entries if key in e])), 4)
                                  for key in ("dice_boxes", "dice_stage1", "dice_fusion")
                                  if any(key in e for e in entries)}
+        seconds = {stage: round(float(np.mean([row["seconds"][stage] for row in rows if stage in row["seconds"]])), 3)
+                   for stage in ("stage1", "fusion") if any(stage in row["seconds"] for row in rows)}
         write_json({"trainer": type(self).__name__, "group_networks": self.options.group_networks,
-                    "loss": self.loss_name, "resolution": resolution,
-                    "fusion_timing_this_run": fusion_timing, "mean": means, "cases": rows},
+                    "loss": self.loss_name, "resolution": resolution, "seconds_per_case": seconds,
+                    "mean": means, "cases": rows},
                    self.output_folder / "box_report.json")
