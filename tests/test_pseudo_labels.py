@@ -134,7 +134,7 @@ def test_tune_picks_parameters_on_reference_cases(tiny_dataset, roots):
     pseudo_labels_main(["-d", "1", "--quiet", "--tune", "--tune-cases", "2"])
     report = json.loads((_stage1(roots) / "report.json").read_text())
     tuning = report["tuning"]
-    assert tuning["cases"] == 2 and tuning["history"][0]["parameters"] == "start"
+    assert tuning["cases"] == ["case_000", "case_001"] and tuning["history"][0]["parameters"] == "start"
     assert tuning["dice"] >= tuning["history"][0]["dice"]
 
 

@@ -77,5 +77,7 @@ def tune_parameters(request: PseudoLabelRequest, max_cases: int = 10) -> PseudoL
                 best, best_score = candidate, score
     if request.progress:
         print(f"--tune on {len(cases)} case(s): mean Dice {history[0]['dice']} -> {round(best_score, 4)}")
-    return replace(request, parameters=best, tuning={"cases": len(cases), "dice": round(best_score, 4),
+    # the cases the parameters were picked on: their Dice in report.json is optimistic
+    tuned_on = [job.case.case_id for job in usable[:max_cases]]
+    return replace(request, parameters=best, tuning={"cases": tuned_on, "dice": round(best_score, 4),
                                                      "history": history})
