@@ -6,7 +6,8 @@ import pytest
 import SimpleITK as sitk
 
 from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
-from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks, tight_box_mask
+from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, crf_probabilities, pseudo_masks,
+                                        region_batches, tight_box_mask)
 from boxunet.cli.pseudo_labels import main as pseudo_labels_main
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
@@ -60,6 +61,26 @@ def test_tightness_keeps_an_object_of_a_few_voxels_that_the_crf_erases():
     assert not (erased == 2).any()
     kept = pseudo_masks(image, (3.0, 1.0, 1.0), boxes, [2]) == 2
     assert 3 <= kept.sum() <= 4 and not (kept & ~box_mask(kept.shape, boxes)).any()
+
+
+def test_box_regions_run_batched_give_the_probabilities_of_one_by_one():
+    rng = np.random.default_rng(3)
+    shapes = [(6, 10, 9), (5, 7, 12), (3, 4, 4)]
+    # 540 + 420 voxels padded to 6 x 10 x 12 (1440) stay within 2x; adding the third (3 x 720) would not
+    assert region_batches(shapes) == [[0, 1], [2]]
+    regions = []
+    for shape in shapes:
+        in_box = np.zeros(shape, bool)
+        in_box[1:-1, 1:-1, 1:-1] = True
+        regions.append(CRFRegion(rng.normal(size=(1,) + shape).astype(np.float32), in_box, ~in_box,
+                                 rng.normal(size=shape).astype(np.float32)))
+    parameters = PseudoMaskParameters()
+    together = crf_probabilities(regions, (2.0, 1.0, 1.0), parameters)
+    for region, batched in zip(regions, together):
+        alone = crf_probabilities([region], (2.0, 1.0, 1.0), parameters)[0]
+        assert batched.shape == region.prior.shape
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+        assert (batched[~region.box_region_mask] == 0).all()
 
 
 def test_dense_labels_are_trusted_and_boxfill_fills_the_rest():

@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from boxunet.boxes.pseudo_masks import (PseudoMaskParameters, crf_probability, normalize_region, region_around,
-                                        tight_box_mask)
+from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, crf_probabilities, normalize_region,
+                                        region_around, tight_box_mask)
 from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
@@ -50,19 +50,16 @@ def union_prior(votes: np.ndarray) -> PriorOfBox:
 
 def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.ndarray, boxes: list[Box],
                  parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
-    """The ConvCRF refinement of one label, box by box, with the stage-1 procedure (appearance model, CRF and
-    tightness) and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside ``inside``
-    (the boxes of the label minus densely labelled voxels) are never the label."""
+    """The ConvCRF refinement of one label, its boxes batched, with the stage-1 procedure (appearance model, CRF
+    and tightness) and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside
+    ``inside`` (the boxes of the label minus densely labelled voxels) are never the label."""
     result = np.zeros(inside.shape, dtype=bool)
-    for box in boxes:
-        region = region_around(box, inside.shape, spacing, parameters.context_mm)
-        candidates = inside[region]
-        if not candidates.any():
-            continue
-        features = normalize_region(image[(slice(None),) + region], candidates)
-        prior = prior_of(box, region)
-        probability = crf_probability(features, spacing, candidates, ~candidates, prior, parameters, device)
-        result[region] |= tight_box_mask(probability, candidates, box, region, parameters.threshold,
+    regions = [(box, region_around(box, inside.shape, spacing, parameters.context_mm)) for box in boxes]
+    regions = [(box, region) for box, region in regions if inside[region].any()]
+    crf_regions = [CRFRegion(normalize_region(image[(slice(None),) + region], inside[region]), inside[region],
+                             ~inside[region], prior_of(box, region)) for box, region in regions]
+    for (box, region), probability in zip(regions, crf_probabilities(crf_regions, spacing, parameters, device)):
+        result[region] |= tight_box_mask(probability, inside[region], box, region, parameters.threshold,
                                          parameters.tightness)
     return result
 

@@ -122,30 +122,81 @@ def shape_prior(box: Box, region: tuple[slice, ...], parameters: PseudoMaskParam
     return parameters.prior_logit + parameters.shape_weight * (1.0 - ellipsoid_radius(box, region))
 
 
-def crf_probability(features: np.ndarray, spacing_mm, box_region_mask: np.ndarray, known_not: np.ndarray,
-                    prior: np.ndarray, parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
-    """Probability of the box label for every voxel of a region (float32, 0 where it is known not to be):
-    the prior logit plus the appearance model as unary, refined by the ConvCRF, ``rounds`` times.
+@dataclass
+class CRFRegion:
+    """One box's region for ``crf_probabilities``: ``features`` the normalized intensities (C, *region),
+    ``box_region_mask`` the voxels inside any box of the label, ``known_not`` those known not to be the label,
+    ``prior`` the prior logits."""
 
-    ``features`` are the normalized region intensities (C, *region), ``box_region_mask`` marks the voxels
-    of the region inside any box of this label, ``known_not`` those known not to be this label.
-    """
-    unknown = (box_region_mask & ~known_not).astype(np.float32)
-    belief = 1.0 / (1.0 + np.exp(-prior)) * unknown
-    samples = float(unknown.sum())
-    appearance_weight = parameters.appearance_weight * samples / (samples + parameters.appearance_min_voxels)
-    fixed = torch.from_numpy(unknown == 0)[None, None].to(device)
-    feature_tensor = torch.from_numpy(features)[None].to(device)
+    features: np.ndarray
+    box_region_mask: np.ndarray
+    known_not: np.ndarray
+    prior: np.ndarray
+
+
+PADDING_LIMIT = 2.0  # a batch's padded voxels stay within this factor of its regions' own voxels
+
+
+def region_batches(shapes: list[tuple[int, ...]]) -> list[list[int]]:
+    """Indices of regions grouped for one batched CRF call each: largest first, a region joins the current
+    batch while padding every region to the batch's common shape keeps the voxels within ``PADDING_LIMIT``
+    times the regions' own, so memory stays proportional to the voxels."""
+    batches, current = [], []
+    for index in sorted(range(len(shapes)), key=lambda i: -int(np.prod(shapes[i]))):
+        trial = current + [index]
+        padded = int(np.prod(np.max([shapes[i] for i in trial], axis=0))) * len(trial)
+        if current and padded > PADDING_LIMIT * sum(int(np.prod(shapes[i])) for i in trial):
+            batches.append(current)
+            trial = [index]
+        current = trial
+    return batches + ([current] if current else [])
+
+
+def _padded(arrays: list[np.ndarray], shape: tuple[int, ...], fill) -> np.ndarray:
+    """``arrays`` stacked along a new first axis, each padded at the end of its last ``len(shape)`` axes."""
+    out = np.full((len(arrays),) + arrays[0].shape[:-len(shape)] + tuple(shape), fill, dtype=arrays[0].dtype)
+    for index, array in enumerate(arrays):
+        out[(index, Ellipsis) + tuple(slice(0, n) for n in array.shape[-len(shape):])] = array
+    return out
+
+
+def crf_probabilities(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParameters,
+                      device: str = "cpu") -> list[np.ndarray]:
+    """Probability of the label for every voxel of each region (float32, 0 where it is known not to be): the
+    prior logit plus the appearance model as unary, refined by the ConvCRF, ``rounds`` times. Regions are run
+    in batches (``region_batches``), padded to a common shape that the CRF excludes."""
+    results = [None] * len(regions)
+    for batch in region_batches([r.prior.shape for r in regions]):
+        for index, belief in zip(batch, _crf_batch([regions[i] for i in batch], spacing_mm, parameters, device)):
+            results[index] = belief
+    return results
+
+
+def _crf_batch(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParameters, device: str) -> list[np.ndarray]:
+    shapes = [r.prior.shape for r in regions]
+    shape = tuple(int(n) for n in np.max(shapes, axis=0))
+    unknown = [(r.box_region_mask & ~r.known_not).astype(np.float32) for r in regions]
+    beliefs = [1.0 / (1.0 + np.exp(-r.prior)) * u for r, u in zip(regions, unknown)]
+    weights = [parameters.appearance_weight * float(u.sum()) / (float(u.sum()) + parameters.appearance_min_voxels)
+               for u in unknown]
+    fixed = torch.from_numpy(_padded([u == 0 for u in unknown], shape, True))[:, None].to(device)
+    valid = None
+    if any(tuple(s) != shape for s in shapes):  # padding: excluded from every kernel
+        valid = torch.from_numpy(_padded([np.ones(s, bool) for s in shapes], shape, False))[:, None].to(device)
+    features = torch.from_numpy(_padded([r.features for r in regions], shape, 0.0)).to(device)
     for _ in range(max(1, parameters.rounds)):
-        logit = prior
-        if appearance_weight:
-            logit = prior + appearance_weight * appearance_log_ratio(
-                features, belief, unknown, known_not.astype(np.float32), parameters)
-        logit = np.where(unknown > 0, logit, -30.0).astype(np.float32)
-        unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit]))[None].to(device)
-        q = mean_field(unary, feature_tensor, spacing_mm, parameters.crf, fixed=fixed)
-        belief = q[0, 1].cpu().numpy() * unknown
-    return belief
+        logits = []
+        for region, u, belief, weight in zip(regions, unknown, beliefs, weights):
+            logit = region.prior
+            if weight:
+                logit = region.prior + weight * appearance_log_ratio(
+                    region.features, belief, u, region.known_not.astype(np.float32), parameters)
+            logits.append(np.where(u > 0, logit, -30.0).astype(np.float32))
+        logit = _padded(logits, shape, -30.0)
+        unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit], axis=1)).to(device)
+        q = mean_field(unary, features, spacing_mm, parameters.crf, fixed=fixed, valid=valid)[:, 1].cpu().numpy()
+        beliefs = [q[index][tuple(slice(0, n) for n in s)] * u for index, (s, u) in enumerate(zip(shapes, unknown))]
+    return beliefs
 
 
 def tight_box_mask(probability: np.ndarray, candidates: np.ndarray, box: Box, region: tuple[slice, ...],
@@ -205,24 +256,26 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
         raise ValueError("method 'acol' needs one localization map per box")
     for label in box_labels:
         inside = box_mask(shape, boxes, label)
-        for index, box in ((i, b) for i, b in enumerate(boxes) if b.label == label):
-            if method == "boxfill":
-                region = box.slices
-                candidates = ~densely_known[region]
-                probability = candidates.astype(np.float32)
-            else:
-                region = region_around(box, shape, spacing_mm, parameters.context_mm)
+        label_boxes = [(i, b) for i, b in enumerate(boxes) if b.label == label]
+        if method == "boxfill":
+            regions = [box.slices for _, box in label_boxes]
+            candidates = [~densely_known[region] for region in regions]
+            probabilities = [c.astype(np.float32) for c in candidates]
+        else:
+            regions = [region_around(box, shape, spacing_mm, parameters.context_mm) for _, box in label_boxes]
+            crf_regions, candidates = [], []
+            for (index, box), region in zip(label_boxes, regions):
                 known_not = densely_known[region] | ~inside[region]
-                candidates = inside[region] & ~known_not
-                features = normalize_region(image[(slice(None),) + region], candidates)
-                if method == "acol":
-                    prior = map_prior(box, region, localization_maps[index])
-                    crf_parameters = replace(parameters, appearance_weight=0.0, rounds=1)
-                else:
-                    prior, crf_parameters = shape_prior(box, region, parameters), parameters
-                probability = crf_probability(features, spacing_mm, inside[region], known_not, prior, crf_parameters,
-                                              device)
-            chosen = tight_box_mask(probability, candidates, box, region, parameters.threshold, parameters.tightness)
+                candidates.append(inside[region] & ~known_not)
+                features = normalize_region(image[(slice(None),) + region], candidates[-1])
+                prior = (map_prior(box, region, localization_maps[index]) if method == "acol"
+                         else shape_prior(box, region, parameters))
+                crf_regions.append(CRFRegion(features, inside[region], known_not, prior))
+            # acol: the map is the only unary (no appearance model, one round)
+            crf_parameters = replace(parameters, appearance_weight=0.0, rounds=1) if method == "acol" else parameters
+            probabilities = crf_probabilities(crf_regions, spacing_mm, crf_parameters, device)
+        for (_, box), region, candidate, probability in zip(label_boxes, regions, candidates, probabilities):
+            chosen = tight_box_mask(probability, candidate, box, region, parameters.threshold, parameters.tightness)
             take = chosen & (probability > best[region])
             best[region][take] = probability[take]
             result[region][take] = label
