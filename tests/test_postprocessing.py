@@ -107,6 +107,11 @@ def test_box_datasets_default_to_18_connectivity(roots, tmp_path):
     assert json.loads((tmp_path / "box" / "postprocessing.json").read_text())["connectivity"] == 18
     main_determine(arguments + ["-o", str(tmp_path / "given"), "--connectivity", "6"])
     assert json.loads((tmp_path / "given" / "postprocessing.json").read_text())["connectivity"] == 6
+    # labels given with -l: PRED's dataset.json (a model's validation folder has one) says box dataset
+    (tmp_path / "pred" / "dataset.json").write_text((dataset / "dataset.json").read_text())
+    main_determine(["-r", str(tmp_path / "ref"), "-p", str(tmp_path / "pred"), "-l", "2", "-np", "1",
+                    "-o", str(tmp_path / "labels")])
+    assert json.loads((tmp_path / "labels" / "postprocessing.json").read_text())["connectivity"] == 18
 
 
 def test_apply_to_folder_keeps_the_geometry(tmp_path):

@@ -68,6 +68,7 @@ def test_box_regions_run_batched_give_the_probabilities_of_one_by_one():
     shapes = [(6, 10, 9), (5, 7, 12), (3, 4, 4)]
     # 540 + 420 voxels padded to 6 x 10 x 12 (1440) stay within 2x; adding the third (3 x 720) would not
     assert region_batches(shapes) == [[0, 1], [2]]
+    assert region_batches([(128, 128, 160)] * 2) == [[0], [1]], "2 x 2.6 M voxels exceed the 4.2 M batch cap"
     regions = []
     for shape in shapes:
         in_box = np.zeros(shape, bool)

@@ -148,6 +148,11 @@ def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path
     same = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_networks=3),
                                            explicit_options=("group_networks",)), saved)
     assert same.group_networks == 3
+    # a checkpoint saved before group epochs were fixed at the start: None meant the run's 300 epochs
+    assert saved["group_epochs"] is None and plain.group_epochs == 300 and extended.group_epochs == 300
+    pinned = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_epochs=300),
+                                             explicit_options=("group_epochs",)), saved)
+    assert pinned.group_epochs == 300
 
 
 def test_region_training(roots):

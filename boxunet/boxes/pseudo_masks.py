@@ -135,17 +135,20 @@ class CRFRegion:
 
 
 PADDING_LIMIT = 2.0  # a batch's padded voxels stay within this factor of its regions' own voxels
+MAX_BATCH_VOXELS = 2 ** 22  # and within this many (unless one region alone is larger)
 
 
 def region_batches(shapes: list[tuple[int, ...]]) -> list[list[int]]:
     """Indices of regions grouped for one batched CRF call each: largest first, a region joins the current
     batch while padding every region to the batch's common shape keeps the voxels within ``PADDING_LIMIT``
-    times the regions' own, so memory stays proportional to the voxels."""
+    times the regions' own and within ``MAX_BATCH_VOXELS``, so memory stays proportional to the voxels and
+    bounded by the largest region or that cap."""
     batches, current = [], []
     for index in sorted(range(len(shapes)), key=lambda i: -int(np.prod(shapes[i]))):
         trial = current + [index]
         padded = int(np.prod(np.max([shapes[i] for i in trial], axis=0))) * len(trial)
-        if current and padded > PADDING_LIMIT * sum(int(np.prod(shapes[i])) for i in trial):
+        if current and (padded > PADDING_LIMIT * sum(int(np.prod(shapes[i])) for i in trial)
+                        or padded > MAX_BATCH_VOXELS):
             batches.append(current)
             trial = [index]
         current = trial

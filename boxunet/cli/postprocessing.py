@@ -53,7 +53,10 @@ def build_determine_parser() -> argparse.ArgumentParser:
 def _targets_ending_connectivity(arguments: argparse.Namespace) -> tuple[list, str, int]:
     """The labels or regions to postprocess, the file ending of the label maps and the connectivity."""
     if arguments.labels:
-        return arguments.labels, folder_file_ending(arguments.prediction), arguments.connectivity or 26
+        described = arguments.prediction / DATASET_JSON  # PRED's dataset.json, when it has one, says box dataset
+        box_labels = load_dataset_json(arguments.prediction).box_labels if described.is_file() else []
+        return (arguments.labels, folder_file_ending(arguments.prediction),
+                arguments.connectivity or default_connectivity(box_labels))
     if arguments.dataset:
         description = load_dataset_json(find_dataset_folder(arguments.dataset, raw_root()))
     else:

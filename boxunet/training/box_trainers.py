@@ -59,13 +59,14 @@ def known_channel_loss_inputs(batch: dict, device: torch.device):
 
 class _BoxDatasetTrainer(Trainer):
     """A trainer for datasets with ``box_labels``; refuses others before training. Validation scores the dense
-    labels when every validation case has them, else agreement with the stage-1 pseudo masks."""
+    labels when every case has them, else agreement with the stage-1 pseudo masks."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.plans.box_labels:
             raise BoxunetError(f"{type(self).__name__} needs a dataset with \"box_labels\" in dataset.json; "
                                "this one has none (use the standard Trainer)")
+        self._validation_reference: Path | None = None
 
     @property
     def dataset_name(self) -> str:
@@ -85,19 +86,24 @@ class _BoxDatasetTrainer(Trainer):
         super().run_training()
 
     def validation_reference(self) -> Path:
-        """The dense labels when every validation case's label map holds the labels of its boxes; otherwise
-        (boxes only, missing label maps, or a mix) the stage-1 pseudo masks, so validation reports agreement
-        with the box-derived masks rather than scoring missing references as misses. A case without boxes
-        (no box label, by what a box means) needs no box label in its label map."""
-        dense = super().validation_reference()
-        ending = self.dataset_json["file_ending"]
-        cases = self._cases(self.val_cases)
-        for case_id in self.val_cases:
-            path = dense / f"{case_id}{ending}"
-            drawn = {box.label for box in case_boxes(cases.load(case_id)[2])}
-            if not path.is_file() or not drawn <= set(np.unique(read_image(path)[0]).tolist()):
-                return stage1_folder(self.dataset_name)
-        return dense
+        """The dense labels when every case's label map holds the labels of its boxes; otherwise (boxes only,
+        missing label maps, or a mix) the stage-1 pseudo masks, so validation reports agreement with the
+        box-derived masks rather than scoring missing references as misses. A case without boxes (no box
+        label, by what a box means) needs no box label in its label map. Decided over all cases of the fold
+        (training and validation), so that every fold of a dataset uses the same reference."""
+        if self._validation_reference is None:
+            dense = super().validation_reference()
+            ending = self.dataset_json["file_ending"]
+            case_ids = self.train_cases + self.val_cases
+            cases = self._cases(case_ids)
+            self._validation_reference = dense
+            for case_id in case_ids:
+                path = dense / f"{case_id}{ending}"
+                drawn = {box.label for box in case_boxes(cases.load(case_id)[2])}
+                if not path.is_file() or not drawn <= set(np.unique(read_image(path)[0]).tolist()):
+                    self._validation_reference = stage1_folder(self.dataset_name)
+                    break
+        return self._validation_reference
 
 
 @register_trainer
@@ -472,8 +478,11 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         their masks, when the raw dataset is there; else on the grid (boxes rounded outwards)."""
         fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
         ending = self.dataset_json["file_ending"]
-        if (raw_root() / self.dataset_name).is_dir():
+        try:  # with stage 2 they were checked before it; without, a missing raw dataset or case means the grid
             raw_cases = self.raw_training_cases()
+        except BoxunetError:
+            raw_cases = None
+        if raw_cases is not None:
 
             def raw_masks(case_id):
                 case = raw_cases[case_id]

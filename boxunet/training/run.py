@@ -156,6 +156,8 @@ def resumed_options(request: TrainingRequest, saved: dict) -> TrainingOptions:
     keep = set(request.explicit_options) | set(RUNTIME_OPTIONS)
     known = {f.name for f in fields(TrainingOptions)}
     merged = {k: v for k, v in saved.items() if k in known}
+    if "group_epochs" in merged and merged["group_epochs"] is None:  # older checkpoints: the run's epochs
+        merged["group_epochs"] = merged.get("epochs")
     changed = [f"{k} {merged[k]!r} -> {getattr(request.options, k)!r}" for k in MODEL_DEFINING_OPTIONS
                if k in keep and k in merged and merged[k] != getattr(request.options, k)]
     if changed:
