@@ -27,6 +27,7 @@ import torch
 
 from boxunet.boxes.convcrf import CRFParameters, mean_field
 from boxunet.boxes.from_labels import box_mask
+from boxunet.boxes.padding import stack_padded
 from boxunet.io.boxes import Box
 
 METHODS = ("convcrf", "boxfill", "acol")
@@ -155,14 +156,6 @@ def region_batches(shapes: list[tuple[int, ...]]) -> list[list[int]]:
     return batches + ([current] if current else [])
 
 
-def _padded(arrays: list[np.ndarray], shape: tuple[int, ...], fill) -> np.ndarray:
-    """``arrays`` stacked along a new first axis, each padded at the end of its last ``len(shape)`` axes."""
-    out = np.full((len(arrays),) + arrays[0].shape[:-len(shape)] + tuple(shape), fill, dtype=arrays[0].dtype)
-    for index, array in enumerate(arrays):
-        out[(index, Ellipsis) + tuple(slice(0, n) for n in array.shape[-len(shape):])] = array
-    return out
-
-
 def crf_probabilities(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParameters,
                       device: str = "cpu") -> list[np.ndarray]:
     """Probability of the label for every voxel of each region (float32, 0 where it is known not to be): the
@@ -182,11 +175,11 @@ def _crf_batch(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParam
     beliefs = [1.0 / (1.0 + np.exp(-r.prior)) * u for r, u in zip(regions, unknown)]
     weights = [parameters.appearance_weight * float(u.sum()) / (float(u.sum()) + parameters.appearance_min_voxels)
                for u in unknown]
-    fixed = torch.from_numpy(_padded([u == 0 for u in unknown], shape, True))[:, None].to(device)
+    fixed = torch.from_numpy(stack_padded([u == 0 for u in unknown], shape, True))[:, None].to(device)
     valid = None
     if any(tuple(s) != shape for s in shapes):  # padding: excluded from every kernel
-        valid = torch.from_numpy(_padded([np.ones(s, bool) for s in shapes], shape, False))[:, None].to(device)
-    features = torch.from_numpy(_padded([r.features for r in regions], shape, 0.0)).to(device)
+        valid = torch.from_numpy(stack_padded([np.ones(s, bool) for s in shapes], shape, False))[:, None].to(device)
+    features = torch.from_numpy(stack_padded([r.features for r in regions], shape, 0.0)).to(device)
     for _ in range(max(1, parameters.rounds)):
         logits = []
         for region, u, belief, weight in zip(regions, unknown, beliefs, weights):
@@ -195,7 +188,7 @@ def _crf_batch(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParam
                 logit = region.prior + weight * appearance_log_ratio(
                     region.features, belief, u, region.known_not.astype(np.float32), parameters)
             logits.append(np.where(u > 0, logit, -30.0).astype(np.float32))
-        logit = _padded(logits, shape, -30.0)
+        logit = stack_padded(logits, shape, -30.0)
         unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit], axis=1)).to(device)
         q = mean_field(unary, features, spacing_mm, parameters.crf, fixed=fixed, valid=valid)[:, 1].cpu().numpy()
         beliefs = [q[index][tuple(slice(0, n) for n in s)] * u for index, (s, u) in enumerate(zip(shapes, unknown))]

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from boxunet.boxes.anchors import NEGATIVE_SAMPLES, box_level, sample_negatives
+from boxunet.boxes.padding import stack_padded
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.nets.acol import HIDDEN_CHANNELS, ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
@@ -87,11 +88,8 @@ def training_slices(image: np.ndarray, boxes: list[Box], label: int,
 
 def _pad_batch(slices: list[np.ndarray]) -> torch.Tensor:
     """The slices ``(C, H, W)`` zero-padded at the end to a common size, a multiple of ``SIZE_MULTIPLE``."""
-    size = [int(np.ceil(max(s.shape[axis] for s in slices) / SIZE_MULTIPLE) * SIZE_MULTIPLE) for axis in (1, 2)]
-    batch = np.zeros((len(slices), slices[0].shape[0], *size), dtype=np.float32)  # float16 slices come back to 32
-    for index, image in enumerate(slices):
-        batch[index, :, :image.shape[1], :image.shape[2]] = image
-    return torch.from_numpy(batch)
+    size = tuple(int(np.ceil(max(s.shape[axis] for s in slices) / SIZE_MULTIPLE) * SIZE_MULTIPLE) for axis in (1, 2))
+    return torch.from_numpy(stack_padded(slices, size, 0.0, np.float32))  # float16 slices come back to 32
 
 
 def _batch_targets(samples: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,

@@ -311,14 +311,14 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         self.prepare_previous_stage()  # a cascade's group networks take the previous stage as input too
         stage1 = self.stage1_store()
         reference = self.reference_store()  # every rank: it synchronizes them
-        self.target_folder = stage1
+        self.target_folder, raw_cases = stage1, None
         if self.options.group_networks > 0:
             raw_cases = self.raw_training_cases()  # checked before the group networks train
             networks = self._train_group(stage1)
             self.target_folder = self._fusion_store(stage1, networks, raw_cases)
             del networks
         if self.group.is_main:
-            self._write_box_report(stage1, reference)
+            self._write_box_report(stage1, reference, raw_cases)
         super().run_training()
 
     # ------------------------------------------------------------------------------------ stage 2
@@ -472,16 +472,18 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         return folder
 
     # ------------------------------------------------------------------------------------ report
-    def _report_masks(self, stage1: Path, reference: tuple[Path | None, dict]):
+    def _report_masks(self, stage1: Path, reference: tuple[Path | None, dict], raw_cases: dict | None):
         """The resolution the report scores at and, per training case, (case id, reference label map or None,
         stage-1 label map, fusion label map or None, boxes): at the raw resolution, where stage 1 and fusion make
-        their masks, when the raw dataset is there; else on the grid (boxes rounded outwards)."""
+        their masks, when the raw dataset is there (``raw_cases``, listed by stage 2 or here); else on the grid
+        (boxes rounded outwards)."""
         fusion = self.stage2_folder / "fusion" if self.options.group_networks > 0 else None
         ending = self.dataset_json["file_ending"]
-        try:  # with stage 2 they were checked before it; without, a missing raw dataset or case means the grid
-            raw_cases = self.raw_training_cases()
-        except BoxunetError:
-            raw_cases = None
+        if raw_cases is None:
+            try:  # without stage 2, a missing raw dataset or case means the grid
+                raw_cases = self.raw_training_cases()
+            except BoxunetError:
+                pass
         if raw_cases is not None:
 
             def raw_masks(case_id):
@@ -513,10 +515,10 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             seconds["fusion"] = read_json(fusion_record)["convcrf_seconds"]
         return seconds
 
-    def _write_box_report(self, stage1: Path, reference: tuple[Path | None, dict]) -> None:
+    def _write_box_report(self, stage1: Path, reference: tuple[Path | None, dict], raw_cases: dict | None) -> None:
         """``box_report.json``: Dice of boxes, stage-1 and fusion masks against the reference labels (Table 1),
         for the cases whose reference holds the label, and the seconds stage 1 and the fusion ConvCRF took."""
-        resolution, masks = self._report_masks(stage1, reference)
+        resolution, masks = self._report_masks(stage1, reference, raw_cases)
         rows = []
         for case_id, truth, pseudo, fused, boxes in masks:
             row = {"case_id": case_id, "seconds": self._case_seconds(case_id)}
