@@ -3,7 +3,8 @@
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
 mask (votes of Eq. 6), the stage-1 mask overruled where all K networks disagree with it, the fusion masks of
-Eq. 5 (per label), and other ConvCRF priors: graded votes (from -UNION_LOGIT with no vote to +UNION_LOGIT with
+Eq. 5 (per label; stage 1's box prior raised by the networks' votes), and other ConvCRF priors: the union at
++-UNION_LOGIT, graded votes (from -UNION_LOGIT with no vote to +UNION_LOGIT with
 all K + 1), stage 1's shape prior plus Eq. 5's union prior, and stage 1's shape prior plus the networks' mean
 log-odds at a few weights. Each with and without the class-prior correction of the group networks' logits.
 At the raw resolution (the group networks' corrected logits brought back to the raw geometry like an
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, refine_prior, union_prior, vote_counts
+from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_prior, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
 from boxunet.boxes.stage1 import stage1_mask_path
 from boxunet.boxes.from_labels import box_mask
@@ -85,14 +86,16 @@ def consensus_override(stage1_mask: np.ndarray, votes: np.ndarray, num_networks:
     return np.where(stage1_mask, votes >= 2, votes >= num_networks)
 
 
-def candidate_priors(votes: np.ndarray, num_networks: int, evidence: np.ndarray, parameters) -> dict:
-    """The ConvCRF priors compared, by name: Eq. 5 as fusion_target refines it; a graded prior (+UNION_LOGIT
-    when all K + 1 masks agree, minus it when none); stage 1's shape prior with the union added; and stage 1's
-    shape prior with the networks' mean evidence added at a few weights (0: the stage-1 procedure rerun on
-    the grid, whose boxes are rounded outwards)."""
+def candidate_priors(votes: np.ndarray, predictions: list[np.ndarray], label: int, evidence: np.ndarray,
+                     parameters, stage1_method: str) -> dict:
+    """The ConvCRF priors compared, by name: Eq. 5 as fusion_target refines it after ``stage1_method``; the union
+    itself; a graded prior (+UNION_LOGIT when all K + 1 masks agree, minus it when none); stage 1's shape prior
+    with the union added; and stage 1's shape prior with the networks' mean evidence added at a few weights (0:
+    the stage-1 procedure rerun on the grid, whose boxes are rounded outwards)."""
     union = union_prior(votes)
-    graded = (UNION_LOGIT * (2.0 * votes / (num_networks + 1) - 1.0)).astype(np.float32)
-    priors = {"fusion": union, "graded_votes": lambda box, region: graded[region],
+    graded = (UNION_LOGIT * (2.0 * votes / (len(predictions) + 1) - 1.0)).astype(np.float32)
+    priors = {"fusion": fusion_prior(votes, predictions, label, parameters, stage1_method), "union_prior": union,
+              "graded_votes": lambda box, region: graded[region],
               "shape_and_union": lambda box, region: shape_prior(box, region, parameters) + union(box, region)}
     for weight in EVIDENCE_WEIGHTS:
         priors[f"shape_and_evidence_{weight}"] = (
@@ -153,7 +156,8 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
             entry[f"consensus{suffix}"] = dice(consensus_override(pseudo == label, votes, len(predictions)),
                                                reference_mask)
             evidence = mean_evidence(adjusted, label)
-            for name, prior_of in candidate_priors(votes, len(predictions), evidence, parameters).items():
+            priors = candidate_priors(votes, predictions, label, evidence, parameters, trainer.stage1_method())
+            for name, prior_of in priors.items():
                 refined = refine_prior(image, properties["spacing"], prior_of, inside,
                                        [b for b in boxes if b.label == label], parameters, str(trainer.device))
                 entry[f"{name}{suffix}"] = dice(refined, reference_mask)

@@ -81,3 +81,11 @@ def dense_tiny(roots):
     write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
     plan_tiny_3d_fullres()
     return roots
+
+
+def two_intensity_volume(seed=0, shape=(20, 40, 40), spacing=(2.0, 1.0, 1.0)):
+    """An ellipsoid of intensity 1 in a background of 0 with noise (sigma 0.15); its tight box."""
+    z, y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    inner = ((z - 20) / 12) ** 2 + ((y - 20) / 11) ** 2 + ((x - 19) / 9) ** 2 < 1
+    image = inner + np.random.default_rng(seed).normal(0, 0.15, shape)
+    return image[None].astype(np.float32), inner, spacing

@@ -10,11 +10,11 @@ import torch
 
 from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
-from boxunet.boxes.pseudo_masks import PseudoMaskParameters
+from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
-from boxunet.boxes.from_labels import box_mask
+from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.io.boxes import Box, read_boxes
 from boxunet.io.images import read_image, write_image
 from boxunet.planning.plans import load_plans
@@ -25,7 +25,7 @@ from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import Trainer, TrainingOptions
-from conftest import plan_tiny_3d_fullres, write_tiny_dataset
+from conftest import plan_tiny_3d_fullres, two_intensity_volume, write_tiny_dataset
 
 
 def test_votes_and_weight_map_follow_equation_6():
@@ -39,10 +39,50 @@ def test_votes_and_weight_map_follow_equation_6():
     assert weight_map([votes], 2).tolist() == [[[1, 2, 3, 2, 1, 3]]]
 
 
-def test_fusion_mask_is_the_union_inside_the_boxes_without_pairwise_terms():
+def _fusion_parameters(**changes) -> PseudoMaskParameters:
+    """No pairwise term, no appearance model, no tightness: the fused mask is where the prior logit is positive."""
+    return PseudoMaskParameters(crf=CRFParameters(pairwise_weight=0.0), appearance_weight=0.0, tightness=False,
+                                **changes)
+
+
+def test_fusion_mask_raises_stage1_box_prior_by_the_share_of_networks():
     image = np.zeros((1, 1, 4, 8), np.float32)
     dense = np.zeros((1, 4, 8), np.int8)
     dense[0, 0, 3] = 1  # a kidney voxel inside the box stays kidney
+    boxes = [Box(2, (0, 0, 1), (1, 3, 6))]  # ellipsoid radius^2 = ((y - 1) / 1.5)^2 + ((x - 3) / 2.5)^2
+    pseudo = np.zeros((1, 4, 8), np.int8)
+    pseudo[0, 2, 1] = 2  # a stage-1 voxel counts in the weights; the box prior that made the mask is refined
+    first, second = np.zeros((2, 1, 4, 8), np.int8)
+    first[0, 0, 1] = second[0, 0, 1] = 2  # corner, radius 1.041: prior 4 (1 - 1.041) - 0.5 = -0.66, + 1.0 -> in
+    first[0, 2, 5] = 2  # the other corner with one vote of two: -0.66 + 0.5 -> out
+    first[0, 3, 7] = 2  # outside the box: never tumor
+    fused, weights = fusion_target(image, (1.0, 1.0, 1.0), dense, pseudo, [first, second], boxes, [2],
+                                   _fusion_parameters(prior_logit=-0.5))
+    expected = np.zeros((1, 4, 8), np.int8)
+    expected[0, 1, 1:6] = 2  # radius <= 0.8: 4 (1 - 0.8) - 0.5 > 0
+    expected[0, 0, [1, 2, 4]] = expected[0, 2, 2:5] = 2
+    expected[0, 0, 3] = 1
+    assert fused.tolist() == expected.tolist()
+    assert weights[0, 0].tolist() == [3, 2, 3, 3, 3, 3, 3, 3]  # K = 2: votes inside the boxes, K + 1 elsewhere
+    assert weights[0, 2].tolist() == [3, 1, 3, 3, 3, 1, 3, 3]
+
+
+def test_fusion_mask_without_network_votes_is_the_stage1_mask():
+    image, inner, spacing = two_intensity_volume()
+    boxes = boxes_from_label_map(inner.astype(np.uint8), 1)
+    dense = np.zeros(inner.shape, np.int8)
+    parameters = PseudoMaskParameters()
+    stage1 = pseudo_masks(image, spacing, boxes, [1], dense, parameters=parameters)
+    silent = np.zeros_like(stage1)
+    fused, weights = fusion_target(image, spacing, dense, stage1, [silent, silent], boxes, [1], parameters)
+    assert (stage1 == 1).sum() > 100 and np.array_equal(fused, stage1)
+    assert set(np.unique(weights[stage1 == 1])) == {1}
+
+
+def test_fusion_mask_after_boxfill_is_the_union_inside_the_boxes():
+    image = np.zeros((1, 1, 4, 8), np.float32)
+    dense = np.zeros((1, 4, 8), np.int8)
+    dense[0, 0, 3] = 1
     pseudo = np.zeros((1, 4, 8), np.int8)
     pseudo[0, 1, 2:4] = 2
     prediction = np.zeros((1, 4, 8), np.int8)
@@ -50,8 +90,7 @@ def test_fusion_mask_is_the_union_inside_the_boxes_without_pairwise_terms():
     prediction[0, 3, 7] = 2  # outside the box: never tumor
     boxes = [Box(2, (0, 0, 1), (1, 3, 6))]
     fused, weights = fusion_target(image, (1.0, 1.0, 1.0), dense, pseudo, [prediction], boxes, [2],
-                                   PseudoMaskParameters(crf=CRFParameters(pairwise_weight=0.0), appearance_weight=0.0,
-                                                        tightness=False))
+                                   _fusion_parameters(), stage1_method="boxfill")
     expected = np.zeros((1, 4, 8), np.int8)
     expected[0, 1, 2:6] = 2
     expected[0, 2, 3:6] = 2
@@ -224,7 +263,7 @@ def test_three_stage_training_end_to_end(box_dataset):
     # fusion masks made with other settings are made anew, without retraining the group networks
     fusion_record = folder / "stage2" / "fusion" / "settings.json"
     settings = json.loads(fusion_record.read_text())
-    fusion_record.write_text(json.dumps({**settings, "union_logit": -1.0}))
+    fusion_record.write_text(json.dumps({**settings, "fusion_prior": {"network_logit": -1.0}}))
     run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=3))
     assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp
     assert json.loads(fusion_record.read_text()) == settings

@@ -14,20 +14,12 @@ from boxunet.evaluation.metrics import dice
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.boxes import Box, write_boxes
 from boxunet.io.images import read_image, write_image
-from conftest import write_tiny_dataset
+from conftest import two_intensity_volume, write_tiny_dataset
 from dataset_conversion.labels_to_boxes import labels_to_boxes
 
 
-def _two_intensity_volume(seed=0, shape=(20, 40, 40), spacing=(2.0, 1.0, 1.0)):
-    """An ellipsoid of intensity 1 in a background of 0 with noise (sigma 0.15); its tight box."""
-    z, y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
-    inner = ((z - 20) / 12) ** 2 + ((y - 20) / 11) ** 2 + ((x - 19) / 9) ** 2 < 1
-    image = inner + np.random.default_rng(seed).normal(0, 0.15, shape)
-    return image[None].astype(np.float32), inner, spacing
-
-
 def test_convcrf_recovers_the_object_inside_its_box():
-    image, inner, spacing = _two_intensity_volume()
+    image, inner, spacing = two_intensity_volume()
     boxes = boxes_from_label_map(inner.astype(np.uint8), 1)
     assert len(boxes) == 1
     box_dice = dice(box_mask(inner.shape, boxes), inner)
@@ -85,7 +77,7 @@ def test_box_regions_run_batched_give_the_probabilities_of_one_by_one():
 
 
 def test_dense_labels_are_trusted_and_boxfill_fills_the_rest():
-    image, inner, spacing = _two_intensity_volume()
+    image, inner, spacing = two_intensity_volume()
     dense = np.zeros(inner.shape, np.uint8)
     dense[:, :20, :] = 3  # another class known on half of the box
     dense[inner] = 2  # the box label in the dense map is a reference only: it is ignored

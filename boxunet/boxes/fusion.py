@@ -4,9 +4,13 @@ For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K gro
 
 * votes_c = [PM = c] + sum_k [P^k = c], counted only inside the boxes of c (and not on densely
   labelled voxels);
-* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5): the union is the prior (``UNION_LOGIT`` inside
-  it, minus that outside it, within the boxes), refined like a stage-1 mask (appearance model and
-  ConvCRF on the image); outside the boxes of c the answer is fixed to not-c;
+* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5), the union taken on the ConvCRF's prior. When
+  stage 1 was the box ConvCRF, the prior is the one that made PM (stage 1's box prior) raised by
+  ``NETWORK_LOGIT`` times the share of the K networks that say c: where no network says c the ConvCRF
+  gives PM again, and a network adds evidence without erasing what stage 1 found. After any other stage 1
+  (boxfill, acol), whose prior is not known here, it is the union itself (``UNION_LOGIT`` inside it, minus
+  that outside). The ConvCRF refines it like a stage-1 mask (appearance model, ConvCRF, tightness);
+  outside the boxes of c the answer is fixed to not-c;
 * v = sum_c votes_c, with v = K + 1 where v = 0 (Eq. 6): agreement of the K + 1 masks, and full weight
   where all of them say background.
 """
@@ -15,11 +19,12 @@ from typing import Callable
 import numpy as np
 
 from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, crf_probabilities, normalize_region,
-                                        region_around, tight_box_mask)
+                                        region_around, shape_prior, tight_box_mask)
 from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
-UNION_LOGIT = 2.0
+NETWORK_LOGIT = 1.0  # added to stage 1's box prior where all K group networks say c (its share where some do)
+UNION_LOGIT = 2.0  # the union's prior logit (+ inside, - outside) after a stage 1 other than the box ConvCRF
 
 
 def vote_counts(pseudo_mask: np.ndarray, predictions: list[np.ndarray], label: int, inside: np.ndarray) -> np.ndarray:
@@ -43,9 +48,34 @@ def weight_map(votes_per_label: list[np.ndarray], num_networks: int) -> np.ndarr
 PriorOfBox = Callable[[Box, tuple[slice, ...]], np.ndarray]
 
 
+def network_share(predictions: list[np.ndarray], label: int, region: tuple[slice, ...]) -> np.ndarray:
+    """The share of the K networks' label maps that say ``label``, per voxel of ``region`` (float32)."""
+    share = np.zeros(tuple(r.stop - r.start for r in region), dtype=np.float32)
+    for prediction in predictions:
+        share += prediction[region] == label
+    return share / max(len(predictions), 1)
+
+
 def union_prior(votes: np.ndarray) -> PriorOfBox:
-    """Eq. 5's prior over a box's region: ``UNION_LOGIT`` where any mask votes for the label, minus that elsewhere."""
+    """The union as a prior over a box's region: ``UNION_LOGIT`` where any mask votes for the label, minus it
+    elsewhere."""
     return lambda box, region: np.where(votes[region] > 0, UNION_LOGIT, -UNION_LOGIT).astype(np.float32)
+
+
+def box_prior_with_networks(predictions: list[np.ndarray], label: int,
+                            parameters: PseudoMaskParameters) -> PriorOfBox:
+    """Stage 1's box prior over a box's region plus ``NETWORK_LOGIT`` x the share of networks voting for the label."""
+    return lambda box, region: (shape_prior(box, region, parameters)
+                                + NETWORK_LOGIT * network_share(predictions, label, region)).astype(np.float32)
+
+
+def fusion_prior(votes: np.ndarray, predictions: list[np.ndarray], label: int, parameters: PseudoMaskParameters,
+                 stage1_method: str = "convcrf") -> PriorOfBox:
+    """Eq. 5's prior for masks from ``stage1_method``: stage 1's box prior raised by the networks' votes after the
+    box ConvCRF, else the union of the K + 1 masks (``votes``)."""
+    if stage1_method == "convcrf":
+        return box_prior_with_networks(predictions, label, parameters)
+    return union_prior(votes)
 
 
 def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.ndarray, boxes: list[Box],
@@ -71,11 +101,13 @@ def dense_label_map(dense_labels: np.ndarray, box_labels: list[int]) -> np.ndarr
 
 def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_mask: np.ndarray,
                   predictions: list[np.ndarray], boxes: list[Box], box_labels: list[int],
-                  parameters: PseudoMaskParameters, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                  parameters: PseudoMaskParameters, device: str = "cpu",
+                  stage1_method: str = "convcrf") -> tuple[np.ndarray, np.ndarray]:
     """Fusion label map (dense labels kept, box labels from Eq. 5) and weight map (Eq. 6) of one case.
 
     ``image`` is (C, z, y, x); ``dense_labels`` holds the dense labels only (box labels removed);
-    ``pseudo_mask`` and ``predictions`` are label maps on the same grid.
+    ``pseudo_mask`` and ``predictions`` are label maps on the same grid; ``stage1_method`` is how the stage-1
+    masks were made (``fusion_prior``), with ``parameters``.
     """
     fused = dense_label_map(dense_labels, box_labels)
     densely_known = fused > 0
@@ -84,7 +116,8 @@ def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_m
         inside = box_mask(fused.shape, boxes, label) & ~densely_known
         votes = vote_counts(pseudo_mask, predictions, label, inside)
         all_votes.append(votes)
-        label_boxes = [b for b in boxes if b.label == label]
-        refined = refine_prior(image, spacing, union_prior(votes), inside, label_boxes, parameters, device)
+        prior_of = fusion_prior(votes, predictions, label, parameters, stage1_method)
+        refined = refine_prior(image, spacing, prior_of, inside, [b for b in boxes if b.label == label], parameters,
+                               device)
         fused[refined & (fused == 0)] = label
     return fused, weight_map(all_votes, len(predictions))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from boxunet.boxes.from_labels import box_mask
-from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_target
+from boxunet.boxes.fusion import NETWORK_LOGIT, UNION_LOGIT, dense_label_map, fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder, stage1_mask_path
 from boxunet.errors import BoxunetError
@@ -353,6 +353,11 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             return PseudoMaskParameters.from_json(read_json(report)["parameters"])
         return PseudoMaskParameters()
 
+    def stage1_method(self) -> str:
+        """How the stage-1 masks were made (``boxunet_pseudo_labels --method``), which shapes the fusion prior."""
+        report = stage1_folder(self.dataset_name) / "report.json"
+        return read_json(report)["method"] if report.is_file() else "convcrf"
+
     def _train_group(self, stage1: Path) -> list[torch.nn.Module]:
         """Train (or resume, or reuse) the K group networks; return them loaded with their final weights."""
         o = self.options
@@ -428,7 +433,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         boxes = read_boxes(case.boxes) if case.boxes is not None else []
         start = time.perf_counter()
         labels, weights = fusion_target(image, geometry.spacing, dense, pseudo, predictions, boxes,
-                                        self.plans.box_labels, parameters, str(self.device))
+                                        self.plans.box_labels, parameters, str(self.device), self.stage1_method())
         return labels, weights, geometry, time.perf_counter() - start
 
     def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module],
@@ -443,7 +448,9 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         parameters = self.pseudo_mask_parameters()
         ending = self.dataset_json["file_ending"]
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
-        self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "union_logit": UNION_LOGIT,
+        prior = {"stage1_method": self.stage1_method(), "network_logit": NETWORK_LOGIT,
+                 "union_logit": UNION_LOGIT}
+        self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "fusion_prior": prior,
                                       "class_prior_correction": True, "resolution": "raw"})
         seconds = 0.0
         for case_id in self.train_cases[self.group.rank::self.group.world_size]:
