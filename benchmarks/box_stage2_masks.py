@@ -3,10 +3,11 @@
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
 mask (votes of Eq. 6), the stage-1 mask overruled where all K networks disagree with it, the fusion masks of
-Eq. 5 (per label; stage 1's box prior raised by the networks' votes), and other ConvCRF priors: the union at
-+-UNION_LOGIT, graded votes (from -UNION_LOGIT with no vote to +UNION_LOGIT with
-all K + 1), stage 1's shape prior plus Eq. 5's union prior, and stage 1's shape prior plus the networks' mean
-log-odds at a few weights. Each with and without the class-prior correction of the group networks' logits.
+Eq. 5 (per label; after a box-ConvCRF stage 1, stage 1's box prior raised by the networks' votes, else the
+union), and other ConvCRF priors: the union at +-UNION_LOGIT, graded votes (from -UNION_LOGIT with no vote to
++UNION_LOGIT with all K + 1), stage 1's shape prior plus the union prior, and stage 1's shape prior plus the
+networks' mean log-odds at a few weights. Each with and without the class-prior correction of the group
+networks' logits.
 At the raw resolution (the group networks' corrected logits brought back to the raw geometry like an
 exported prediction, the raw boxes, image and dense labels): the stage-1 masks, the union and the fusion
 masks of Eq. 5 (``raw_*``), i.e. what fusion would give if it ran where stage 1 runs.
@@ -103,11 +104,11 @@ def candidate_priors(votes: np.ndarray, predictions: list[np.ndarray], label: in
     return priors
 
 
-def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles, parameters) -> dict:
+def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles, parameters, method: str) -> dict:
     """Dice per box label at the raw resolution of the stage-1 masks, their union with the K networks' corrected
     predictions, and the fusion masks of Eq. 5 made there (what the trainer trains on)."""
     predictions = [trainer.raw_prediction(x, properties) for x in logits]
-    fused = trainer.raw_fusion(case, predictions, parameters)[0]
+    fused = trainer.raw_fusion(case, predictions, parameters, method)[0]
     truth = read_image(case.label)[0]
     pseudo = read_image(stage1_mask_path(trainer.preprocessed_folder.name, case.case_id,
                                          trainer.dataset_json["file_ending"]))[0]
@@ -123,10 +124,10 @@ def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles,
     return scores
 
 
-def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, cache: Path | None,
+def case_scores(trainer, networks, stage1, reference, parameters, method: str, case_id: str, cache: Path | None,
                 raw_case: CaseFiles) -> dict:
-    """Dice of every mask of one case per box label, ``{label: {mask: dice}}``; the group networks' predictions
-    are read from (or kept in) ``cache`` when given."""
+    """Dice of every mask of one case per box label, ``{label: {mask: dice}}``, the stage-1 masks made with
+    ``method`` and ``parameters``; the group networks' predictions are read from (or kept in) ``cache`` when given."""
     folder = trainer.preprocessed_folder / trainer.configuration.data_identifier
     data, seg, properties = PreprocessedCases(folder, [case_id]).load(case_id)
     image, dense = np.asarray(data[:]), np.asarray(seg[0])
@@ -156,12 +157,12 @@ def case_scores(trainer, networks, stage1, reference, parameters, case_id: str, 
             entry[f"consensus{suffix}"] = dice(consensus_override(pseudo == label, votes, len(predictions)),
                                                reference_mask)
             evidence = mean_evidence(adjusted, label)
-            priors = candidate_priors(votes, predictions, label, evidence, parameters, trainer.stage1_method())
-            for name, prior_of in priors.items():
-                refined = refine_prior(image, properties["spacing"], prior_of, inside,
-                                       [b for b in boxes if b.label == label], parameters, str(trainer.device))
-                entry[f"{name}{suffix}"] = dice(refined, reference_mask)
-    for label, entry in raw_scores(trainer, logits, properties, raw_case, parameters).items():
+            for name, prior_of in candidate_priors(votes, predictions, label, evidence, parameters, method).items():
+                refined = np.zeros(truth.shape, np.uint8)
+                refine_prior(image, properties["spacing"], prior_of, inside, [b for b in boxes if b.label == label],
+                             parameters, label, refined, np.zeros(truth.shape, np.float32), str(trainer.device))
+                entry[f"{name}{suffix}"] = dice(refined == label, reference_mask)
+    for label, entry in raw_scores(trainer, logits, properties, raw_case, parameters, method).items():
         scores[label].update(entry)
     return scores
 
@@ -181,12 +182,12 @@ def main() -> None:
     if reference is None:
         raise SystemExit("the dataset's label maps hold no box label: nothing to compare with")
     networks = [trainer.load_group_network(i) for i in range(trainer.options.group_networks)]
-    parameters = trainer.pseudo_mask_parameters()
+    parameters, method = trainer.pseudo_mask_parameters(), trainer.stage1_method()
     cache = cache_folder(args.cache, trainer) if args.cache else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
     raw_cases = trainer.raw_training_cases()
-    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, c, cache, raw_cases[c])
+    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, method, c, cache, raw_cases[c])
              for c in trainer.train_cases}
     means = {}
     for label in map(str, trainer.plans.box_labels):

@@ -14,6 +14,7 @@ from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.metrics import dice
 from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.io.boxes import Box, read_boxes
 from boxunet.io.images import read_image, write_image
@@ -77,6 +78,24 @@ def test_fusion_mask_without_network_votes_is_the_stage1_mask():
     fused, weights = fusion_target(image, spacing, dense, stage1, [silent, silent], boxes, [1], parameters)
     assert (stage1 == 1).sum() > 100 and np.array_equal(fused, stage1)
     assert set(np.unique(weights[stage1 == 1])) == {1}
+
+
+def test_fusion_without_network_votes_keeps_stage1s_more_probable_label_in_nested_boxes():
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in (16, 32, 32)], indexing="ij")
+    organ = ((z - 8) / 6) ** 2 + ((y - 16) / 12) ** 2 + ((x - 16) / 10) ** 2 < 1
+    tumor = ((z - 8) / 3) ** 2 + ((y - 18) / 4) ** 2 + ((x - 15) / 4) ** 2 < 1
+    labels = np.where(tumor, 2, np.where(organ, 1, 0)).astype(np.uint8)
+    intensity = np.where(tumor, 0.3, organ.astype(np.float32))  # a dark tumor in a bright organ
+    image = (intensity + np.random.default_rng(1).normal(0, 0.15, labels.shape))[None].astype(np.float32)
+    boxes = boxes_from_label_map((labels > 0).astype(np.uint8), 1) + boxes_from_label_map(labels, 2)
+    dense = np.zeros(labels.shape, np.int8)
+    parameters = PseudoMaskParameters()
+    stage1 = pseudo_masks(image, (1.0, 1.0, 1.0), boxes, [1, 2], dense, parameters=parameters)
+    # stage 1 gives the overlap to the more probable label: part of the tumor, inside the organ's box too
+    assert 20 < ((stage1 == 2) & tumor).sum() and ((stage1 == 2) & box_mask(tumor.shape, boxes, 1)).any()
+    silent = np.zeros_like(stage1)
+    fused, _ = fusion_target(image, (1.0, 1.0, 1.0), dense, stage1, [silent], boxes, [1, 2], parameters)
+    assert np.array_equal(fused, stage1), "the organ's box does not overwrite the tumor"
 
 
 def test_fusion_mask_after_boxfill_is_the_union_inside_the_boxes():
@@ -263,6 +282,7 @@ def test_three_stage_training_end_to_end(box_dataset):
     # fusion masks made with other settings are made anew, without retraining the group networks
     fusion_record = folder / "stage2" / "fusion" / "settings.json"
     settings = json.loads(fusion_record.read_text())
+    assert settings["fusion_prior"]["stage1_method"] == "convcrf" and settings["fusion_prior"]["network_logit"] == 1.0
     fusion_record.write_text(json.dumps({**settings, "fusion_prior": {"network_logit": -1.0}}))
     run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1, epochs=3))
     assert (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns == stamp

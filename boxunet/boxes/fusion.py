@@ -4,13 +4,15 @@ For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K gro
 
 * votes_c = [PM = c] + sum_k [P^k = c], counted only inside the boxes of c (and not on densely
   labelled voxels);
-* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5), the union taken on the ConvCRF's prior. When
-  stage 1 was the box ConvCRF, the prior is the one that made PM (stage 1's box prior) raised by
-  ``NETWORK_LOGIT`` times the share of the K networks that say c: where no network says c the ConvCRF
-  gives PM again, and a network adds evidence without erasing what stage 1 found. After any other stage 1
-  (boxfill, acol), whose prior is not known here, it is the union itself (``UNION_LOGIT`` inside it, minus
-  that outside). The ConvCRF refines it like a stage-1 mask (appearance model, ConvCRF, tightness);
-  outside the boxes of c the answer is fixed to not-c;
+* FM_c = ConvCRF(PM_c OR P^1_c OR ... OR P^K_c) (Eq. 5), the OR taken softly on the ConvCRF's prior.
+  When stage 1 was the box ConvCRF, the prior is the one that made PM (stage 1's box prior; PM itself
+  enters only through it and the weights) raised by ``NETWORK_LOGIT`` times the share of the K networks
+  that say c. In a box region where no network says c, the ConvCRF gives PM again (up to floating-point
+  differences); elsewhere the networks add evidence, weighed against the box prior and the image, and a
+  network that misses an object cannot erase it. After any other stage 1 (boxfill, acol), whose prior is
+  not known here, it is the union itself (``UNION_LOGIT`` inside it, minus that outside). The ConvCRF
+  refines it like a stage-1 mask (appearance model, ConvCRF, tightness); outside the boxes of c the
+  answer is fixed to not-c, and where boxes of different labels overlap the more probable label wins;
 * v = sum_c votes_c, with v = K + 1 where v = 0 (Eq. 6): agreement of the K + 1 masks, and full weight
   where all of them say background.
 """
@@ -18,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, crf_probabilities, normalize_region,
-                                        region_around, shape_prior, tight_box_mask)
+from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, assign_more_probable, crf_probabilities,
+                                        normalize_region, region_around, shape_prior, tight_box_mask)
 from boxunet.boxes.from_labels import box_mask
 from boxunet.io.boxes import Box
 
@@ -79,19 +81,20 @@ def fusion_prior(votes: np.ndarray, predictions: list[np.ndarray], label: int, p
 
 
 def refine_prior(image: np.ndarray, spacing, prior_of: PriorOfBox, inside: np.ndarray, boxes: list[Box],
-                 parameters: PseudoMaskParameters, device: str = "cpu") -> np.ndarray:
-    """The ConvCRF refinement of one label, its boxes batched, with the stage-1 procedure (appearance model, CRF
-    and tightness) and ``prior_of(box, region)`` as the prior logits of the box's region; voxels outside
-    ``inside`` (the boxes of the label minus densely labelled voxels) are never the label."""
-    result = np.zeros(inside.shape, dtype=bool)
+                 parameters: PseudoMaskParameters, label: int, result: np.ndarray, best: np.ndarray,
+                 device: str = "cpu") -> None:
+    """The ConvCRF refinement of ``label``, its boxes batched, with the stage-1 procedure (appearance model, CRF
+    and tightness) and ``prior_of(box, region)`` as the prior logits of the box's region, written into the label
+    map ``result`` as stage 1 does (``best`` holds each voxel's winning probability, so the more probable label
+    wins where boxes of different labels overlap); voxels outside ``inside`` (the boxes of the label minus
+    densely labelled voxels) are never the label."""
     regions = [(box, region_around(box, inside.shape, spacing, parameters.context_mm)) for box in boxes]
     regions = [(box, region) for box, region in regions if inside[region].any()]
     crf_regions = [CRFRegion(normalize_region(image[(slice(None),) + region], inside[region]), inside[region],
                              ~inside[region], prior_of(box, region)) for box, region in regions]
     for (box, region), probability in zip(regions, crf_probabilities(crf_regions, spacing, parameters, device)):
-        result[region] |= tight_box_mask(probability, inside[region], box, region, parameters.threshold,
-                                         parameters.tightness)
-    return result
+        chosen = tight_box_mask(probability, inside[region], box, region, parameters.threshold, parameters.tightness)
+        assign_more_probable(result, best, region, chosen, probability, label)
 
 
 def dense_label_map(dense_labels: np.ndarray, box_labels: list[int]) -> np.ndarray:
@@ -111,13 +114,13 @@ def fusion_target(image: np.ndarray, spacing, dense_labels: np.ndarray, pseudo_m
     """
     fused = dense_label_map(dense_labels, box_labels)
     densely_known = fused > 0
+    best = np.zeros(fused.shape, dtype=np.float32)
     all_votes = []
     for label in box_labels:
         inside = box_mask(fused.shape, boxes, label) & ~densely_known
         votes = vote_counts(pseudo_mask, predictions, label, inside)
         all_votes.append(votes)
         prior_of = fusion_prior(votes, predictions, label, parameters, stage1_method)
-        refined = refine_prior(image, spacing, prior_of, inside, [b for b in boxes if b.label == label], parameters,
-                               device)
-        fused[refined & (fused == 0)] = label
+        refine_prior(image, spacing, prior_of, inside, [b for b in boxes if b.label == label], parameters, label,
+                     fused, best, device)
     return fused, weight_map(all_votes, len(predictions))

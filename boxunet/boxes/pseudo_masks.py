@@ -216,6 +216,15 @@ def tight_box_mask(probability: np.ndarray, candidates: np.ndarray, box: Box, re
     return chosen
 
 
+def assign_more_probable(result: np.ndarray, best: np.ndarray, region: tuple[slice, ...], chosen: np.ndarray,
+                         probability: np.ndarray, label: int) -> None:
+    """Give ``label`` to the ``chosen`` voxels of ``region`` whose ``probability`` beats ``best``, which then holds
+    it: where boxes of different labels overlap, the more probable label wins."""
+    take = chosen & (probability > best[region])
+    best[region][take] = probability[take]
+    result[region][take] = label
+
+
 def map_prior(box: Box, region: tuple[slice, ...], localization_map: np.ndarray) -> np.ndarray:
     """Prior logit over ``region`` from a box-shaped localization map in [0, 1] (seed 002's unary: the map for
     the label, 1 - map for background); 0 outside the box (those voxels are known not to be the label)."""
@@ -272,7 +281,5 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
             probabilities = crf_probabilities(crf_regions, spacing_mm, crf_parameters, device)
         for (_, box), region, candidate, probability in zip(label_boxes, regions, candidates, probabilities):
             chosen = tight_box_mask(probability, candidate, box, region, parameters.threshold, parameters.tightness)
-            take = chosen & (probability > best[region])
-            best[region][take] = probability[take]
-            result[region][take] = label
+            assign_more_probable(result, best, region, chosen, probability, label)
     return result

@@ -139,7 +139,8 @@ class _StoredTargetTrainer(_BoxDatasetTrainer):
         """Dense reference labels (box labels included) on this grid, from gt_segmentations, and the box labels
         each case's reference holds; (None, {}) when no label map holds a box label."""
         ending = self.dataset_json["file_ending"]
-        files = {c: self.preprocessed_folder / "gt_segmentations" / f"{c}{ending}" for c in self.train_cases + self.val_cases}
+        files = {c: self.preprocessed_folder / "gt_segmentations" / f"{c}{ending}"
+                 for c in self.train_cases + self.val_cases}
         if not all(path.is_file() for path in files.values()):
             return None, {}
         folder = self.preprocessed_folder / "pseudo_labels" / f"reference_{self.configuration.data_identifier}"
@@ -422,10 +423,11 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
                                "complete raw files (images and boxes); stage 2 needs them for the fusion masks")
         return cases
 
-    def raw_fusion(self, case: CaseFiles, predictions: list[np.ndarray],
-                   parameters: PseudoMaskParameters) -> tuple[np.ndarray, np.ndarray, Geometry, float]:
+    def raw_fusion(self, case: CaseFiles, predictions: list[np.ndarray], parameters: PseudoMaskParameters,
+                   stage1_method: str) -> tuple[np.ndarray, np.ndarray, Geometry, float]:
         """Eq. 5 and 6 at the raw resolution of one case: fusion label map, weight map, the raw geometry and the
-        ConvCRF seconds; from the raw image, boxes, dense labels of the other classes and stage-1 mask."""
+        ConvCRF seconds; from the raw image, boxes, dense labels of the other classes and stage-1 mask (made with
+        ``stage1_method`` and ``parameters``)."""
         image, geometry = read_channels(list(case.images))
         pseudo = read_image(stage1_mask_path(self.dataset_name, case.case_id, self.dataset_json["file_ending"]))[0]
         dense = (dense_label_map(read_image(case.label)[0], self.plans.box_labels) if case.label is not None
@@ -433,7 +435,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         boxes = read_boxes(case.boxes) if case.boxes is not None else []
         start = time.perf_counter()
         labels, weights = fusion_target(image, geometry.spacing, dense, pseudo, predictions, boxes,
-                                        self.plans.box_labels, parameters, str(self.device), self.stage1_method())
+                                        self.plans.box_labels, parameters, str(self.device), stage1_method)
         return labels, weights, geometry, time.perf_counter() - start
 
     def _fusion_store(self, stage1: Path, networks: list[torch.nn.Module],
@@ -445,11 +447,10 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         ``<case>_weights<ending>``) and brought onto the grid like labels (weights by nearest neighbour)."""
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
-        parameters = self.pseudo_mask_parameters()
+        parameters, method = self.pseudo_mask_parameters(), self.stage1_method()
         ending = self.dataset_json["file_ending"]
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
-        prior = {"stage1_method": self.stage1_method(), "network_logit": NETWORK_LOGIT,
-                 "union_logit": UNION_LOGIT}
+        prior = {"stage1_method": method, "network_logit": NETWORK_LOGIT, "union_logit": UNION_LOGIT}
         self._prepare_folder(folder, {"pseudo_mask_parameters": parameters.to_json(), "fusion_prior": prior,
                                       "class_prior_correction": True, "resolution": "raw"})
         seconds = 0.0
@@ -459,7 +460,8 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             data, _, properties = cases.load(case_id)
             predictions = [self.raw_prediction(logits, properties)
                            for logits in self.group_logits(networks, case_id, np.asarray(data[:]))]
-            labels, weights, geometry, crf_seconds = self.raw_fusion(raw_cases[case_id], predictions, parameters)
+            labels, weights, geometry, crf_seconds = self.raw_fusion(raw_cases[case_id], predictions, parameters,
+                                                                     method)
             seconds += crf_seconds
             write_image(labels.astype(np.uint8), geometry, folder / f"{case_id}{ending}")
             write_image(weights.astype(np.uint8), geometry, folder / f"{case_id}_weights{ending}")
