@@ -14,7 +14,6 @@ from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.metrics import dice
 from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.io.boxes import Box, read_boxes
 from boxunet.io.images import read_image, write_image
