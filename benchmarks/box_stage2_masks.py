@@ -182,7 +182,7 @@ def main() -> None:
     if reference is None:
         raise SystemExit("the dataset's label maps hold no box label: nothing to compare with")
     networks = [trainer.load_group_network(i) for i in range(trainer.options.group_networks)]
-    parameters, method = trainer.pseudo_mask_parameters(), trainer.stage1_method()
+    method, parameters = trainer.stage1_settings()
     cache = cache_folder(args.cache, trainer) if args.cache else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)

@@ -347,17 +347,14 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
             write_json(settings, record)
         barrier(self.group)
 
-    def pseudo_mask_parameters(self) -> PseudoMaskParameters:
-        """The stage-1 parameters (tuned or given to boxunet_pseudo_labels), which fusion masks reuse."""
+    def stage1_settings(self) -> tuple[str, PseudoMaskParameters]:
+        """How the stage-1 masks were made (``boxunet_pseudo_labels --method``, which shapes the fusion prior) and
+        their parameters (tuned or given), which fusion masks reuse; from stage 1's report.json."""
         report = stage1_folder(self.dataset_name) / "report.json"
-        if report.is_file():
-            return PseudoMaskParameters.from_json(read_json(report)["parameters"])
-        return PseudoMaskParameters()
-
-    def stage1_method(self) -> str:
-        """How the stage-1 masks were made (``boxunet_pseudo_labels --method``), which shapes the fusion prior."""
-        report = stage1_folder(self.dataset_name) / "report.json"
-        return read_json(report)["method"] if report.is_file() else "convcrf"
+        if not report.is_file():
+            return "convcrf", PseudoMaskParameters()
+        record = read_json(report)
+        return record["method"], PseudoMaskParameters.from_json(record["parameters"])
 
     def _train_group(self, stage1: Path) -> list[torch.nn.Module]:
         """Train (or resume, or reuse) the K group networks; return them loaded with their final weights."""
@@ -447,7 +444,7 @@ class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
         ``<case>_weights<ending>``) and brought onto the grid like labels (weights by nearest neighbour)."""
         folder = self.stage2_folder / "fusion"
         cases = self._cases(self.train_cases + self.val_cases)
-        parameters, method = self.pseudo_mask_parameters(), self.stage1_method()
+        method, parameters = self.stage1_settings()
         ending = self.dataset_json["file_ending"]
         # the group networks' settings are stage2/settings.json; fusion masks also depend on these
         prior = {"stage1_method": method, "network_logit": NETWORK_LOGIT, "union_logit": UNION_LOGIT}
