@@ -28,16 +28,15 @@ import torch
 from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_prior, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
 from boxunet.boxes.stage1 import stage1_mask_path
-from boxunet.boxes.from_labels import box_mask
 from boxunet.evaluation.metrics import dice
+from boxunet.inference.export import logits_to_segmentation
 from boxunet.io.atomic import read_json
-from boxunet.io.boxes import case_boxes, read_boxes
+from boxunet.io.boxes import box_mask, case_boxes, read_boxes
 from boxunet.io.cases import CaseFiles
 from boxunet.io.images import read_image
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.preprocessing.grid_labels import open_target
-from boxunet.inference.export import logits_to_segmentation
-from boxunet.training.box_trainers import correct_class_prior
+from boxunet.training.box_trainers import BoxThreeStage, correct_class_prior
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.run import TrainingRequest, prepare
@@ -50,7 +49,7 @@ CACHE_FORMAT = "group logits, float16"  # part of the cache folder's digest: old
 
 def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
     """A BoxThreeStage trainer of the fold with the options its stage-2 results were made with."""
-    request = TrainingRequest(dataset, configuration, fold, trainer="BoxThreeStage", plans_name=plans)
+    request = TrainingRequest(dataset, configuration, fold, BoxThreeStage, plans_name=plans)
     setup = prepare(request)
     settings = read_json(setup["output"] / "stage2" / "settings.json")
     options = TrainingOptions(group_networks=settings["group_networks"], group_epochs=settings["group_epochs"],

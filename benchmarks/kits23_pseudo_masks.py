@@ -22,10 +22,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.cli.pseudo_labels import parse_parameters
 from boxunet.evaluation.metrics import dice
+from boxunet.io.boxes import box_mask, boxes_from_label_map
 
 KIDNEY, TUMOR, CYST = 1, 2, 3
 

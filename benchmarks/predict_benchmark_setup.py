@@ -26,7 +26,8 @@ import SimpleITK as sitk
 import torch
 
 from boxunet.nets.unet import build_network
-from boxunet.planning.plans import PLANS_FILE_NAME, load_plans, save_plans
+from boxunet.paths import PLANS_FILE_NAME
+from boxunet.planning.plans import load_plans, save_plans
 from boxunet.planning.topology import features_per_stage, plan_topology
 from dataset_conversion.phantom import generate_case
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from boxunet.boxes.from_labels import box_mask
 from boxunet.cropping import nonzero_bbox
 from boxunet.errors import DatasetError
+from boxunet.io.boxes import box_mask
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import DatasetDescription
 from boxunet.io.images import read_image

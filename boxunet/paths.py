@@ -1,4 +1,4 @@
-"""The three data roots of boxunet.
+"""The three data roots of boxunet, and the names of the files and folders boxunet makes in them.
 
 Each root comes from an environment variable (``boxunet_raw``, ``boxunet_preprocessed``,
 ``boxunet_results``). When a variable is unset, the root defaults to a folder inside
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_BASE_FOLDER = "boxunet_data"
+PLANS_FILE_NAME = "boxunet_plans.json"  # in the preprocessed dataset folder, model folders and prediction folders
+DATASET_JSON = "dataset.json"
 _ROOT_VARIABLES = {"raw": "boxunet_raw", "preprocessed": "boxunet_preprocessed", "results": "boxunet_results"}
 _announced: set[str] = set()
 

@@ -11,9 +11,9 @@ from boxunet.io.atomic import read_json, write_json
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.verification import verify_headers
-from boxunet.paths import preprocessed_root, raw_root
-from boxunet.planning.plans import PLANS_FILE_NAME, Plans, load_plans, save_plans
+from boxunet.paths import PLANS_FILE_NAME, preprocessed_root, raw_root
 from boxunet.planning.planner import DEFAULT_CONFIGURATIONS, DEFAULT_PLANS_NAME, plan_experiment, plans_summary
+from boxunet.planning.plans import Plans, load_plans, save_plans
 from boxunet.preprocessing.dataset import copy_reference_segmentations, preprocess_dataset
 
 DEFAULT_PREPROCESSED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")

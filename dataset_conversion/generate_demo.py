@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from boxunet.boxes.from_labels import boxes_from_label_map
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.io.boxes import write_boxes
+from boxunet.io.boxes import boxes_from_label_map, write_boxes
 from boxunet.io.images import read_geometry, write_image
-from boxunet.paths import raw_root
 from boxunet.parallel import map_in_processes
+from boxunet.paths import raw_root
 from dataset_conversion.common import new_dataset_folder, positive_int, replace_folder, write_dataset_json
 from dataset_conversion.phantom import MAX_SIZE_SCALE, MIN_SIZE_SCALE, TUMOR, generate_case
 

@@ -11,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from boxunet.boxes.from_labels import boxes_from_label_map
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_json
-from boxunet.io.boxes import Box, read_boxes, write_boxes
+from boxunet.io.boxes import Box, boxes_from_label_map, read_boxes, write_boxes
 from boxunet.io.cases import group_channel_files
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.images import read_image, write_image
-from boxunet.paths import raw_root
 from boxunet.parallel import map_in_processes
+from boxunet.paths import raw_root
 from dataset_conversion.common import place_file, positive_int, write_dataset_json
 
 DENSE_FOLDER = "labelsTr_dense"

@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boxunet.boxes.from_labels import boxes_from_label_map
-from boxunet.io.boxes import write_boxes
+from boxunet.io.boxes import boxes_from_label_map, write_boxes
 from boxunet.io.images import Geometry, write_image
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 
@@ -18,6 +17,17 @@ def roots(tmp_path, monkeypatch):
     for kind, path in paths.items():
         monkeypatch.setenv(f"boxunet_{kind}", str(path))
     return paths
+
+
+def install_trainers(site: Path, distribution: str, trainers: dict[str, str], monkeypatch) -> None:
+    """Make ``site`` (put on sys.path) hold the metadata of an installed package ``distribution`` whose
+    ``boxunet.trainers`` entry points declare ``trainers`` (name -> "module:Class"), as its setup.py would."""
+    metadata = site / f"{distribution}-0.1.dist-info"
+    metadata.mkdir(parents=True)
+    (metadata / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n")
+    (metadata / "entry_points.txt").write_text("[boxunet.trainers]\n" + "".join(f"{name} = {target}\n"
+                                                                              for name, target in trainers.items()))
+    monkeypatch.syspath_prepend(str(site))
 
 
 def make_case_arrays(seed: int, shape=(12, 40, 36)):

@@ -2,9 +2,8 @@
 import numpy as np
 import pytest
 
-from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
-from boxunet.boxes.geometry import box_to_preprocessed
-from boxunet.io.boxes import Box
+from boxunet.io.boxes import Box, box_mask, boxes_from_label_map
+from boxunet.preprocessing.box_mapping import box_to_preprocessed
 
 # Raw image (z, y, x) = (8, 50, 60); transpose [2, 0, 1] -> transposed axes (x, z, y).
 TRANSPOSE = [2, 0, 1]

@@ -7,25 +7,24 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import plan_tiny_3d_fullres, two_intensity_volume, write_tiny_dataset
 
 from boxunet.boxes.convcrf import CRFParameters
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
-from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 from boxunet.errors import BoxunetError
-from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
-from boxunet.io.boxes import Box, read_boxes
+from boxunet.io.boxes import Box, box_mask, boxes_from_label_map, read_boxes
 from boxunet.io.images import read_image, write_image
 from boxunet.planning.plans import load_plans
+from boxunet.preprocessing.grid_labels import raw_labels_to_grid, write_target
+from boxunet.trainers import get_trainer, trainer_for_dataset
 from boxunet.training.box_trainers import BoxThreeStage, box_loss, correct_class_prior, group_subsets
-from boxunet.preprocessing.grid_labels import write_target
 from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
 from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import Trainer, TrainingOptions
-from conftest import plan_tiny_3d_fullres, two_intensity_volume, write_tiny_dataset
 
 
 def test_votes_and_weight_map_follow_equation_6():
@@ -239,7 +238,8 @@ def _request(trainer: str, **options) -> TrainingRequest:
     settings = dict(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                     save_every=1, progress_bar=False)
     settings.update(options)
-    return TrainingRequest("1", "3d_fullres", "0", trainer, device="cpu", options=TrainingOptions(**settings))
+    return TrainingRequest("1", "3d_fullres", "0", get_trainer(trainer), device="cpu",
+                           options=TrainingOptions(**settings))
 
 
 def test_three_stage_training_end_to_end(box_dataset):
@@ -338,8 +338,9 @@ def test_baseline_box_trainers_run(box_dataset, trainer):
 
 
 def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
-    from boxunet.training.run import prepare
-    setup = prepare(TrainingRequest("1", "3d_fullres", "0", device="cpu"))
+    from boxunet.training.run import dataset_plans, prepare
+    trainer_class = trainer_for_dataset(None, dataset_plans("1", "boxunetPlans")[1].box_labels)
+    setup = prepare(TrainingRequest("1", "3d_fullres", "0", trainer_class, device="cpu"))
     assert setup["trainer_class"].__name__ == "BoxThreeStage"
     assert setup["output"].parent.name == "BoxThreeStage__boxunetPlans__3d_fullres"
 
@@ -353,7 +354,7 @@ def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
     with pytest.raises(BoxunetError, match="--k -1"):
         trainer(group_networks=-1)
     with pytest.raises(BoxunetError, match="--k --loss: BoxFill does not use them"):
-        prepare(TrainingRequest("1", "3d_fullres", "0", "BoxFill", device="cpu",
+        prepare(TrainingRequest("1", "3d_fullres", "0", get_trainer("BoxFill"), device="cpu",
                                 options=TrainingOptions(group_networks=0, box_loss="wce"),
                                 explicit_options=("group_networks", "box_loss")))
 

@@ -12,8 +12,9 @@ from boxunet.inference.ensemble import ensemble_folders
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import Geometry, read_image
 from boxunet.io.probabilities import read_probabilities, write_probabilities
+from boxunet.paths import PLANS_FILE_NAME
 from boxunet.planning.planner import plan_experiment
-from boxunet.planning.plans import PLANS_FILE_NAME, save_plans
+from boxunet.planning.plans import save_plans
 
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 DATASET_JSON = {"channel_names": {"0": "CT"}, "numTraining": 2, "file_ending": ".nrrd",

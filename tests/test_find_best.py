@@ -6,18 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tiny_dataset
 
 from boxunet.cli.ensemble import main as ensemble_main
 from boxunet.cli.find_best_configuration import main as find_best_main
 from boxunet.cli.postprocessing import main_apply
 from boxunet.cli.predict import main as predict_main
+from boxunet.ensembling.find_best import validation_reference
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.find_best import validation_reference
 from boxunet.io.images import read_geometry
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import TrainingOptions
-from conftest import write_tiny_dataset
+from boxunet.training.trainer import Trainer, TrainingOptions
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 COMMANDS = {"boxunet_predict": predict_main, "boxunet_ensemble": ensemble_main,
@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
                               save_probabilities=True, progress_bar=False)
     for configuration in CONFIGURATIONS:
         for fold in range(5):
-            run_training(TrainingRequest("1", configuration, str(fold), device="cpu", options=options))
+            run_training(TrainingRequest("1", configuration, str(fold), Trainer, device="cpu", options=options))
     yield roots
     monkeypatch.undo()
 

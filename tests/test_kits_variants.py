@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 from torch import nn
 
 from boxunet.cli.evaluate import main as evaluate_main
@@ -13,6 +14,7 @@ from boxunet.errors import BoxunetError
 from boxunet.evaluation.case_classification import classification_summary
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_image
+from boxunet.kits.coarse_to_fine import KiTSCoarseToFine
 from boxunet.kits.components import keep_connected_to, remove_small_slice_components
 from boxunet.kits.grids import crop_boxes
 from boxunet.kits.heatmaps import boundary_heatmap, landmark_heatmaps
@@ -20,20 +22,19 @@ from boxunet.kits.kidney_count import MIN_KIDNEY_VOLUME_ML, kidney_check, kidney
 from boxunet.kits.label_assignment import assign_labels
 from boxunet.kits.localization import choose_box, landmark_box, scale_box
 from boxunet.kits.localization_ensemble import KiTSLocalizationEnsemble
-from boxunet.kits.coarse_to_fine import KiTSCoarseToFine
 from boxunet.kits.stages import PredictionRun, kits_label_values
 from boxunet.kits.two_step_trainer import majority_class
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.planning.plans import ArchitecturePlan
-from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
-                                     binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
 from boxunet.preprocessing.case import class_locations
 from boxunet.preprocessing.storage import save_case
+from boxunet.trainers import get_trainer
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.sampler import ClassBalancedSampler
+from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
+                                     binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import TrainingOptions
-from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 
 # ------------------------------------------------------------------------------ label assignment (seed 001)
@@ -224,7 +225,7 @@ def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
     """Train fold 0 of the tiny dataset with ``trainer``, predict its images; the fold folder and the report."""
     options = TrainingOptions(epochs=epochs, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
-    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=trainer, device="cpu", options=options))
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=get_trainer(trainer), device="cpu", options=options))
     assert folder.parent.name == f"{trainer}__boxunetPlans__3d_fullres"
     summary = json.loads((folder / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"0", "1", "2"}
@@ -303,7 +304,7 @@ def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(dens
     stamps = {stage: (folder / stage / "checkpoint_final.pth").stat().st_mtime_ns for stage in stages}
     options = TrainingOptions(epochs=2, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
-    run_training(TrainingRequest("1", "3d_fullres", "0", trainer="KiTSLocalizationEnsemble", device="cpu",
+    run_training(TrainingRequest("1", "3d_fullres", "0", trainer=KiTSLocalizationEnsemble, device="cpu",
                                  options=options))
     assert stamps == {stage: (folder / stage / "checkpoint_final.pth").stat().st_mtime_ns for stage in stages}
 
@@ -357,6 +358,7 @@ def _stand_in_pipeline(pipeline, rules: dict) -> list:
     """One fold of ``pipeline`` whose stage networks are ``_Pointwise`` stand-ins (``rules``: stage name ->
     (rule, heatmap rule or None))."""
     from types import SimpleNamespace
+
     from boxunet.kits.stages import StageNetworks
     from boxunet.planning.plans import ConfigurationPlan
     plans = SimpleNamespace(labels={"background": 0, "kidney": 1, "tumor": 2}, label_values=[0, 1, 2],
@@ -433,7 +435,7 @@ def test_localization_ensemble_falls_back_to_the_landmark_box():
 def test_a_pipeline_trains_and_validates_on_two_gloo_processes(dense_tiny):
     options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
-    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer="KiTSCoarseToFine", device="cpu",
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=KiTSCoarseToFine, device="cpu",
                                           num_gpus=2, options=options))
     assert all((folder / stage.name / "checkpoint_final.pth").is_file() for stage in KiTSCoarseToFine.stages)
     assert json.loads((folder / "debug.json").read_text())["world_size"] == 2

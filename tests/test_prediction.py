@@ -5,17 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import install_trainers, make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
 from torch import nn
 
 from boxunet.cli.predict import main as predict_main
 from boxunet.errors import BoxunetError
-from boxunet.inference.model import load_trained_model, write_model_files
+from boxunet.inference.model import load_trained_model
+from boxunet.io.model_folder import write_model_files
 from boxunet.inference.precision import autocast, cpu_has_native_bfloat16, resolve_precision
 from boxunet.io.images import Geometry, read_image, write_image
 from boxunet.planning.plans import load_plans
-from boxunet.training.registry import register_trainer
 from boxunet.training.trainer import Trainer
-from conftest import make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
 
 
 class _ConstantLogits(nn.Module):
@@ -29,13 +29,20 @@ class _ConstantLogits(nn.Module):
         return self.bias.reshape(1, -1, *[1] * (x.ndim - 2)).expand(x.shape[0], -1, *x.shape[2:]) + 0 * x[:, :1]
 
 
-@register_trainer
 class ConstantTrainer(Trainer):
     """A trainer whose network predicts fixed logits (used to check prediction's geometry handling)."""
 
     @classmethod
     def build_network(cls, plans, configuration, num_outputs):
         return _ConstantLogits(num_outputs)
+
+
+@pytest.fixture
+def constant_trainer(roots, tmp_path, monkeypatch):
+    """The roots, with ConstantTrainer installed as an external trainer (prediction finds it by name)."""
+    install_trainers(tmp_path / "site", "constant_trainer", {"ConstantTrainer": f"{__name__}:ConstantTrainer"},
+                     monkeypatch)
+    return roots
 
 
 def _constant_model(roots, logits_per_fold: list[list[float]], file_ending: str = ".nii.gz"):
@@ -45,7 +52,7 @@ def _constant_model(roots, logits_per_fold: list[list[float]], file_ending: str 
     plan_tiny_3d_fullres()
     folder = roots["results"] / "Dataset001_Tiny" / "ConstantTrainer__boxunetPlans__3d_fullres"
     plans = load_plans(roots["preprocessed"] / "Dataset001_Tiny" / "boxunet_plans.json")
-    write_model_files(folder, plans, dataset / "dataset.json")
+    write_model_files(folder, plans.to_json(), dataset / "dataset.json")
     for fold, logits in enumerate(logits_per_fold):
         (folder / f"fold_{fold}").mkdir()
         torch.save({"network_weights": {"bias": torch.tensor(logits)}, "optimizer_state": {}, "current_epoch": 1,
@@ -65,8 +72,8 @@ def _write_input(folder, case_id: str, geometry: Geometry, seed: int = 7, ending
 ODD_GEOMETRY = Geometry((2.7, 0.9, 1.1), (12.5, -30.25, 7.0), (0, 1, 0, 1, 0, 0, 0, 0, -1), (11, 37, 29))
 
 
-def test_constant_model_reproduces_the_input_geometry_exactly(roots, tmp_path):
-    _constant_model(roots, [[0.0, 2.0, -1.0], [0.0, -1.0, 3.0]])  # fold average: class 1 logit 0.5, class 2 1.0
+def test_constant_model_reproduces_the_input_geometry_exactly(constant_trainer, tmp_path):
+    _constant_model(constant_trainer, [[0.0, 2.0, -1.0], [0.0, -1.0, 3.0]])  # fold average: class 1 logit 0.5, class 2 1.0
     _write_input(tmp_path / "in", "new", ODD_GEOMETRY)
     predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-d", "1", "-c", "3d_fullres",
                   "-tr", "ConstantTrainer", "--quiet", "-np", "0"])
@@ -90,8 +97,8 @@ def test_constant_model_reproduces_the_input_geometry_exactly(roots, tmp_path):
     assert np.allclose(probabilities[:, 5, 18, 14], expected, atol=2e-3)
 
 
-def test_bad_input_is_refused_before_any_output(roots, tmp_path):
-    _constant_model(roots, [[0.0, 1.0, 0.0]])
+def test_bad_input_is_refused_before_any_output(constant_trainer, tmp_path):
+    _constant_model(constant_trainer, [[0.0, 1.0, 0.0]])
     inputs = tmp_path / "in"
     _write_input(inputs, "a", ODD_GEOMETRY)
     (inputs / "b_0001.nii.gz").write_bytes(b"not an image")  # channel 1 of a one-channel dataset
@@ -114,8 +121,8 @@ def test_bad_input_is_refused_before_any_output(roots, tmp_path):
     assert not (tmp_path / "out").exists() and not (inputs / "out").exists()
 
 
-def test_a_failing_case_is_reported_and_continue_skips_finished_cases(roots, tmp_path):
-    _constant_model(roots, [[0.0, 1.0, 0.0]], file_ending=".mha")
+def test_a_failing_case_is_reported_and_continue_skips_finished_cases(constant_trainer, tmp_path):
+    _constant_model(constant_trainer, [[0.0, 1.0, 0.0]], file_ending=".mha")
     inputs = tmp_path / "in"
     for case_id in ("a", "b"):
         _write_input(inputs, case_id, ODD_GEOMETRY, ending=".mha")
@@ -138,13 +145,13 @@ def test_a_failing_case_is_reported_and_continue_skips_finished_cases(roots, tmp
     assert (tmp_path / "out" / "a.mha").stat().st_mtime_ns == before
 
 
-def test_folds_are_loaded_without_deep_supervision_and_with_their_mirror_axes(roots):
-    folder = _constant_model(roots, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    model = load_trained_model(folder, None, "checkpoint_final.pth", torch.device("cpu"))
+def test_folds_are_loaded_without_deep_supervision_and_with_their_mirror_axes(constant_trainer):
+    folder = _constant_model(constant_trainer, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    model = load_trained_model(folder, None, "checkpoint_final.pth", torch.device("cpu"), ConstantTrainer)
     assert model.folds == ["0", "1"] and model.mirror_axes == (0, 1, 2) and model.num_outputs == 3
     assert not any(network.training for network in model.networks)
     with pytest.raises(BoxunetError, match="no fold with checkpoint_best.pth"):
-        load_trained_model(folder, None, "checkpoint_best.pth", torch.device("cpu"))
+        load_trained_model(folder, None, "checkpoint_best.pth", torch.device("cpu"), ConstantTrainer)
 
 
 def test_precision_choice_and_bfloat16_forward_on_cpu():
@@ -165,8 +172,8 @@ def test_precision_choice_and_bfloat16_forward_on_cpu():
     assert torch.allclose(reduced.float(), exact, atol=0.05)
 
 
-def test_unsuffixed_files_duplicates_and_the_models_postprocessing(roots, tmp_path):
-    folder = _constant_model(roots, [[0.0, 1.0, 0.0]])
+def test_unsuffixed_files_duplicates_and_the_models_postprocessing(constant_trainer, tmp_path):
+    folder = _constant_model(constant_trainer, [[0.0, 1.0, 0.0]])
     inputs = tmp_path / "in"
     inputs.mkdir()
     image, _ = make_case_arrays(3, ODD_GEOMETRY.shape)

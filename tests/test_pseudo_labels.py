@@ -4,17 +4,16 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import two_intensity_volume, write_tiny_dataset
 
-from boxunet.boxes.from_labels import box_mask, boxes_from_label_map
 from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, crf_probabilities, pseudo_masks,
                                         region_batches, tight_box_mask)
 from boxunet.cli.pseudo_labels import main as pseudo_labels_main
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
+from boxunet.io.boxes import Box, box_mask, boxes_from_label_map, write_boxes
 from boxunet.io.dataset_json import parse_dataset_json
-from boxunet.io.boxes import Box, write_boxes
 from boxunet.io.images import read_image, write_image
-from conftest import two_intensity_volume, write_tiny_dataset
 from dataset_conversion.labels_to_boxes import labels_to_boxes
 
 

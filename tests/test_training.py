@@ -3,21 +3,22 @@ import json
 
 import pytest
 import torch
+from conftest import install_trainers, plan_tiny_3d_fullres, write_tiny_dataset
 
 from boxunet.errors import BoxunetError
-from boxunet.training.checkpoint import load_checkpoint
-from boxunet.training.checkpoint import save_checkpoint
+from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
+from boxunet.trainers import get_trainer
 from boxunet.training.distributed import rank_share_of_batch
 from boxunet.training.run import TrainingRequest, resume_checkpoint, resumed_options, run_training
 from boxunet.training.splits import create_splits
-from boxunet.training.trainer import TrainingOptions, paper_learning_rate, poly_learning_rate
-from conftest import plan_tiny_3d_fullres, write_tiny_dataset
+from boxunet.training.trainer import Trainer, TrainingOptions, paper_learning_rate, poly_learning_rate
 
 
 def request(fold="0", epochs=2, **kwargs) -> TrainingRequest:
     options = TrainingOptions(epochs=epochs, iterations_per_epoch=kwargs.pop("iterations", 4), validation_iterations=1,
                               augmentation_workers=0, save_every=1, progress_bar=False)
-    return TrainingRequest("1", "3d_fullres", fold, device="cpu", options=options, **kwargs)
+    return TrainingRequest("1", "3d_fullres", fold, get_trainer(kwargs.pop("trainer", "Trainer")), device="cpu",
+                           options=options, **kwargs)
 
 
 def test_paper_learning_rate_decays_100_fold_over_the_run():
@@ -88,11 +89,11 @@ def test_validation_only_and_bad_input(dense_tiny):
     with pytest.raises(BoxunetError, match="--val-only needs"):
         run_training(request(validation_only=True))
     with pytest.raises(BoxunetError, match="configuration '3d_lowres' is not in the plans"):
-        run_training(TrainingRequest("1", "3d_lowres", "0", device="cpu"))
+        run_training(TrainingRequest("1", "3d_lowres", "0", Trainer, device="cpu"))
     with pytest.raises(BoxunetError, match="unknown trainer 'NoSuchTrainer'"):
         run_training(request(trainer="NoSuchTrainer"))
     with pytest.raises(BoxunetError, match="no folder Dataset002_"):
-        run_training(TrainingRequest("2", "3d_fullres", "0", device="cpu"))
+        run_training(TrainingRequest("2", "3d_fullres", "0", Trainer, device="cpu"))
     with pytest.raises(BoxunetError, match="fold 'x'"):
         run_training(request(fold="x"))
 
@@ -104,16 +105,13 @@ def test_corrupt_checkpoint_is_a_clear_error(dense_tiny):
         run_training(request(epochs=2, continue_training=True, explicit_options=("epochs",)))
 
 
-def test_external_trainer_from_the_registry(dense_tiny, tmp_path, monkeypatch):
-    module = tmp_path / "my_trainers.py"
-    module.write_text("from boxunet.training.registry import register_trainer\n"
-                      "from boxunet.training.trainer import Trainer\n\n"
-                      "@register_trainer\nclass TrainerHalfLR(Trainer):\n"
-                      "    def build_optimizer(self):\n"
-                      "        self.options.initial_lr = self.options.initial_lr / 2\n"
-                      "        return super().build_optimizer()\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("boxunet_trainer_modules", "my_trainers")
+def test_external_trainer_from_an_entry_point(dense_tiny, tmp_path, monkeypatch):
+    (tmp_path / "my_trainers.py").write_text("from boxunet.training.trainer import Trainer\n\n"
+                                             "class TrainerHalfLR(Trainer):\n"
+                                             "    def build_optimizer(self):\n"
+                                             "        self.options.initial_lr = self.options.initial_lr / 2\n"
+                                             "        return super().build_optimizer()\n")
+    install_trainers(tmp_path, "my_trainers", {"TrainerHalfLR": "my_trainers:TrainerHalfLR"}, monkeypatch)
     folder = run_training(request(epochs=1, iterations=1, trainer="TrainerHalfLR"))
     assert folder.parent.name == "TrainerHalfLR__boxunetPlans__3d_fullres"
     assert load_checkpoint(folder / "checkpoint_final.pth")["progress"]["learning_rate"] == [0.005]

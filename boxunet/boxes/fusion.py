@@ -22,8 +22,7 @@ import numpy as np
 
 from boxunet.boxes.pseudo_masks import (CRFRegion, PseudoMaskParameters, assign_more_probable, crf_probabilities,
                                         normalize_region, region_around, shape_prior, tight_box_mask)
-from boxunet.boxes.from_labels import box_mask
-from boxunet.io.boxes import Box
+from boxunet.io.boxes import Box, box_mask
 
 NETWORK_LOGIT = 1.0  # added to stage 1's box prior where all K group networks say c (its share where some do)
 UNION_LOGIT = 2.0  # the union's prior logit (+ inside, - outside) after a stage 1 other than the box ConvCRF

@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from boxunet.boxes.convcrf import CRFParameters, mean_field
-from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.padding import stack_padded
-from boxunet.io.boxes import Box
+from boxunet.io.boxes import Box, box_mask
 
 METHODS = ("convcrf", "boxfill", "acol")
 MAP_CLIP = 1e-3  # a localization map probability is clipped to [MAP_CLIP, 1 - MAP_CLIP] before its logit

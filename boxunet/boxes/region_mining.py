@@ -21,8 +21,8 @@ from boxunet.boxes.anchors import NEGATIVE_SAMPLES, box_level, sample_negatives
 from boxunet.boxes.padding import stack_padded
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
+from boxunet.io.checkpoint import save_checkpoint
 from boxunet.nets.acol import HIDDEN_CHANNELS, ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
-from boxunet.training.checkpoint import save_checkpoint
 
 SIZE_MULTIPLE = 32  # slices are padded to a multiple of the coarsest stride
 

@@ -25,15 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_region_miner, normalize_channels,
-                                         save_region_miner, stored_region_miner, train_region_miner,
-                                         training_slices)
+                                         save_region_miner, stored_region_miner, train_region_miner, training_slices)
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.metrics import dice
 from boxunet.io.atomic import read_json, write_json
-from boxunet.io.boxes import Box
+from boxunet.io.boxes import Box, box_mask
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder

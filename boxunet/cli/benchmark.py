@@ -92,7 +92,7 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
 def _prediction_inputs(dataset: str, input_folder: Path | None, num_cases: int, staging: Path) -> Path:
     """The folder to predict: ``input_folder``, or the first ``num_cases`` cases of the raw dataset's
     imagesTs (else imagesTr) linked into ``staging``."""
-    from boxunet.inference.input_cases import list_prediction_cases
+    from boxunet.io.input_cases import list_prediction_cases
 
     if input_folder is None:
         raw = find_dataset_folder(dataset, raw_root())

@@ -3,10 +3,13 @@ cross-validation, its postprocessing, and the commands to predict new images wit
 import argparse
 
 from boxunet.cli.common import run_cli
-from boxunet.evaluation.find_best import (DEFAULT_CONFIGURATIONS, INSTRUCTIONS_FILE, SelectionRequest,
+from boxunet.ensembling.find_best import (DEFAULT_CONFIGURATIONS, INSTRUCTIONS_FILE, SelectionRequest,
                                           find_best_configuration)
+from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
+from boxunet.paths import results_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.trainers import default_trainer_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_trainers(dataset: str, plans_name: str, configurations: list[str]) -> list[str]:
+    """The trainers boxunet_train uses without -tr for these configurations of ``dataset``."""
+    results = run_cli(find_dataset_folder, dataset, results_root())
+    return sorted({default_trainer_of(results, plans_name, configuration) for configuration in configurations})
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = build_parser().parse_args(argv)
-    request = SelectionRequest(arguments.dataset, list(arguments.configurations or DEFAULT_CONFIGURATIONS),
-                               arguments.configurations is not None, arguments.trainers, arguments.plans,
+    configurations = list(arguments.configurations or DEFAULT_CONFIGURATIONS)
+    trainers = arguments.trainers or _default_trainers(arguments.dataset, arguments.plans, configurations)
+    request = SelectionRequest(arguments.dataset, configurations, arguments.configurations is not None, trainers,
+                               arguments.plans,
                                [str(f) for f in arguments.folds], not arguments.disable_ensembling,
                                arguments.num_processes)
     information = run_cli(find_best_configuration, request)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.inference.model import DATASET_JSON, read_model_files
+from boxunet.io.model_folder import read_model_files
+from boxunet.paths import DATASET_JSON
 from boxunet.io.dataset_json import load_dataset_json, parse_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes

@@ -7,7 +7,11 @@ import torch
 
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.inference.model import DATASET_JSON, find_model_folder, load_trained_model, read_model_files
+from boxunet.inference.model import load_trained_model
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.model_folder import find_model_folder, parse_model_folder_name, read_model_files
+from boxunet.paths import DATASET_JSON, results_root
+from boxunet.trainers import default_trainer_of, get_trainer
 from boxunet.inference.precision import PRECISIONS
 from boxunet.inference.predictor import (PredictionSettings, check_prediction_inputs, model_postprocessing,
                                          predict_folder)
@@ -63,10 +67,12 @@ def predict(arguments: argparse.Namespace) -> dict:
     device = torch.device("cuda", 0) if arguments.device == "cuda" else torch.device(arguments.device)
     if device.type == "cpu":
         torch.set_num_threads(default_num_processes())
-    folder = find_model_folder(arguments.dataset, arguments.configuration, arguments.trainer, arguments.plans)
+    trainer = arguments.trainer or default_trainer_of(find_dataset_folder(arguments.dataset, results_root()),
+                                                      arguments.plans, arguments.configuration)
+    folder = find_model_folder(arguments.dataset, arguments.configuration, trainer, arguments.plans)
     _, dataset_json = read_model_files(folder)
     check_prediction_inputs(dataset_json, str(folder / DATASET_JSON), arguments.input, arguments.output)
-    model = load_trained_model(folder, arguments.folds, arguments.checkpoint, device)
+    model = _load_model(folder, arguments.folds, arguments.checkpoint, device)
     settings = PredictionSettings(step_size=arguments.step_size, mirroring=not arguments.disable_tta,
                                   precision=arguments.precision, save_probabilities=arguments.save_probabilities,
                                   postprocessing=not arguments.no_postprocessing, workers=arguments.num_processes,
@@ -87,14 +93,19 @@ def _predict_previous_stage(arguments: argparse.Namespace, model, settings: Pred
     ``OUT/previous_stage_<configuration>/``, without postprocessing, as its cross-validation predictions
     that the cascade trained on; return that folder."""
     name = model.configuration.previous_stage
-    folder = find_model_folder(arguments.dataset, name, model.trainer_name, arguments.plans)
-    previous = load_trained_model(folder, model.folds, arguments.checkpoint, device)
+    folder = find_model_folder(arguments.dataset, name, model.trainer_class.__name__, arguments.plans)
+    previous = _load_model(folder, model.folds, arguments.checkpoint, device)
     output = Path(arguments.output) / f"previous_stage_{name}"
     if not arguments.quiet:
         print(f"previous stage: model {folder}, folds {' '.join(previous.folds)} -> {output}")
     predict_folder(previous, arguments.input, output, replace(settings, postprocessing=False, save_probabilities=False),
                    device)
     return output
+
+
+def _load_model(folder: Path, folds: list[str] | None, checkpoint: str, device: torch.device):
+    """The model of ``folder``, its networks rebuilt by the trainer its name gives."""
+    return load_trained_model(folder, folds, checkpoint, device, get_trainer(parse_model_folder_name(folder)[0]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,8 @@ import torch
 
 from boxunet.cli.common import run_cli
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
-from boxunet.training.run import TrainingRequest, run_training
+from boxunet.trainers import trainer_for_dataset
+from boxunet.training.run import TrainingRequest, dataset_plans, run_training
 from boxunet.training.box_trainers import BOX_LOSSES
 from boxunet.training.trainer import SCHEDULES, TrainingOptions
 
@@ -63,12 +64,18 @@ def main(argv: list[str] | None = None) -> None:
     given = {name: getattr(arguments, name) for name in SCHEDULE_OPTIONS if getattr(arguments, name) is not None}
     options = TrainingOptions(**given, augmentation_workers=arguments.augmentation_workers, compile=arguments.compile,
                               save_probabilities=arguments.npz, progress_bar=not arguments.quiet)
-    request = TrainingRequest(arguments.dataset, arguments.configuration, arguments.fold, arguments.trainer,
-                              arguments.plans, arguments.device, arguments.num_gpus, arguments.continue_training,
-                              arguments.val_only, options, explicit_options=tuple(given))
-    folder = run_cli(run_training, request, interrupted_hint="rerun with --c to continue from the last checkpoint")
+    folder = run_cli(_train, arguments, options, tuple(given),
+                     interrupted_hint="rerun with --c to continue from the last checkpoint")
     if not arguments.quiet:
         print(f"results in {folder}")
+
+
+def _train(arguments: argparse.Namespace, options: TrainingOptions, given: tuple[str, ...]):
+    trainer = trainer_for_dataset(arguments.trainer, dataset_plans(arguments.dataset, arguments.plans)[1].box_labels)
+    request = TrainingRequest(arguments.dataset, arguments.configuration, arguments.fold, trainer, arguments.plans,
+                              arguments.device, arguments.num_gpus, arguments.continue_training, arguments.val_only,
+                              options, explicit_options=given)
+    return run_training(request)
 
 
 if __name__ == "__main__":

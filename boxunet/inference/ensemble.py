@@ -11,9 +11,10 @@ import numpy as np
 
 from boxunet.errors import BoxunetError
 from boxunet.inference.export import probabilities_to_segmentation
-from boxunet.inference.input_cases import check_output_folder
-from boxunet.inference.model import DATASET_JSON, read_model_files, write_model_files
+from boxunet.io.model_folder import read_model_files, write_model_files
+from boxunet.paths import DATASET_JSON
 from boxunet.io.images import Geometry, write_image
+from boxunet.io.input_cases import check_output_folder
 from boxunet.io.probabilities import read_probabilities, read_properties, write_probabilities
 from boxunet.parallel import map_in_processes
 from boxunet.planning.plans import Plans
@@ -46,9 +47,10 @@ def _common_cases(folders: list[Path]) -> list[str]:
 
 def _common_plans(folders: list[Path]) -> tuple[Plans, dict]:
     """The plans and dataset.json of the first folder, after checking that every folder has the same labels."""
-    plans, dataset_json = read_model_files(folders[0], "prediction folder")
+    plans_json, dataset_json = read_model_files(folders[0], "prediction folder")
+    plans = Plans.from_json(plans_json)
     for folder in folders[1:]:
-        other, _ = read_model_files(folder, "prediction folder")
+        other = Plans.from_json(read_model_files(folder, "prediction folder")[0])
         if (other.labels, other.regions_class_order) != (plans.labels, plans.regions_class_order):
             raise BoxunetError(f"prediction folders {folders[0]} and {folder} have different labels "
                                f"({plans.labels} vs {other.labels}); only predictions of the same labels ensemble")
@@ -90,7 +92,7 @@ def ensemble_folders(input_folders: list[Path], output_folder: Path, save_probab
         check_output_folder(folder, output_folder)
     cases = _common_cases(folders)
     plans, dataset_json = _common_plans(folders)
-    write_model_files(output_folder, plans, folders[0] / DATASET_JSON)
+    write_model_files(output_folder, plans.to_json(), folders[0] / DATASET_JSON)
     ensemble = functools.partial(_ensemble_case, folders=folders, output_folder=output_folder, plans=plans,
                                  file_ending=dataset_json["file_ending"], save_probabilities=save_probabilities)
     return map_in_processes(ensemble, cases, num_processes, "ensembling", progress=False)

@@ -24,21 +24,21 @@ from tqdm import tqdm
 from boxunet.errors import BoxunetError, Problem
 from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.inference.export import export_prediction
-from boxunet.inference.input_cases import check_output_folder, list_prediction_cases
-from boxunet.inference.model import DATASET_JSON, TrainedModel, write_model_files
+from boxunet.inference.model import TrainedModel
+from boxunet.io.model_folder import write_model_files
+from boxunet.paths import DATASET_JSON
 from boxunet.inference.precision import resolve_precision
 from boxunet.io.atomic import write_json
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_channels
+from boxunet.io.input_cases import check_output_folder, list_prediction_cases
 from boxunet.io.verification import image_data_problems
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME
 from boxunet.preprocessing.case import preprocess_case
 from boxunet.preprocessing.previous_stage import append_previous_stage, read_previous_stage
-from boxunet.training.registry import get_trainer
-
 
 
 @dataclass
@@ -148,7 +148,7 @@ def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSe
                    device: torch.device) -> tuple[torch.Tensor, dict]:
     """Logits (K, *shape) of preprocessed ``data`` (C, *shape) by the model's trainer (fold-averaged sliding
     window for most), and the case's details for the prediction report."""
-    return get_trainer(model.trainer_name).predict_preprocessed(
+    return model.trainer_class.predict_preprocessed(
         model.networks, torch.from_numpy(data), model.configuration, model.num_outputs,
         model.mirror_axes if settings.mirroring else (), settings.step_size, device,
         resolve_precision(device, settings.precision))
@@ -175,7 +175,7 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
     precision = resolve_precision(device, settings.precision)
     todo = [c for c in cases if not (settings.continue_prediction
                                      and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
-    write_model_files(output_folder, model.plans, model.folder / DATASET_JSON)
+    write_model_files(output_folder, model.plans.to_json(), model.folder / DATASET_JSON)
     write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
                 "input_folder": str(input_folder), "settings": asdict(settings), "precision": precision,
                 "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),

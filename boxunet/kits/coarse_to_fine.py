@@ -35,7 +35,6 @@ from boxunet.kits.grids import (KIDNEY_FRAME_MM, coarse_shape, expanded_box, kid
 from boxunet.kits.kidney_count import kidney_check, kidney_components
 from boxunet.kits.stages import FOREGROUND_THRESHOLD, KiTSPipeline, PredictionRun, Stage, stage_mask, stage_prediction
 from boxunet.preprocessing.resampling import resample_channels
-from boxunet.training.registry import register_trainer
 
 COARSE, CORRECTION, FINE, TUMOR, TUMOR_2D = (
     Stage("coarse", "coarse", "kidney_and_tumor"),
@@ -50,7 +49,6 @@ def _slices(box: list[list[int]]) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in box)
 
 
-@register_trainer
 class KiTSCoarseToFine(KiTSPipeline):
     """Seed 004's pipeline (see the module docstring)."""
 

@@ -34,7 +34,6 @@ from boxunet.kits.label_assignment import assign_labels
 from boxunet.kits.localization import choose_box, landmark_box, scale_box
 from boxunet.kits.stages import FOREGROUND_THRESHOLD, KiTSPipeline, PredictionRun, Stage, stage_mask, stage_prediction
 from boxunet.preprocessing.resampling import resample_channels
-from boxunet.training.registry import register_trainer
 
 LOCALIZATION, KIDNEY_AND_TUMOR, KIDNEY, TUMOR = (
     Stage("localization", "coarse", "kidney_and_tumor", heatmaps="landmarks", sigma=3.0),
@@ -43,7 +42,6 @@ LOCALIZATION, KIDNEY_AND_TUMOR, KIDNEY, TUMOR = (
     Stage("tumor", "tumor", "tumor", heatmaps="boundary", sigma=2.0))
 
 
-@register_trainer
 class KiTSLocalizationEnsemble(KiTSPipeline):
     """Seed 001's pipeline (see the module docstring)."""
 

@@ -19,13 +19,13 @@ from boxunet.errors import BoxunetError
 from boxunet.evaluation.kits import kits_regions
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import write_json
+from boxunet.io.checkpoint import load_checkpoint
 from boxunet.kits.grids import derive_grid, derived_case_ids, grid_configuration, grid_folder
 from boxunet.kits.heatmaps import LANDMARKS, boundary_heatmap, landmark_heatmaps
 from boxunet.nets.regression import RegressionUNet
 from boxunet.nets.unet import build_network
-from boxunet.preprocessing.storage import finished_case_signature
 from boxunet.planning.plans import ConfigurationPlan, Plans, configuration_from_json, output_label_values
-from boxunet.training.checkpoint import load_checkpoint
+from boxunet.preprocessing.storage import finished_case_signature
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.sampler import ClassBalancedSampler
 from boxunet.training.distributed import barrier

@@ -21,7 +21,6 @@ from boxunet.nets.two_step import TwoStepUNet
 from boxunet.planning.plans import ConfigurationPlan, Plans, output_label_values, regions_of
 from boxunet.preprocessing.previous_stage import network_input_channels
 from boxunet.training.losses import AuxiliaryHeadLoss, binary_cross_entropy_of_foreground
-from boxunet.training.registry import register_trainer
 from boxunet.training.trainer import Trainer
 
 NO_CLASS = -100  # cross-entropy's ignore index: a patch with the label in a case of unknown class
@@ -72,7 +71,6 @@ def majority_class(tally: np.ndarray, classes: list[str]) -> str | None:
     return classes[max(range(len(classes)), key=lambda c: (tally[0, c], tally[1, c]))]
 
 
-@register_trainer
 class TwoStepAttention(Trainer):
     """Binary (kidney and tumor vs. background) attention, then the classes (seed 003, Eq. 1); optionally the
     case classification of the module docstring."""

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from boxunet.io.atomic import read_json, write_json
 
-PLANS_FILE_NAME = "boxunet_plans.json"
-
 
 @dataclass
 class ArchitecturePlan:

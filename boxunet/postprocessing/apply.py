@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.input_cases import check_output_folder
 from boxunet.io.atomic import atomic_path, read_json
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_image, write_image
+from boxunet.io.input_cases import check_output_folder
 from boxunet.parallel import map_in_processes
-from boxunet.planning.plans import PLANS_FILE_NAME
+from boxunet.paths import PLANS_FILE_NAME
 from boxunet.postprocessing.components import CONNECTIVITIES, remove_all_but_largest
 
 IMAGE_ENDINGS = (".nii.gz", ".nrrd", ".mha", ".nii")

@@ -13,15 +13,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from boxunet import __version__
-from boxunet.boxes.from_labels import box_mask
-from boxunet.boxes.geometry import box_to_preprocessed
 from boxunet.cropping import OUTSIDE_NONZERO, crop_to_nonzero
-from boxunet.io.boxes import Box
+from boxunet.io.boxes import Box, box_mask
 from boxunet.io.images import Geometry
 from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.preprocessing.box_mapping import box_to_preprocessed
 from boxunet.preprocessing.normalization import channel_normalizer
-from boxunet.preprocessing.resampling import (resample_channels, resample_segmentation, separate_z_axis,
-                                              shape_at_spacing)
+from boxunet.preprocessing.resampling import resample_channels, resample_segmentation, separate_z_axis, shape_at_spacing
 
 MAX_LOCATIONS_PER_CLASS = 10_000
 MIN_LOCATION_FRACTION = 0.01

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.from_labels import box_mask
 from boxunet.boxes.fusion import NETWORK_LOGIT, UNION_LOGIT, dense_label_map, fusion_target
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder, stage1_mask_path
@@ -30,20 +29,19 @@ from boxunet.inference.export import logits_to_segmentation, revert_preprocessin
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
-from boxunet.io.boxes import case_boxes, read_boxes
+from boxunet.io.boxes import box_mask, case_boxes, read_boxes
 from boxunet.io.cases import CaseFiles, list_training_cases
+from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import Geometry, read_channels, read_image, write_image
 from boxunet.paths import raw_root
 from boxunet.preprocessing.grid_labels import (has_target, open_target, raw_labels_to_grid, store_raw_label_maps,
                                                target_path, write_target)
-from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.data.box_samplers import (BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler,
                                                 StoredTargetSampler)
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.distributed import barrier
 from boxunet.training.losses import DiceCELoss, WeightedCELoss
-from boxunet.training.registry import register_trainer
 from boxunet.training.trainer import Trainer
 
 BOX_LOSSES = ("wce", "vwce", "wce_dice", "vwce_dice")
@@ -106,7 +104,6 @@ class _BoxDatasetTrainer(Trainer):
         return self._validation_reference
 
 
-@register_trainer
 class BoxFill(_BoxDatasetTrainer):
     """Boxes filled with their label (the boxes themselves as masks), Dice + CE."""
 
@@ -114,7 +111,6 @@ class BoxFill(_BoxDatasetTrainer):
         return {"sampler_class": BoxFillSampler}
 
 
-@register_trainer
 class BoxIgnore(_BoxDatasetTrainer):
     """Dice + CE on the known voxels only: outside the boxes and on dense labels."""
 
@@ -187,7 +183,6 @@ class _PseudoMaskTrainer(_StoredTargetTrainer):
     """A trainer whose targets derive from the stage-1 pseudo masks."""
 
 
-@register_trainer
 class FullySupervised(_StoredTargetTrainer):
     """The dense reference labels, box labels included (Dice + CE): the upper bound for the box trainers."""
 
@@ -199,7 +194,6 @@ class FullySupervised(_StoredTargetTrainer):
         super().run_training()
 
 
-@register_trainer
 class PseudoMaskIgnoreBoxBackground(_PseudoMaskTrainer):
     """Dice + CE on the stage-1 pseudo masks, the box voxels they call background ignored (seed 002)."""
 
@@ -269,7 +263,6 @@ def group_subsets(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(shuffled[i::k]) for i in range(k)]
 
 
-@register_trainer
 class BoxThreeStage(_ClassWeightedDecision, _PseudoMaskTrainer):
     """Seed 000's three stages; the final network is this trainer's own."""
 

@@ -7,18 +7,17 @@ import torch
 import torch.multiprocessing as mp
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.model import write_model_files
+from boxunet.io.model_folder import write_model_files
 from boxunet.io.atomic import read_json
+from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
-from boxunet.paths import model_folder, preprocessed_root, raw_root
-from boxunet.planning.plans import PLANS_FILE_NAME, load_plans
+from boxunet.paths import PLANS_FILE_NAME, model_folder, preprocessed_root, raw_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.planning.plans import Plans, load_plans
 from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
                                           shutdown)
-from boxunet.training.checkpoint import load_checkpoint
 from boxunet.training.previous_stage import previous_stage_files
-from boxunet.training.registry import default_trainer, get_trainer
 from boxunet.training.splits import fold_cases, load_or_create_splits
 from boxunet.training.trainer import RUNTIME_OPTIONS, Trainer, TrainingOptions
 
@@ -32,7 +31,7 @@ class TrainingRequest:
     dataset: str
     configuration: str
     fold: str
-    trainer: str | None = None  # None: BoxThreeStage for box datasets, else Trainer
+    trainer: type[Trainer]  # resolved by name in boxunet.trainers
     plans_name: str = DEFAULT_PLANS_NAME
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     num_gpus: int = 1
@@ -76,13 +75,18 @@ def check_device(device: str, num_gpus: int = 1) -> None:
         raise BoxunetError("--num-gpus > 1 needs -device cuda (NCCL) or -device cpu (gloo)")
 
 
+def dataset_plans(dataset: str, plans_name: str) -> tuple[Path, Plans]:
+    """The preprocessed folder of ``dataset`` and its plans ``plans_name``."""
+    folder = find_dataset_folder(dataset, preprocessed_root())
+    return folder, load_plans(plans_file(folder, plans_name))
+
+
 def prepare(request: TrainingRequest) -> dict:
     """Resolve and check everything a training needs, before any process starts or any file is written."""
-    folder = find_dataset_folder(request.dataset, preprocessed_root())
-    plans = load_plans(plans_file(folder, request.plans_name))
+    folder, plans = dataset_plans(request.dataset, request.plans_name)
     configuration = plans.configuration(request.configuration)
-    trainer_name = request.trainer or default_trainer(plans.box_labels)
-    trainer_class = get_trainer(trainer_name)
+    trainer_class = request.trainer
+    trainer_name = trainer_class.__name__
     ignored = [flag for name, flag in Trainer.TRAINER_SPECIFIC_OPTIONS.items()
                if name in request.explicit_options and name not in trainer_class.reads_options]
     if ignored:
@@ -110,7 +114,7 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
         torch.set_num_threads(max(1, default_num_processes() // group.world_size))
     setup["output"].mkdir(parents=True, exist_ok=True)
     if group.is_main:
-        write_model_files(setup["output"].parent, setup["plans"], setup["folder"] / "dataset.json")
+        write_model_files(setup["output"].parent, setup["plans"].to_json(), setup["folder"] / "dataset.json")
     resume_from, saved_options = resume_checkpoint(setup["output"]) if request.continue_training else (None, None)
     options = resumed_options(request, saved_options) if resume_from else request.options
     trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],

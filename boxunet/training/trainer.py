@@ -3,7 +3,7 @@
 ``Trainer`` keeps the loop; the network (boxunet.nets), the data pipeline (boxunet.training.data), the
 losses (boxunet.training.losses) and prediction/export (boxunet.inference) live in their own modules.
 Subclasses change behaviour through the ``build_*`` hooks and ``loss_inputs`` (see
-documentation/training.md) and register themselves with ``@register_trainer``.
+documentation/training.md); boxunet.trainers lists them by name.
 """
 import json
 import random
@@ -21,27 +21,25 @@ from boxunet.errors import BoxunetError
 from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.export import export_prediction
-from boxunet.inference.model import write_model_files
+from boxunet.io.model_folder import write_model_files
 from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
+from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.nets.unet import build_network, deep_supervision_scales
 from boxunet.paths import model_folder_name
 from boxunet.planning.plans import ConfigurationPlan, Plans, evaluation_targets, regions_of
 from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
 from boxunet.preprocessing.previous_stage import append_previous_stage, network_input_channels, read_previous_stage
-from boxunet.training.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
 from boxunet.training.distributed import (ProcessGroupInfo, all_gather_objects, all_reduce_sum, barrier,
-                                         rank_share_of_batch)
+                                          rank_share_of_batch)
 from boxunet.training.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights
 from boxunet.training.previous_stage import previous_stage_files
 from boxunet.training.progress import LogFile, TrainingProgress
-from boxunet.training.registry import register_trainer
-
 
 PAPER_LEARNING_RATE = 1e-3
 PAPER_FINAL_FRACTION = 0.01  # seed 000 decays exponentially without giving the rate: 100-fold over the run is ours
@@ -99,7 +97,6 @@ def paper_learning_rate(epoch: int, epochs: int) -> float:
     return PAPER_LEARNING_RATE * PAPER_FINAL_FRACTION ** (min(epoch, epochs) / epochs)
 
 
-@register_trainer
 class Trainer:
     """Trains one configuration on one fold and validates it on the held-out cases."""
 
@@ -461,7 +458,7 @@ class Trainer:
         self.prepare_previous_stage()
         folder.mkdir(parents=True, exist_ok=True)
         if self.group.is_main:
-            write_model_files(folder, self.plans, self.preprocessed_folder / "dataset.json")
+            write_model_files(folder, self.plans.to_json(), self.preprocessed_folder / "dataset.json")
         cases = PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, self.val_cases)
         ending = self.dataset_json["file_ending"]
         self.network.eval()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import evaluate_folders
-from boxunet.inference.model import DATASET_JSON, read_model_files, write_model_files
+from boxunet.io.model_folder import read_model_files, write_model_files
+from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import evaluation_targets
 
 
@@ -91,7 +92,7 @@ def merge_cross_validation(model_folder: Path, folds: list[str], reference_folde
             if extra.is_file():
                 _link_or_copy(extra, output / extra.name)
     case_ids = sorted(files)
-    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans.labels), ending,
+    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans["labels"]), ending,
                                output_file=output / "summary.json", num_processes=num_processes, case_ids=case_ids,
-                               label_names=plans.labels)
+                               label_names=plans["labels"])
     return CrossValidation(model_folder, output, summary, case_ids)

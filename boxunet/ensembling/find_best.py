@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boxunet.boxes.stage1 import stage1_folder
-from boxunet.errors import BoxunetError
-from boxunet.evaluation.crossval import (CrossValidation, crossval_folder_name, merge_cross_validation,
+from boxunet.ensembling.crossval import (CrossValidation, crossval_folder_name, merge_cross_validation,
                                          missing_probabilities, missing_validations)
+from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.ensemble import ensemble_folders
-from boxunet.inference.model import default_trainer_of, parse_model_folder_name, read_model_files
+from boxunet.io.model_folder import parse_model_folder_name, read_model_files
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import model_folder_name, preprocessed_root, results_root
@@ -39,7 +39,7 @@ class SelectionRequest:
     dataset: str
     configurations: list[str] = field(default_factory=lambda: list(DEFAULT_CONFIGURATIONS))
     configurations_given: bool = False
-    trainers: list[str] | None = None  # None: the dataset's default trainer
+    trainers: list[str] = field(default_factory=list)  # names; boxunet_find_best_configuration fills in the default
     plans_name: str = "boxunetPlans"
     folds: list[str] = field(default_factory=lambda: ["0", "1", "2", "3", "4"])
     ensembling: bool = True
@@ -52,8 +52,7 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
     A configuration named with ``-c`` must exist; of the default list, untrained ones are reported and left
     out. Any model with unfinished folds is an error naming the folds."""
     models, untrained, problems = [], [], []
-    trainers = request.trainers or sorted({default_trainer_of(dataset_results, request.plans_name, c)
-                                           for c in request.configurations})
+    trainers = request.trainers
     for trainer, configuration in itertools.product(trainers, request.configurations):
         folder = dataset_results / model_folder_name(trainer, request.plans_name, configuration)
         if not folder.is_dir():
@@ -109,16 +108,16 @@ def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation,
     shutil.rmtree(output, ignore_errors=True)
     cases = ensemble_folders([first.folder, second.folder], output, num_processes=num_processes)
     plans, dataset_json = read_model_files(output, "ensemble folder")
-    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans.labels), dataset_json["file_ending"],
+    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans["labels"]), dataset_json["file_ending"],
                                output_file=output / "summary.json", num_processes=num_processes, case_ids=cases,
-                               label_names=plans.labels)
+                               label_names=plans["labels"])
     return CrossValidation(output, output, summary, cases)
 
 
 def _decide_postprocessing(result: CrossValidation, reference_folder: Path, num_processes: int) -> dict:
     """Keep-largest-component decision; with 18-connectivity for box datasets (seed 000), else 26."""
     plans, dataset_json = read_model_files(result.folder, "cross-validation folder")
-    return determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans.labels),
+    return determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans["labels"]),
                                     dataset_json["file_ending"], result.folder,
                                     connectivity=default_connectivity(dataset_json.get("box_labels")),
                                     num_processes=num_processes, case_ids=result.case_ids)

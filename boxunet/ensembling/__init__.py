@@ -1,0 +1,1 @@
+"""Cross-validation summaries, model selection (single models and ensembles) and its postprocessing."""
