@@ -1,4 +1,4 @@
-"""Stage-2 masks of a BoxThreeStage fold against the dense reference labels (seed 000 Table 1, extended).
+"""Stage-2 masks of a BoxThreeStage fold against the dense reference labels ([Yang 2020] Table 1, extended).
 
 For every training case of the fold, and every box label, the Dice on the configuration's grid of: the
 stage-1 masks, each group network's prediction inside the boxes, their union and majority with the stage-1
@@ -27,7 +27,7 @@ import torch
 
 from boxunet.boxes.fusion import UNION_LOGIT, dense_label_map, fusion_prior, refine_prior, union_prior, vote_counts
 from boxunet.boxes.pseudo_masks import shape_prior
-from boxunet.boxes.stage1 import stage1_mask_path
+from boxunet.boxes.stage1 import stage1_mask_path, stage1_settings
 from boxunet.evaluation.metrics import dice
 from boxunet.inference.export import logits_to_segmentation
 from boxunet.io.atomic import read_json
@@ -36,29 +36,28 @@ from boxunet.io.cases import CaseFiles
 from boxunet.io.images import read_image
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.preprocessing.grid_labels import open_target
-from boxunet.training.box_trainers import BoxThreeStage, correct_class_prior
+from boxunet.training.box.losses import correct_class_prior
+from boxunet.training.box.options import BoxThreeStageOptions
+from boxunet.training.box.stage2 import Stage2, raw_training_cases
+from boxunet.training.box.three_stage import BoxThreeStage
 from boxunet.training.data.dataset import PreprocessedCases
-from boxunet.training.distributed import ProcessGroupInfo
 from boxunet.training.run import TrainingRequest, prepare
-from boxunet.training.trainer import TrainingOptions
 
 EVIDENCE_CLIP = 6.0
 EVIDENCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 CACHE_FORMAT = "group logits, float16"  # part of the cache folder's digest: older caches held label maps
 
 
-def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str):
-    """A BoxThreeStage trainer of the fold with the options its stage-2 results were made with."""
-    request = TrainingRequest(dataset, configuration, fold, BoxThreeStage, plans_name=plans)
-    setup = prepare(request)
-    settings = read_json(setup["output"] / "stage2" / "settings.json")
-    options = TrainingOptions(group_networks=settings["group_networks"], group_epochs=settings["group_epochs"],
-                              seed=settings["seed"], iterations_per_epoch=settings["iterations_per_epoch"],
-                              box_loss="v" + settings["group_loss"], progress_bar=False)
-    trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
-                                     setup["output"], setup["train"], setup["val"], options, ProcessGroupInfo())
+def stage2_trainer(dataset: str, configuration: str, fold: str, plans: str) -> tuple[BoxThreeStage, Stage2]:
+    """A BoxThreeStage trainer of the fold with the options its stage-2 results were made with, and its stage 2."""
+    setup = prepare(TrainingRequest(dataset, configuration, fold, BoxThreeStage, plans_name=plans))
+    settings = read_json(setup.output / "stage2" / "settings.json")
+    options = BoxThreeStageOptions(group_networks=settings["group_networks"], group_epochs=settings["group_epochs"],
+                                   seed=settings["seed"], iterations_per_epoch=settings["iterations_per_epoch"],
+                                   box_loss="v" + settings["group_loss"], progress_bar=False)
+    trainer = BoxThreeStage(setup, options)
     trainer.prepare_previous_stage()  # a cascade's group networks also take the previous stage's predictions
-    return trainer
+    return trainer, Stage2(setup, options, trainer.group, None, trainer.previous_stage_folder)
 
 
 def cache_folder(root: Path, trainer) -> Path:
@@ -69,7 +68,7 @@ def cache_folder(root: Path, trainer) -> Path:
         str((stage2 / f"group_{i}" / "checkpoint_final.pth").stat().st_mtime_ns)
         for i in range(trainer.options.group_networks)]
     digest = hashlib.sha1("\n".join(stamps).encode()).hexdigest()[:12]
-    return root / f"{trainer.preprocessed_folder.name}_{trainer.output_folder.parent.name}_fold_{trainer.fold}_{digest}"
+    return root / f"{trainer.folders.name}_{trainer.output_folder.parent.name}_fold_{trainer.fold}_{digest}"
 
 
 def mean_evidence(logits: torch.Tensor, label: int) -> np.ndarray:
@@ -103,13 +102,14 @@ def candidate_priors(votes: np.ndarray, predictions: list[np.ndarray], label: in
     return priors
 
 
-def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles, parameters, method: str) -> dict:
+def raw_scores(trainer, stage2: Stage2, logits: torch.Tensor, properties: dict, case: CaseFiles, parameters,
+               method: str) -> dict:
     """Dice per box label at the raw resolution of the stage-1 masks, their union with the K networks' corrected
     predictions, and the fusion masks of Eq. 5 made there (what the trainer trains on)."""
-    predictions = [trainer.raw_prediction(x, properties) for x in logits]
-    fused = trainer.raw_fusion(case, predictions, parameters, method)[0]
+    predictions = [stage2.raw_prediction(x, properties) for x in logits]
+    fused = stage2.raw_fusion(case, predictions, parameters, method)[0]
     truth = read_image(case.label)[0]
-    pseudo = read_image(stage1_mask_path(trainer.preprocessed_folder.name, case.case_id,
+    pseudo = read_image(stage1_mask_path(trainer.folders.preprocessed, case.case_id,
                                          trainer.dataset_json["file_ending"]))[0]
     undecided = dense_label_map(truth, trainer.plans.box_labels) == 0
     boxes = read_boxes(case.boxes)
@@ -123,11 +123,11 @@ def raw_scores(trainer, logits: torch.Tensor, properties: dict, case: CaseFiles,
     return scores
 
 
-def case_scores(trainer, networks, stage1, reference, parameters, method: str, case_id: str, cache: Path | None,
-                raw_case: CaseFiles) -> dict:
+def case_scores(trainer, stage2: Stage2, networks, stage1, reference, parameters, method: str, case_id: str,
+                cache: Path | None, raw_case: CaseFiles) -> dict:
     """Dice of every mask of one case per box label, ``{label: {mask: dice}}``, the stage-1 masks made with
     ``method`` and ``parameters``; the group networks' predictions are read from (or kept in) ``cache`` when given."""
-    folder = trainer.preprocessed_folder / trainer.configuration.data_identifier
+    folder = trainer.folders.preprocessed / trainer.configuration.data_identifier
     data, seg, properties = PreprocessedCases(folder, [case_id]).load(case_id)
     image, dense = np.asarray(data[:]), np.asarray(seg[0])
     truth = np.asarray(open_target(reference, case_id)[0])
@@ -139,7 +139,8 @@ def case_scores(trainer, networks, stage1, reference, parameters, method: str, c
     if cached and cached.is_file():
         logits = torch.from_numpy(np.load(cached)["logits"]).float()
     else:
-        logits = torch.stack([torch.as_tensor(x).float() for x in trainer.group_logits(networks, case_id, image)])
+        network_input = torch.from_numpy(trainer.network_input(case_id, image))
+        logits = torch.stack([torch.as_tensor(x).float() for x in stage2.group_logits(networks, network_input)])
         if cached:
             np.savez_compressed(cached, logits=logits.half().numpy())
     for correction, suffix in ((True, ""), (False, "_uncorrected")):
@@ -161,7 +162,7 @@ def case_scores(trainer, networks, stage1, reference, parameters, method: str, c
                 refine_prior(image, properties["spacing"], prior_of, inside, [b for b in boxes if b.label == label],
                              parameters, label, refined, np.zeros(truth.shape, np.float32), str(trainer.device))
                 entry[f"{name}{suffix}"] = dice(refined == label, reference_mask)
-    for label, entry in raw_scores(trainer, logits, properties, raw_case, parameters, method).items():
+    for label, entry in raw_scores(trainer, stage2, logits, properties, raw_case, parameters, method).items():
         scores[label].update(entry)
     return scores
 
@@ -175,18 +176,18 @@ def main() -> None:
     parser.add_argument("-o", "--output", help="also write the per-case scores to this JSON file")
     parser.add_argument("--cache", type=Path, help="folder keeping the group networks' predictions for later runs")
     args = parser.parse_args()
-    trainer = stage2_trainer(args.dataset, args.configuration, args.fold, args.plans)
+    trainer, stage2 = stage2_trainer(args.dataset, args.configuration, args.fold, args.plans)
     stage1 = trainer.stage1_store()
     reference, present = trainer.reference_store()
     if reference is None:
         raise SystemExit("the dataset's label maps hold no box label: nothing to compare with")
-    networks = [trainer.load_group_network(i) for i in range(trainer.options.group_networks)]
-    method, parameters = trainer.stage1_settings()
+    networks = [stage2.load_group_network(i) for i in range(trainer.options.group_networks)]
+    method, parameters = stage1_settings(trainer.folders.preprocessed)
     cache = cache_folder(args.cache, trainer) if args.cache else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    raw_cases = trainer.raw_training_cases()
-    cases = {c: case_scores(trainer, networks, stage1, reference, parameters, method, c, cache, raw_cases[c])
+    raw_cases = raw_training_cases(trainer.setup)
+    cases = {c: case_scores(trainer, stage2, networks, stage1, reference, parameters, method, c, cache, raw_cases[c])
              for c in trainer.train_cases}
     means = {}
     for label in map(str, trainer.plans.box_labels):

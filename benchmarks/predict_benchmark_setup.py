@@ -68,7 +68,7 @@ def boxunet_model(plans_file: Path, dataset_json: Path, patch, folder: Path) -> 
     folder.mkdir(parents=True, exist_ok=True)
     save_plans(plans, folder / PLANS_FILE_NAME)
     shutil.copyfile(dataset_json, folder / "dataset.json")
-    num_outputs = len(plans.label_values)
+    num_outputs = len(plans.label_set.values)
     network = build_network(configuration.architecture, plans.num_input_channels, num_outputs)
     (folder / "fold_0").mkdir(exist_ok=True)
     torch.save({"network_weights": network.state_dict(), "optimizer_state": {}, "current_epoch": 0,

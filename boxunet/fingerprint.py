@@ -70,7 +70,7 @@ def fingerprint_case(job: _CaseJob) -> dict:
     foreground = np.zeros(geometry.shape, dtype=bool)
     class_volumes_ml = {}
     if label is not None:
-        for value in description.foreground_labels:
+        for value in description.label_set.foreground_values:
             if value not in description.box_labels:
                 voxels = label == value
                 class_volumes_ml[str(value)] = float(np.count_nonzero(voxels)) * voxel_ml
@@ -144,7 +144,7 @@ def extract_fingerprint(cases: list[CaseFiles], description: DatasetDescription,
 
     class_volumes = {str(v): _statistics([r["class_volumes_ml"][str(v)] for r in results
                                           if str(v) in r["class_volumes_ml"]])
-                     for v in description.foreground_labels}
+                     for v in description.label_set.foreground_values}
     box_statistics = {}
     for value in description.box_labels:
         sizes = [size for r in results for size in r["box_sizes_mm"][str(value)]]

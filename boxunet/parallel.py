@@ -14,10 +14,17 @@ def default_num_processes() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def map_in_processes(function, items: list, num_processes: int, description: str, progress: bool = True) -> list:
+def _set_torch_threads(threads: int) -> None:
+    import torch  # only workers that run torch code ask for this
+    torch.set_num_threads(threads)
+
+
+def map_in_processes(function, items: list, num_processes: int, description: str, progress: bool = True,
+                     worker_threads: int | None = None) -> list:
     """Return ``[function(item) for item in items]``, computed by ``num_processes`` spawned workers.
 
     With one process (or one item) everything runs in this process, which makes debugging easy.
+    ``worker_threads`` sets torch's thread count at each worker's start (this process keeps its own).
     Results keep the order of ``items``. A worker that dies (usually out of memory) raises a
     BoxunetError that suggests a lower ``-np``.
     """
@@ -31,7 +38,9 @@ def map_in_processes(function, items: list, num_processes: int, description: str
             return results
         context = multiprocessing.get_context("spawn")
         results = [None] * len(items)
-        with ProcessPoolExecutor(min(num_processes, len(items)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(num_processes, len(items)), mp_context=context,
+                                 initializer=_set_torch_threads if worker_threads else None,
+                                 initargs=(worker_threads,) if worker_threads else ()) as pool:
             futures = {pool.submit(function, item): index for index, item in enumerate(items)}
             try:
                 for future in as_completed(futures):

@@ -24,11 +24,11 @@ BOX_TRAINER = "BoxThreeStage"
 
 BUILT_IN_TRAINERS = {
     STANDARD_TRAINER: "boxunet.training.trainer:Trainer",
-    BOX_TRAINER: "boxunet.training.box_trainers:BoxThreeStage",
-    "BoxFill": "boxunet.training.box_trainers:BoxFill",
-    "BoxIgnore": "boxunet.training.box_trainers:BoxIgnore",
-    "PseudoMaskIgnoreBoxBackground": "boxunet.training.box_trainers:PseudoMaskIgnoreBoxBackground",
-    "FullySupervised": "boxunet.training.box_trainers:FullySupervised",
+    BOX_TRAINER: "boxunet.training.box.three_stage:BoxThreeStage",
+    "BoxFill": "boxunet.training.box.trainers:BoxFill",
+    "BoxIgnore": "boxunet.training.box.trainers:BoxIgnore",
+    "PseudoMaskIgnoreBoxBackground": "boxunet.training.box.trainers:PseudoMaskIgnoreBoxBackground",
+    "FullySupervised": "boxunet.training.box.trainers:FullySupervised",
     "TwoStepAttention": "boxunet.kits.two_step_trainer:TwoStepAttention",
     "KiTSLocalizationEnsemble": "boxunet.kits.localization_ensemble:KiTSLocalizationEnsemble",
     "KiTSCoarseToFine": "boxunet.kits.coarse_to_fine:KiTSCoarseToFine",

@@ -43,10 +43,10 @@ def labels_to_boxes(dataset_folder: Path, labels: list[int], margin: int, connec
     if min_voxels < 1:
         raise BoxunetError(f"min voxels {min_voxels}: must be >= 1")
     description = load_dataset_json(folder)
-    undeclared = [label for label in labels if label not in description.foreground_labels]
+    undeclared = [label for label in labels if label not in description.label_set.foreground_values]
     if not labels or undeclared:
         raise BoxunetError(f"file {folder / 'dataset.json'}: label(s) {undeclared or labels} are not among the "
-                           f"declared foreground labels {description.foreground_labels}")
+                           f"declared foreground labels {description.label_set.foreground_values}")
 
     data = read_json(folder / "dataset.json")
     already_dropped = sorted(data.get(DROPPED_KEY, []))

@@ -1,4 +1,4 @@
-"""Seed 002's region mining pieces on hand-made data: anchors, negative sampling, box features, ACoL erasing."""
+"""[Fan 2022]'s region mining pieces on hand-made data: anchors, negative sampling, box features, ACoL erasing."""
 import json
 import os
 

@@ -1,4 +1,4 @@
-"""The box trainers: fusion masks and weight maps (seed 000 Eq. 5, 6), VWCE (Eq. 9), box samplers,
+"""The box trainers: fusion masks and weight maps ([Yang 2020] Eq. 5, 6), VWCE (Eq. 9), box samplers,
 label maps on the preprocessed grid, and a tiny three-stage training end to end."""
 import json
 from pathlib import Path
@@ -10,6 +10,7 @@ import torch
 from conftest import plan_tiny_3d_fullres, two_intensity_volume, write_tiny_dataset
 
 from boxunet.boxes.convcrf import CRFParameters
+from boxunet.cli.train import main as train_main
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
@@ -19,12 +20,14 @@ from boxunet.io.images import read_image, write_image
 from boxunet.planning.plans import load_plans
 from boxunet.preprocessing.grid_labels import raw_labels_to_grid, write_target
 from boxunet.trainers import get_trainer, trainer_for_dataset
-from boxunet.training.box_trainers import BoxThreeStage, box_loss, correct_class_prior, group_subsets
-from boxunet.training.data.box_samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
-from boxunet.training.distributed import ProcessGroupInfo
+from boxunet.training.box.losses import box_loss, correct_class_prior
+from boxunet.training.box.options import BoxThreeStageOptions
+from boxunet.training.box.samplers import BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler
+from boxunet.training.box.stage2 import group_subsets
+from boxunet.training.box.three_stage import BoxThreeStage
 from boxunet.training.losses import WeightedCELoss
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import Trainer, TrainingOptions
+from boxunet.training.trainer import Trainer
 
 
 def test_votes_and_weight_map_follow_equation_6():
@@ -238,8 +241,9 @@ def _request(trainer: str, **options) -> TrainingRequest:
     settings = dict(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                     save_every=1, progress_bar=False)
     settings.update(options)
-    return TrainingRequest("1", "3d_fullres", "0", get_trainer(trainer), device="cpu",
-                           options=TrainingOptions(**settings))
+    trainer_class = get_trainer(trainer)
+    return TrainingRequest("1", "3d_fullres", "0", trainer_class, device="cpu",
+                           options=trainer_class.options_class(**settings))
 
 
 def test_three_stage_training_end_to_end(box_dataset):
@@ -341,22 +345,18 @@ def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
     from boxunet.training.run import dataset_plans, prepare
     trainer_class = trainer_for_dataset(None, dataset_plans("1", "boxunetPlans")[1].box_labels)
     setup = prepare(TrainingRequest("1", "3d_fullres", "0", trainer_class, device="cpu"))
-    assert setup["trainer_class"].__name__ == "BoxThreeStage"
-    assert setup["output"].parent.name == "BoxThreeStage__boxunetPlans__3d_fullres"
+    assert trainer_class.__name__ == "BoxThreeStage"
+    assert setup.output.parent.name == "BoxThreeStage__boxunetPlans__3d_fullres"
 
     def trainer(**options):
-        return setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
-                                      setup["output"], setup["train"], setup["val"], TrainingOptions(**options),
-                                      ProcessGroupInfo())
+        return trainer_class(setup, BoxThreeStageOptions(**options))
     # the group networks' epochs are fixed when a run starts: `--c --epochs N` later leaves stage 2 alone
     assert trainer(epochs=7).options.group_epochs == 7
     assert trainer(epochs=7, group_epochs=3).options.group_epochs == 3
     with pytest.raises(BoxunetError, match="--k -1"):
         trainer(group_networks=-1)
-    with pytest.raises(BoxunetError, match="--k --loss: BoxFill does not use them"):
-        prepare(TrainingRequest("1", "3d_fullres", "0", get_trainer("BoxFill"), device="cpu",
-                                options=TrainingOptions(group_networks=0, box_loss="wce"),
-                                explicit_options=("group_networks", "box_loss")))
+    with pytest.raises(SystemExit, match="--k --loss: BoxFill does not use them"):
+        train_main(["1", "3d_fullres", "0", "-tr", "BoxFill", "--k", "0", "--loss", "wce", "-device", "cpu"])
 
 
 def test_convcrf_benchmark_reports_speed_and_memory(capsys):

@@ -17,7 +17,6 @@ from boxunet.preprocessing.previous_stage import network_input_channels, one_hot
 from boxunet.trainers import get_trainer
 from boxunet.training.data.previous_stage import PreviousStageToData, dilate, erode, remove_random_component
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import TrainingOptions
 
 
 def test_morphology_and_component_removal_on_hand_made_masks():
@@ -48,9 +47,11 @@ def test_previous_stage_moves_into_data_one_hot():
 
 
 def _train(configuration: str, fold: int, trainer: str = "Trainer", **options):
-    options = TrainingOptions(**dict(dict(epochs=1, iterations_per_epoch=2, validation_iterations=1,
-                                          augmentation_workers=0, save_every=1, progress_bar=False), **options))
-    return run_training(TrainingRequest("1", configuration, str(fold), get_trainer(trainer), device="cpu", options=options))
+    trainer_class = get_trainer(trainer)
+    options = trainer_class.options_class(**dict(dict(epochs=1, iterations_per_epoch=2, validation_iterations=1,
+                                                      augmentation_workers=0, save_every=1, progress_bar=False),
+                                                 **options))
+    return run_training(TrainingRequest("1", configuration, str(fold), trainer_class, device="cpu", options=options))
 
 
 def _cascade_dataset(roots, with_boxes: bool):

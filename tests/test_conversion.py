@@ -65,7 +65,7 @@ def test_kits21_and_23_use_regions(tmp_path, main, layout, segmentation, folder_
     assert data["regions_class_order"] == [1, 3, 2]
     assert data["label_names"] == {"1": "kidney", "2": "tumor", "3": "cyst"}
     assert data["numTraining"] == 2 and not (out / "imagesTs").exists()
-    assert load_dataset_json(out).has_regions
+    assert load_dataset_json(out).label_set.region_based
     original, _ = read_image(tmp_path / "repo" / layout / "case_00001" / segmentation)
     converted, _ = read_image(out / "labelsTr" / "case_00001.nii.gz")
     np.testing.assert_array_equal(original, converted)

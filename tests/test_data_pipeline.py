@@ -142,6 +142,32 @@ def test_extra_seg_channels_follow_spatial_augmentation_and_downsampling(cases):
         assert batch["target"][0][:, 1].sum() > 0
 
 
+class NamedMaskSampler(MaskChannelSampler):
+    """The label-1 mask as a named target."""
+
+    def __init__(self, *args, name: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_targets = (name,)
+
+
+@pytest.mark.parametrize("name", ["weights", "ignore"])
+def test_named_targets_leave_the_target_after_augmentation(cases, name):
+    patch = (12, 12, 12)
+    parameters = augmentation_parameters(patch)
+    sampler = NamedMaskSampler(cases, 4, parameters["initial_patch_size"], patch, 1.0, seed=0, name=name)
+    transforms = training_transforms(patch, parameters["rotation"], parameters["mirror_axes"], DS_SCALES_3D, False,
+                                     extra_targets=sampler.extra_targets)
+    np.random.seed(1)
+    batch = transforms(**sampler.generate_train_batch())
+    assert [tuple(t.shape) for t in batch[name]] == [(4, 1, 12, 12, 12), (4, 1, 12, 6, 6), (4, 1, 6, 3, 3)]
+    assert [t.shape[1] for t in batch["target"]] == [1, 1, 1], "the label map alone stays in target"
+    for target, named in zip(batch["target"], batch[name]):
+        mask = (target == 1).float()
+        # "weights" arrive as stacked; "ignore" travels as its complement and arrives as 1 where ignored
+        assert torch.equal(named, mask if name == "weights" else 1 - mask)
+    assert batch[name][0].sum() > 0 and batch[name][0].dtype == torch.float32
+
+
 def test_mask_outside_zeroes_masked_channels_only():
     data = np.ones((1, 2, 4, 4), np.float32)
     seg = np.zeros((1, 1, 4, 4), np.int8)

@@ -144,10 +144,9 @@ def test_kits_regions_round_trip_through_the_region_order():
     """KiTS21/23 labels -> the region targets training uses -> confident region logits -> labels again."""
     plans = dataclasses.replace(_plans((3.0, 0.9, 0.9)), regions_class_order=[1, 3, 2],
                                 labels={"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2})
-    from boxunet.planning.plans import regions_of
-    from boxunet.training.trainer import labels_to_regions
+    from boxunet.training.losses import labels_to_regions
     labels = np.random.default_rng(0).integers(0, 4, size=(1, 1, 4, 5, 6))
-    targets = labels_to_regions(torch.from_numpy(labels), regions_of(plans.labels))  # what training uses
+    targets = labels_to_regions(torch.from_numpy(labels), plans.label_set.regions)  # what training uses
     assert targets.shape == (1, 3, 4, 5, 6)
     assert torch.equal(targets[0, 1].bool(), torch.from_numpy(np.isin(labels[0, 0], [2, 3])))
     logits = (targets[0] * 2 - 1) * 10  # certain regions

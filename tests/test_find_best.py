@@ -17,7 +17,8 @@ from boxunet.errors import BoxunetError
 from boxunet.io.images import read_geometry
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import Trainer, TrainingOptions
+from boxunet.training.options import TrainingOptions
+from boxunet.training.trainer import Trainer
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 COMMANDS = {"boxunet_predict": predict_main, "boxunet_ensemble": ensemble_main,

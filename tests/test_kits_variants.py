@@ -34,10 +34,10 @@ from boxunet.training.data.sampler import ClassBalancedSampler
 from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
                                      binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
 from boxunet.training.run import TrainingRequest, run_training
-from boxunet.training.trainer import TrainingOptions
+from boxunet.training.options import TrainingOptions
 
 
-# ------------------------------------------------------------------------------ label assignment (seed 001)
+# ------------------------------------------------------------------------------ label assignment ([Zhang 2019])
 @pytest.mark.parametrize("kt,k,t", list(itertools.product((0, 1), repeat=3)))
 def test_label_assignment_truth_table(kt, k, t):
     expected = {(0, 0, 0): 0, (0, 0, 1): 0, (0, 1, 0): 0, (0, 1, 1): 0,
@@ -52,7 +52,7 @@ def test_label_assignment_checks_shapes():
         assign_labels(np.ones(3), np.ones(3), np.ones(4))
 
 
-# ------------------------------------------------------------------------------ heatmaps and WMSE (seed 001)
+# ------------------------------------------------------------------------------ heatmaps and WMSE ([Zhang 2019])
 def test_landmark_heatmaps_peak_at_each_kidneys_extreme_pixels():
     mask = np.zeros((3, 30, 40), bool)
     mask[1, 5:10, 4:9] = True        # kidney A: rows 5..9, columns 4..8
@@ -88,7 +88,7 @@ def test_weighted_mse_on_a_hand_computed_example():
     assert float(weighted_mse(torch.full((4,), 0.2), torch.zeros(4))) == pytest.approx(0.04 / 2)
 
 
-# ------------------------------------------------------------------------------ localization box (seed 001)
+# ------------------------------------------------------------------------------ localization box ([Zhang 2019])
 def test_roi_uses_the_landmark_box_when_the_transverse_widths_disagree():
     segmentation = [[2, 10], [5, 20], [10, 40]]           # width 30
     assert choose_box(segmentation, [[2, 10], [5, 20], [8, 42]]) == (segmentation, "segmentation")  # 34: within 20 %
@@ -103,7 +103,7 @@ def test_roi_uses_the_landmark_box_when_the_transverse_widths_disagree():
         [[1, 15], [5, 27], [9, 80]]
 
 
-# ------------------------------------------------------------------------------ kidney count (seed 004)
+# ------------------------------------------------------------------------------ kidney count ([KiTS19 coarse-to-fine])
 def _kidneys(count: int, spacing, volume_ml: float = 60.0) -> np.ndarray:
     """``count`` separate cuboid kidneys of about ``volume_ml`` each, plus a 2 ml speck of noise."""
     mask = np.zeros((60, 200, 300), bool)
@@ -168,7 +168,7 @@ def test_small_slice_components_and_lesions_connected_to_the_kidney():
     mask[0, 10:18, 10:18] = True
     mask[0, 18, 10] = True                       # 65 pixels: kept
     mask[1, 0:10, 0:10] = True                   # 100 pixels: kept
-    kept = remove_small_slice_components(mask, (0.78, 0.78))  # seed 001: more than 64 pixels at 0.78 mm
+    kept = remove_small_slice_components(mask, (0.78, 0.78))  # [Zhang 2019]: more than 64 pixels at 0.78 mm
     assert kept.sum() == 65 + 100 and not kept[0, :8, :8].any()
     assert remove_small_slice_components(mask, (1.0, 1.0), min_area_mm2=64.0).sum() == 65 + 100
     assert remove_small_slice_components(mask, (2 * 0.78, 0.78)).sum() == 64 + 65 + 100  # more than 32 pixels
@@ -182,7 +182,7 @@ def test_small_slice_components_and_lesions_connected_to_the_kidney():
     assert kept.sum() == 3 + 1 and not kept[2, 8:, 8:].any()
 
 
-# ------------------------------------------------------------------------------ 2-step attention head (seed 003)
+# ------------------------------------------------------------------------------ 2-step attention head ([Pan 2019])
 def _architecture() -> ArchitecturePlan:
     return ArchitecturePlan(features_per_stage=[8, 16, 16], conv_dim=3, kernel_sizes=[[3, 3, 3]] * 3,
                             strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=[1, 1, 1],
@@ -359,10 +359,11 @@ def _stand_in_pipeline(pipeline, rules: dict) -> list:
     (rule, heatmap rule or None))."""
     from types import SimpleNamespace
 
+    from boxunet.io.labels import Labels
     from boxunet.kits.stages import StageNetworks
     from boxunet.planning.plans import ConfigurationPlan
-    plans = SimpleNamespace(labels={"background": 0, "kidney": 1, "tumor": 2}, label_values=[0, 1, 2],
-                            num_input_channels=1)
+    labels = {"background": 0, "kidney": 1, "tumor": 2}
+    plans = SimpleNamespace(labels=labels, label_set=Labels.from_mapping(labels), num_input_channels=1)
     configurations = {}
     for stage in pipeline.stages:
         dim = stage.conv_dim

@@ -424,7 +424,7 @@ def test_plans_keep_labels_and_box_labels():
     plans = plan_experiment(_fingerprint([[1.0, 1.0, 1.0]] * 5, [[64, 64, 64]] * 5),
                             _description(box_labels=[2]), "D")
     assert plans.labels == {"background": 0, "kidney": 1, "tumor": 2}
-    assert plans.label_values == [0, 1, 2]
+    assert plans.label_set.values == [0, 1, 2]
     assert plans.box_labels == [2]
     with pytest.raises(BoxunetError, match="3d_lowres"):
         plans.configuration("3d_lowres")

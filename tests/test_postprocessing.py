@@ -91,7 +91,7 @@ def test_a_true_second_component_rejects_the_whole_foreground_step(tmp_path):
 
 
 def test_box_datasets_default_to_18_connectivity(roots, tmp_path):
-    """Seed 000's largest-component step uses 18-connectivity: the default for a dataset with box_labels."""
+    """[Yang 2020]'s largest-component step uses 18-connectivity: the default for a dataset with box_labels."""
     dataset = roots["raw"] / "Dataset001_Boxes"
     dataset.mkdir(parents=True)
     (dataset / "dataset.json").write_text(json.dumps({

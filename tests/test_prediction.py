@@ -33,7 +33,7 @@ class ConstantTrainer(Trainer):
     """A trainer whose network predicts fixed logits (used to check prediction's geometry handling)."""
 
     @classmethod
-    def build_network(cls, plans, configuration, num_outputs):
+    def build_network(cls, plans, configuration, num_outputs, settings):
         return _ConstantLogits(num_outputs)
 
 

@@ -9,9 +9,12 @@ from boxunet.errors import BoxunetError
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.trainers import get_trainer
 from boxunet.training.distributed import rank_share_of_batch
-from boxunet.training.run import TrainingRequest, resume_checkpoint, resumed_options, run_training
+from boxunet.training.box.options import BoxThreeStageOptions
+from boxunet.training.options import TrainingOptions
+from boxunet.training.run import TrainingRequest, resume_checkpoint, run_training
+from boxunet.training.schedules import paper_learning_rate, poly_learning_rate
 from boxunet.training.splits import create_splits
-from boxunet.training.trainer import Trainer, TrainingOptions, paper_learning_rate, poly_learning_rate
+from boxunet.training.trainer import Trainer
 
 
 def request(fold="0", epochs=2, **kwargs) -> TrainingRequest:
@@ -128,29 +131,25 @@ def test_data_parallel_ranks_oversample_like_one_process():
 
 
 def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path):
-    options = TrainingOptions(epochs=300, iterations_per_epoch=50, seed=7)
+    options = BoxThreeStageOptions(epochs=300, iterations_per_epoch=50, seed=7)
     for name, epoch in (("checkpoint_final.pth", 100), ("checkpoint_latest.pth", 150), ("checkpoint_best.pth", 140)):
         save_checkpoint({"network_weights": {}, "optimizer_state": {}, "current_epoch": epoch, "trainer_name": "Trainer",
                          "options": vars(options), "configuration": "3d_fullres"}, tmp_path / name)
     path, saved = resume_checkpoint(tmp_path)
     assert path.name == "checkpoint_latest.pth"
-    plain = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(progress_bar=False)),
-                            saved)
+    plain = BoxThreeStageOptions(progress_bar=False).resumed(saved, ())
     assert (plain.epochs, plain.iterations_per_epoch, plain.seed, plain.progress_bar) == (300, 50, 7, False)
-    extended = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(epochs=500),
-                                               explicit_options=("epochs",)), saved)
+    extended = BoxThreeStageOptions(epochs=500).resumed(saved, ("epochs",))
     assert (extended.epochs, extended.iterations_per_epoch) == (500, 50)
     with pytest.raises(BoxunetError, match=r"group_networks 3 -> 0.*box_loss 'vwce' -> 'wce'"):
-        resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_networks=0, box_loss="wce"),
-                                        explicit_options=("group_networks", "box_loss")), saved)
-    same = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_networks=3),
-                                           explicit_options=("group_networks",)), saved)
+        BoxThreeStageOptions(group_networks=0, box_loss="wce").resumed(saved, ("group_networks", "box_loss"))
+    same = BoxThreeStageOptions(group_networks=3).resumed(saved, ("group_networks",))
     assert same.group_networks == 3
     # a checkpoint saved before group epochs were fixed at the start: None meant the run's 300 epochs
     assert saved["group_epochs"] is None and plain.group_epochs == 300 and extended.group_epochs == 300
-    pinned = resumed_options(TrainingRequest("1", "3d_fullres", "0", options=TrainingOptions(group_epochs=300),
-                                             explicit_options=("group_epochs",)), saved)
+    pinned = BoxThreeStageOptions(group_epochs=300).resumed(saved, ("group_epochs",))
     assert pinned.group_epochs == 300
+    assert TrainingOptions(epochs=500).resumed(saved, ("epochs",)).epochs == 500, "the engine's options resume too"
 
 
 def test_region_training(roots):

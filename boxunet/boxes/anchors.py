@@ -1,15 +1,15 @@
-"""Anchor boxes on a feature pyramid and seed 002's choice of negative samples (2D, per slice).
+"""Anchor boxes on a feature pyramid and [Fan 2022]'s choice of negative samples (2D, per slice).
 
 Coordinates are (y, x) pixels of a slice; a box is ``[y0, x0, y1, x1]`` (min inclusive, max exclusive, as
 boxunet's box files). Level k of the pyramid (P2..P5) has stride ``2**k`` and anchors of area
-``(8 * stride)**2`` (32**2 on P2 up to 256**2 on P5, seed 002 after FPN) in the aspect ratios (height / width)
+``(8 * stride)**2`` (32**2 on P2 up to 256**2 on P5, [Fan 2022] after FPN) in the aspect ratios (height / width)
 1:1, 1:2 and 2:1, centred on every cell: ``H x W x 3`` anchors for a ``H x W`` feature map. An anchor is
 kept when at least half of it lies inside the slice, and clipped to it.
 
 Negative samples are anchors that overlap no annotated box at all. Per level the ``nearest_fraction`` whose
 centres are closest (Euclidean) to the centre of their nearest box are preferred; ``count`` of those,
 over all levels, are drawn at random. A positive box is read from level
-``floor(4 + log2(sqrt(h * w) / 224))`` clipped to the pyramid (FPN's rule, seed 002 Eq. 2).
+``floor(4 + log2(sqrt(h * w) / 224))`` clipped to the pyramid (FPN's rule, [Fan 2022] Eq. 2).
 """
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Stage 2 of the box trainer: fusion masks and voxel weight maps (seed 000, Eq. 5 and 6).
+"""Stage 2 of the box trainer: fusion masks and voxel weight maps ([Yang 2020], Eq. 5 and 6).
 
 For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K group networks:
 

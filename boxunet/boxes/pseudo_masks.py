@@ -1,4 +1,4 @@
-"""Stage 1 of the box trainer: pseudo masks from boxes (seed 000, section 3.2.1).
+"""Stage 1 of the box trainer: pseudo masks from boxes ([Yang 2020], section 3.2.1).
 
 Per box of label c, a region (the box plus ``context_mm`` on every side) is labelled c / not-c by a
 ConvCRF (boxunet.boxes.convcrf). What a box means fixes part of the answer: voxels outside every box
@@ -225,7 +225,7 @@ def assign_more_probable(result: np.ndarray, best: np.ndarray, region: tuple[sli
 
 
 def map_prior(box: Box, region: tuple[slice, ...], localization_map: np.ndarray) -> np.ndarray:
-    """Prior logit over ``region`` from a box-shaped localization map in [0, 1] (seed 002's unary: the map for
+    """Prior logit over ``region`` from a box-shaped localization map in [0, 1] ([Fan 2022]'s unary: the map for
     the label, 1 - map for background); 0 outside the box (those voxels are known not to be the label)."""
     prior = np.zeros(tuple(r.stop - r.start for r in region), dtype=np.float32)
     clipped = np.clip(localization_map, MAP_CLIP, 1 - MAP_CLIP)
@@ -243,7 +243,7 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
     ``image`` is (C, z, y, x), ``dense_labels`` (z, y, x) holds the labels of other classes (0 where
     unknown; box labels in it are ignored) or None. With ``method="boxfill"`` every box voxel that is not
     densely labelled becomes its box's label; ``"convcrf"`` infers it (see the module docstring);
-    ``"acol"`` refines ``localization_maps`` (one box-shaped map in [0, 1] per box, e.g. seed 002's fused ACoL
+    ``"acol"`` refines ``localization_maps`` (one box-shaped map in [0, 1] per box, e.g. [Fan 2022]'s fused ACoL
     maps, boxunet.boxes.region_mining) with the ConvCRF, the map as the only unary (no appearance model, one
     round). Where boxes of different labels overlap, the more probable label wins.
     """

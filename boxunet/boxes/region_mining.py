@@ -1,13 +1,13 @@
-"""Seed 002's region mining on slices: train the ACoL classifier (boxunet.nets.acol) on the annotated boxes
+"""[Fan 2022]'s region mining on slices: train the ACoL classifier (boxunet.nets.acol) on the annotated boxes
 (positives) and anchors that overlap no box (negatives, boxunet.boxes.anchors), then read a localization map
 for every box.
 
 Each 2D slice along axis 0 that a box of the mined label crosses is one training image: its positives are the
-boxes' in-slice rectangles, its negatives ``negatives`` anchors sampled as seed 002 does. Images are
+boxes' in-slice rectangles, its negatives ``negatives`` anchors sampled as [Fan 2022] does. Images are
 normalized per case and channel (clipped to the 0.5-99.5th percentiles, then zero mean and unit variance).
 The loss is the cross-entropy of both ACoL branches, with the classes weighted inversely to their counts in
-the batch: seed 002 pairs each slice's few boxes with 256 negatives, and an unweighted loss would be content
-to call everything background. Optimizer and rates are seed 002's (SGD, momentum 0.9, weight decay 5e-4,
+the batch: [Fan 2022] pairs each slice's few boxes with 256 negatives, and an unweighted loss would be content
+to call everything background. Optimizer and rates are [Fan 2022]'s (SGD, momentum 0.9, weight decay 5e-4,
 learning rate 1e-3, batches of 8 slices); its 50 epochs are the default.
 """
 from dataclasses import asdict, dataclass

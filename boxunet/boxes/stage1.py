@@ -7,7 +7,7 @@ collects them: per case and mean Dice of the boxes and of the pseudo masks again
 labels of the box labels when the dataset has them (they are read for the report only). An interrupted
 run resumes: a case whose outputs exist with the same method and parameters is not recomputed.
 
-``--method acol`` first trains one region miner per box label on every case's slices (seed 002,
+``--method acol`` first trains one region miner per box label on every case's slices ([Fan 2022],
 boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases (their
 boxes and image files) and the mining parameters are the same; a case's masks are recomputed whenever a
 miner changes. Each case's boxes get their fused ACoL maps, refined by the ConvCRF.
@@ -29,16 +29,16 @@ from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_mas
 from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_region_miner, normalize_channels,
                                          save_region_miner, stored_region_miner, train_region_miner, training_slices)
 from boxunet.errors import BoxunetError, DatasetError, Problem
-from boxunet.evaluation.metrics import dice
+from boxunet.evaluation.box_report import box_label_scores, mean_scores
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.boxes import Box, box_mask
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
-from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
 from boxunet.io.images import read_channels, read_image, write_image
 from boxunet.io.verification import case_header_problems, image_data_problems, verify_headers
 from boxunet.parallel import default_num_processes, map_in_processes
-from boxunet.paths import preprocessed_root, raw_root
+from boxunet.paths import raw_root
 
 STAGE1_FOLDER = Path("pseudo_labels") / "stage1"
 
@@ -56,6 +56,7 @@ class PseudoLabelRequest:
     progress: bool = True
     tuning: dict | None = None
     mining: RegionMiningParameters = field(default_factory=RegionMiningParameters)
+    folders: DatasetFolders | None = None  # the dataset's folders when the caller holds them (else found by name)
 
 
 @dataclass(frozen=True)
@@ -68,20 +69,29 @@ class _CaseJob:
     method: str
     parameters: PseudoMaskParameters
     device: str
-    threads: int
     mining: RegionMiningParameters | None = None  # with method "acol"
     miner_files: tuple[tuple[int, str], ...] = ()  # (box label, region miner file) with method "acol"
     miner_digests: tuple[tuple[int, str], ...] = ()  # (box label, digest of what its miner is trained on)
 
 
-def stage1_folder(dataset_name: str) -> Path:
-    """Where the stage-1 pseudo label maps of a dataset go."""
-    return preprocessed_root() / dataset_name / STAGE1_FOLDER
+def stage1_folder(preprocessed_dataset: Path) -> Path:
+    """Where the stage-1 pseudo label maps of a dataset go, in its preprocessed folder."""
+    return Path(preprocessed_dataset) / STAGE1_FOLDER
 
 
-def stage1_mask_path(dataset_name: str, case_id: str, file_ending: str) -> Path:
+def stage1_mask_path(preprocessed_dataset: Path, case_id: str, file_ending: str) -> Path:
     """The stage-1 pseudo label map of one case (raw geometry)."""
-    return stage1_folder(dataset_name) / f"{case_id}{file_ending}"
+    return stage1_folder(preprocessed_dataset) / f"{case_id}{file_ending}"
+
+
+def stage1_settings(preprocessed_dataset: Path) -> tuple[str, PseudoMaskParameters]:
+    """How the stage-1 masks were made (``--method``) and their parameters (tuned or given), from report.json;
+    the defaults when there is no report."""
+    report = stage1_folder(preprocessed_dataset) / "report.json"
+    if not report.is_file():
+        return "convcrf", PseudoMaskParameters()
+    record = read_json(report)
+    return record["method"], PseudoMaskParameters.from_json(record["parameters"])
 
 
 def _label_problems(case: CaseFiles, boxes: list[Box], description: DatasetDescription) -> tuple[list[Problem], list[int]]:
@@ -118,20 +128,17 @@ def _check_case(item: tuple[CaseFiles, DatasetDescription]) -> tuple[list[Proble
 
 
 def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple[Box, ...],
-                  box_labels: tuple[int, ...], reference_labels: tuple[int, ...],
-                  map_masks: dict[str, dict[int, np.ndarray]] | None = None) -> dict:
-    """Per box label: box count, pseudo-mask voxels and, against a reference, the Dice of the boxes, of the
-    pseudo mask and of every ``map_masks`` entry (``dice_<name>``; per label, a mask from localization maps)."""
+                  box_labels: tuple[int, ...], map_masks: dict[str, dict[int, np.ndarray]] | None = None) -> dict:
+    """Per box label: box count, pseudo-mask voxels and, against a reference that holds the label, the Dice of the
+    boxes, of the pseudo mask and of every ``map_masks`` entry (``dice_<name>``; per label, a mask from
+    localization maps)."""
     metrics = {}
     for label in box_labels:
-        entry = {"boxes": sum(1 for b in boxes if b.label == label),
-                 "pseudo_mask_voxels": int(np.count_nonzero(result == label))}
-        if reference is not None and label in reference_labels:
-            truth = reference == label
-            entry.update(dice_boxes=dice(box_mask(truth.shape, list(boxes), label), truth),
-                         dice_pseudo_mask=dice(result == label, truth))
-            entry.update({f"dice_{name}": dice(masks[label], truth) for name, masks in (map_masks or {}).items()})
-        metrics[str(label)] = entry
+        pseudo_mask = result == label
+        masks = {"pseudo_mask": pseudo_mask, **{name: by_label[label] for name, by_label in (map_masks or {}).items()}}
+        scores = box_label_scores(reference, list(boxes), label, masks)
+        metrics[str(label)] = {"boxes": scores.pop("boxes"), "pseudo_mask_voxels": int(np.count_nonzero(pseudo_mask)),
+                               **scores}
     return metrics
 
 
@@ -188,7 +195,6 @@ def _run_case(job: _CaseJob) -> dict:
     done = _finished(job)
     if done is not None:
         return done
-    torch.set_num_threads(job.threads)
     image, geometry = read_channels(list(job.case.images))
     reference = read_image(job.case.label)[0] if job.case.label is not None else None
     start = time.perf_counter()
@@ -197,8 +203,7 @@ def _run_case(job: _CaseJob) -> dict:
                           job.parameters, job.device, maps)
     seconds = time.perf_counter() - start
     record = {"case_id": job.case.case_id, "settings": _settings(job), "seconds": round(seconds, 3),
-              "labels": _case_metrics(result, reference, job.boxes, job.box_labels, job.reference_labels,
-                                      map_masks)}
+              "labels": _case_metrics(result, reference, job.boxes, job.box_labels, map_masks)}
     image_file, record_file = _outputs(job)
     write_image(result.astype(np.uint8), geometry, image_file)
     write_json(record, record_file)
@@ -210,20 +215,19 @@ def _means(records: list[dict], box_labels: tuple[int, ...]) -> dict:
     for label in box_labels:
         entries = [r["labels"][str(label)] for r in records]
         summary = {"seconds_per_case": round(float(np.mean([r["seconds"] for r in records])), 3)}
-        for key in ("dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask"):
-            values = [e[key] for e in entries if key in e and not np.isnan(e[key])]
-            if values:
-                summary[key] = round(float(np.mean(values)), 4)
-                summary["cases_with_reference"] = len(values)
+        for key, value in mean_scores(entries, ("dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask")).items():
+            summary[key] = value
+            summary["cases_with_reference"] = sum(1 for e in entries if key in e and not np.isnan(e[key]))
         means[str(label)] = summary
     return means
 
 
-def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
+def plan_jobs(request: PseudoLabelRequest) -> tuple[DatasetFolders, list[_CaseJob]]:
     """Verify the dataset (headers, boxes, labels against boxes) and list one job per training case."""
     if request.method not in METHODS:
         raise BoxunetError(f"unknown method {request.method!r}; choose one of {', '.join(METHODS)}")
-    folder = find_dataset_folder(request.dataset, raw_root())
+    folders = request.folders or DatasetFolders.named(find_dataset_folder(request.dataset, raw_root()).name)
+    folder = folders.require_raw("boxunet_pseudo_labels")
     description = load_dataset_json(folder)
     if not description.box_labels:
         raise BoxunetError(f"{folder / 'dataset.json'}: no \"box_labels\": this dataset has no boxes to turn into "
@@ -239,19 +243,18 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[str, list[_CaseJob]]:
     parameters = request.parameters
     if parameters.tightness and not description.tight_boxes:
         parameters = replace(parameters, tightness=False)  # the tightness prior holds for tight boxes only
-    output_folder = stage1_folder(folder.name)
-    threads = max(1, default_num_processes() // max(1, request.num_processes))
+    output_folder = stage1_folder(folders.preprocessed)
     miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
                         for label in description.box_labels) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
-                     stage1_mask_path(folder.name, case.case_id, description.file_ending), request.method,
-                     parameters, request.device, threads, request.mining if request.method == "acol" else None,
+                     stage1_mask_path(folders.preprocessed, case.case_id, description.file_ending), request.method,
+                     parameters, request.device, request.mining if request.method == "acol" else None,
                      miner_files)
             for case, (_, boxes, present) in zip(cases, checks)]
     if request.method == "acol":
         digests = tuple((label, _digest(miner_settings(jobs, label))) for label in description.box_labels)
         jobs = [replace(job, miner_digests=digests) for job in jobs]
-    return folder.name, jobs
+    return folders, jobs
 
 
 def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, dict]:
@@ -280,8 +283,8 @@ def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, dic
 
 def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
     """Write the stage-1 pseudo label map of every training case and ``report.json``; return the report."""
-    dataset_name, jobs = plan_jobs(request)
-    output_folder = stage1_folder(dataset_name)
+    folders, jobs = plan_jobs(request)
+    output_folder = stage1_folder(folders.preprocessed)
     output_folder.mkdir(parents=True, exist_ok=True)
     if request.overwrite:
         for job in jobs:
@@ -290,9 +293,10 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
                     os.remove(path)
     start = time.perf_counter()
     miners = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
-    records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress)
+    records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress,
+                               worker_threads=max(1, default_num_processes() // max(1, request.num_processes)))
     box_labels = jobs[0].box_labels
-    report = {"dataset": dataset_name, "method": request.method, "parameters": jobs[0].parameters.to_json(),
+    report = {"dataset": folders.name, "method": request.method, "parameters": jobs[0].parameters.to_json(),
               "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
               "mining": request.mining.to_json() if request.method == "acol" else None,
               "region_miners": miners,

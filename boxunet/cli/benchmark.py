@@ -13,6 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from boxunet.benchmarking import environment_with, measure_command, summarize
@@ -51,21 +52,24 @@ def benchmark_preprocess(dataset: str, repeats: int, num_processes: int, gpu_mem
 
 def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: int, device: str,
                     plans_name: str) -> dict:
-    """Median seconds per training iteration (``Trainer.train_step`` on real batches of fold 0) and peak memory."""
+    """Median seconds per training iteration (the standard ``Trainer.train_step`` on real batches of fold 0) and
+    peak memory."""
     import resource
 
     import torch
 
     from boxunet.training.distributed import ProcessGroupInfo
     from boxunet.training.run import TrainingRequest, prepare
-    from boxunet.training.trainer import TrainingOptions
+    from boxunet.training.options import TrainingOptions
+    from boxunet.training.trainer import Trainer
 
     options = TrainingOptions(augmentation_workers=0, progress_bar=False)
-    setup = prepare(TrainingRequest(dataset, configuration, "0", plans_name=plans_name, device=device, options=options))
+    setup = prepare(TrainingRequest(dataset, configuration, "0", Trainer, plans_name=plans_name, device=device,
+                                    options=options))
     torch_device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
     with tempfile.TemporaryDirectory(prefix="boxunet_benchmark_") as output:
-        trainer = setup["trainer_class"](setup["plans"], setup["configuration"], 0, setup["folder"], Path(output),
-                                         setup["train"], setup["val"], options, ProcessGroupInfo(0, 1, torch_device))
+        trainer = Trainer(replace(setup, output=Path(output)), options, ProcessGroupInfo(0, 1, torch_device))
+        trainer.initialize()
         train_iterator, _ = trainer._iterators_for(0)
         batches = [next(train_iterator) for _ in range(warmup + iterations)]
         trainer.close_iterators()
@@ -79,8 +83,8 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
             if index >= warmup:
                 seconds.append(time.perf_counter() - started)
     median = statistics.median(seconds)
-    summary = {"task": "train_step", "dataset": setup["folder"].name, "configuration": configuration,
-               "patch_size": setup["configuration"].patch_size, "batch_size": setup["configuration"].batch_size,
+    summary = {"task": "train_step", "dataset": setup.folders.name, "configuration": configuration,
+               "patch_size": setup.configuration.patch_size, "batch_size": setup.configuration.batch_size,
                "device": device, "threads": torch.get_num_threads(), "median_seconds_per_iteration": round(median, 3),
                "iterations_per_second": round(1 / median, 4), "all_seconds": [round(s, 3) for s in seconds],
                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}

@@ -10,7 +10,6 @@ from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
 from boxunet.paths import preprocessed_root, raw_root
-from boxunet.planning.plans import evaluation_targets
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 
@@ -83,7 +82,7 @@ def evaluate(arguments: argparse.Namespace) -> tuple[dict, dict[str, str], Path]
         label_names, file_ending = description.labels, description.file_ending
         case_classification = description.case_classification
         # the trainer's choice: every foreground region, or every label value (background included)
-        labels = evaluation_targets(description.labels)
+        labels = description.label_set.evaluation_targets
     output = arguments.output or arguments.prediction_folder / "summary.json"
     summary = evaluate_folders(arguments.reference_folder, arguments.prediction_folder, labels,
                                arguments.file_ending or file_ending, output,

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="memory budget that sets patch and batch size (default: %(default)s); e.g. 1 for CPU runs")
     parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"),
                         help="clip CT channels to this HU window and scale to [0, 1] instead of the fingerprint's "
-                             "percentiles + z-score (seed 000: -200 500)")
+                             "percentiles + z-score ([Yang 2020]: -200 500)")
     parser.add_argument("--target-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="override the 3d_fullres target spacing (array axis order)")
     parser.add_argument("--cascade", action="store_true",

@@ -11,7 +11,6 @@ from boxunet.io.dataset_json import load_dataset_json, parse_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.parallel import default_num_processes
 from boxunet.paths import raw_root
-from boxunet.planning.plans import evaluation_targets
 from boxunet.postprocessing.apply import apply_postprocessing_to_folder, folder_file_ending, label_map_files
 from boxunet.postprocessing.components import CONNECTIVITIES, default_connectivity
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
@@ -45,7 +44,7 @@ def build_determine_parser() -> argparse.ArgumentParser:
                         help="foreground labels, or regions as comma-separated labels (1,2)")
     parser.add_argument("--connectivity", type=int, choices=CONNECTIVITIES[3],
                         help="6 (faces), 18 (and edges) or 26 (and corners) neighbours (default: 18 for datasets "
-                             "with box_labels, as seed 000's largest-component step; else 26)")
+                             "with box_labels, as [Yang 2020]'s largest-component step; else 26)")
     parser.add_argument("-np", "--num-processes", type=int, default=DEFAULT_NUM_PROCESSES,
                         help="worker processes (default: %(default)s)")
     return parser
@@ -63,7 +62,7 @@ def _targets_ending_connectivity(arguments: argparse.Namespace) -> tuple[list, s
     else:
         _, dataset_json = read_model_files(arguments.prediction, "prediction folder")
         description = parse_dataset_json(dataset_json, str(arguments.prediction / DATASET_JSON))
-    return (evaluation_targets(description.labels), description.file_ending,
+    return (description.label_set.evaluation_targets, description.file_ending,
             arguments.connectivity or default_connectivity(description.box_labels))
 
 

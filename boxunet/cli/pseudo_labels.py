@@ -2,12 +2,15 @@
 import argparse
 import json
 
+import torch
+
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters
 from boxunet.boxes.region_mining import RegionMiningParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.boxes.tuning import tune_parameters
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
+from boxunet.parallel import default_num_processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (1 -> Dataset001_*) or folder name")
     parser.add_argument("--method", choices=METHODS, default="convcrf",
                         help="convcrf (default), boxfill (every box voxel not densely labelled is the box label) or "
-                             "acol (seed 002: ACoL region mining on slices, refined by the ConvCRF)")
+                             "acol ([Fan 2022]: ACoL region mining on slices, refined by the ConvCRF)")
     parser.add_argument("--mining-parameters", default="{}",
                         help='with --method acol: JSON overriding the region miner\'s parameters, e.g. '
                              '\'{"epochs": 20, "negatives": 128}\' (documentation/box_supervision.md)')
@@ -71,6 +74,7 @@ def _run(arguments) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     arguments = build_parser().parse_args(argv)
+    torch.set_num_threads(default_num_processes())  # this process's cases use every core (workers: their share)
     report = run_cli(_run, arguments, interrupted_hint="finished cases are kept; rerun the same command to resume")
     if not arguments.quiet:
         for label, summary in report["mean"].items():

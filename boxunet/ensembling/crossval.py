@@ -13,7 +13,7 @@ from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.io.model_folder import read_model_files, write_model_files
 from boxunet.paths import DATASET_JSON
-from boxunet.planning.plans import evaluation_targets
+from boxunet.planning.plans import Plans
 
 
 @dataclass
@@ -79,12 +79,13 @@ def merge_cross_validation(model_folder: Path, folds: list[str], reference_folde
     if missing:
         raise BoxunetError(f"model {model_folder.name}: fold(s) {', '.join(missing)} have no finished validation "
                            f"(fold_N/validation/summary.json); train them (boxunet_train ... --npz) or leave them out with -f")
-    plans, dataset_json = read_model_files(model_folder)
+    plans_json, dataset_json = read_model_files(model_folder)
+    plans = Plans.from_json(plans_json)
     ending = dataset_json["file_ending"]
     files = _validation_files(model_folder, folds, ending)
     output = model_folder / crossval_folder_name(folds)
     shutil.rmtree(output, ignore_errors=True)  # rebuilt from the folds: nothing stale survives a rerun
-    write_model_files(output, plans, model_folder / DATASET_JSON)
+    write_model_files(output, plans_json, model_folder / DATASET_JSON)
     for case_id, label_map in files.items():
         _link_or_copy(label_map, output / label_map.name)
         for suffix in (".npz", ".json"):
@@ -92,7 +93,7 @@ def merge_cross_validation(model_folder: Path, folds: list[str], reference_folde
             if extra.is_file():
                 _link_or_copy(extra, output / extra.name)
     case_ids = sorted(files)
-    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans["labels"]), ending,
+    summary = evaluate_folders(reference_folder, output, plans.label_set.evaluation_targets, ending,
                                output_file=output / "summary.json", num_processes=num_processes, case_ids=case_ids,
-                               label_names=plans["labels"])
+                               label_names=plans.labels)
     return CrossValidation(model_folder, output, summary, case_ids)

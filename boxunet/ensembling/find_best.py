@@ -23,7 +23,7 @@ from boxunet.io.model_folder import parse_model_folder_name, read_model_files
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import model_folder_name, preprocessed_root, results_root
-from boxunet.planning.plans import evaluation_targets
+from boxunet.planning.plans import Plans
 from boxunet.postprocessing.components import default_connectivity
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
@@ -88,7 +88,7 @@ def validation_reference(models: list[Path], folds: list[str], dataset_name: str
     masks the box trainers fall back to. Cross-validation, ensembles and postprocessing are scored against
     the same; models validated against different references cannot be compared."""
     dense = preprocessed_root() / dataset_name / "gt_segmentations"
-    stage1 = stage1_folder(dataset_name)
+    stage1 = stage1_folder(preprocessed_root() / dataset_name)
     used = {}
     for model in models:
         for fold in folds:
@@ -107,17 +107,19 @@ def _ensemble_cross_validations(first: CrossValidation, second: CrossValidation,
     output = ensembles_folder / f"ensemble___{first.name}___{second.name}___{crossval_folder_name(folds)}"
     shutil.rmtree(output, ignore_errors=True)
     cases = ensemble_folders([first.folder, second.folder], output, num_processes=num_processes)
-    plans, dataset_json = read_model_files(output, "ensemble folder")
-    summary = evaluate_folders(reference_folder, output, evaluation_targets(plans["labels"]), dataset_json["file_ending"],
+    plans_json, dataset_json = read_model_files(output, "ensemble folder")
+    plans = Plans.from_json(plans_json)
+    summary = evaluate_folders(reference_folder, output, plans.label_set.evaluation_targets, dataset_json["file_ending"],
                                output_file=output / "summary.json", num_processes=num_processes, case_ids=cases,
-                               label_names=plans["labels"])
+                               label_names=plans.labels)
     return CrossValidation(output, output, summary, cases)
 
 
 def _decide_postprocessing(result: CrossValidation, reference_folder: Path, num_processes: int) -> dict:
-    """Keep-largest-component decision; with 18-connectivity for box datasets (seed 000), else 26."""
-    plans, dataset_json = read_model_files(result.folder, "cross-validation folder")
-    return determine_postprocessing(reference_folder, result.folder, evaluation_targets(plans["labels"]),
+    """Keep-largest-component decision; with 18-connectivity for box datasets ([Yang 2020]), else 26."""
+    plans_json, dataset_json = read_model_files(result.folder, "cross-validation folder")
+    plans = Plans.from_json(plans_json)
+    return determine_postprocessing(reference_folder, result.folder, plans.label_set.evaluation_targets,
                                     dataset_json["file_ending"], result.folder,
                                     connectivity=default_connectivity(dataset_json.get("box_labels")),
                                     num_processes=num_processes, case_ids=result.case_ids)

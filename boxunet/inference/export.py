@@ -19,27 +19,22 @@ import torch
 from boxunet.io.images import Geometry, write_image
 from boxunet.io.probabilities import write_probabilities
 from boxunet.postprocessing.apply import apply_postprocessing
-from boxunet.planning.plans import ConfigurationPlan, Plans, regions_of
+from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.resampling import resample_volume, separate_z_axis
 
 BACKGROUND_LOGIT = -1e4  # exp and sigmoid give exactly 0 in float32; representable in float16
 
 
-def has_regions(plans: Plans) -> bool:
-    """True when the labels define regions (sigmoid outputs, one per region, no background channel)."""
-    return bool(regions_of(plans.labels))
-
-
 def background_fill(plans: Plans, num_channels: int, logits: bool = False) -> list[float]:
     """Per-channel value of a confident background voxel, as probabilities or as logits."""
     foreground = BACKGROUND_LOGIT if logits else 0.0
-    if has_regions(plans):
+    if plans.label_set.region_based:
         return [foreground] * num_channels
     return [0.0 if logits else 1.0] + [foreground] * (num_channels - 1)
 
 
 def _label_dtype(plans: Plans):
-    return np.uint8 if max(plans.label_values) < 256 else np.uint16
+    return np.uint8 if max(plans.label_set.values) < 256 else np.uint16
 
 
 def _as_numpy(array) -> np.ndarray:
@@ -50,7 +45,7 @@ def _scores_to_segmentation(scores, plans: Plans, region_threshold: float) -> np
     """Argmax of (K, *spatial) scores, or in region mode each region whose score exceeds ``region_threshold``
     painted with its label, in ``regions_class_order`` (later regions overwrite)."""
     scores = _as_numpy(scores)
-    if not has_regions(plans):
+    if not plans.label_set.region_based:
         return np.argmax(scores, axis=0).astype(_label_dtype(plans))
     segmentation = np.zeros(scores.shape[1:], dtype=_label_dtype(plans))
     for channel, label in zip(scores, plans.regions_class_order):
@@ -120,7 +115,7 @@ def _segmentation_in_crop(logits: np.ndarray, properties: dict, plans: Plans, co
                           order: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The cropped label map, class by class; in softmax mode also the per-voxel maximum logit."""
     segmentation = np.zeros(properties["shape_after_cropping_and_before_resampling"], dtype=_label_dtype(plans))
-    if has_regions(plans):
+    if plans.label_set.region_based:
         for volume, label in zip(logits, plans.regions_class_order):
             segmentation[_resample_channel(volume, properties, configuration, order) > 0] = label
         return segmentation, None

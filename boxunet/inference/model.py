@@ -67,7 +67,7 @@ def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: s
             raise BoxunetError(f"checkpoint {path} has {fold_outputs} outputs and mirror axes {list(fold_axes)}, "
                                f"unlike fold {folds[0]} ({num_outputs}, {list(mirror_axes)}); the folds are not one model")
         num_outputs, mirror_axes = fold_outputs, fold_axes
-        network = trainer_class.network_from_checkpoint(plans, configuration, state)
+        network = trainer_class.build_network(plans, configuration, fold_outputs, state)
         try:
             network.load_state_dict(state["network_weights"])
         except RuntimeError as error:

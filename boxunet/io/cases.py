@@ -32,6 +32,17 @@ def case_id_problem(case_id: str) -> str | None:
     return None
 
 
+def safe_cases(channels_by_case: dict[str, dict[int, Path]], problems: list[Problem]):
+    """(case id, channel files) of ``channels_by_case`` in order; a case whose id is unsafe is reported in
+    ``problems`` and left out."""
+    for case_id, channels in sorted(channels_by_case.items()):
+        reason = case_id_problem(case_id)
+        if reason:
+            problems.append(Problem(case_id, str(channels[min(channels)]), reason))
+            continue
+        yield case_id, channels
+
+
 def group_channel_files(folder: Path, file_ending: str, num_channels: int,
                         allow_unsuffixed_single_channel: bool = False) -> tuple[dict[str, dict[int, Path]], list[Problem]]:
     """Group ``<case>_<XXXX><ending>`` files of ``folder`` by case; return {case: {channel: path}} and problems.
@@ -82,16 +93,12 @@ def list_training_cases(dataset_folder: Path, description: DatasetDescription) -
         return [], [Problem("-", str(images_folder), "imagesTr folder is missing")]
     channels_by_case, problems = group_channel_files(images_folder, ending, description.num_channels)
 
-    dense_labels = [v for v in description.foreground_labels if v not in description.box_labels]
+    dense_labels = description.label_set.dense_values
     labels_required = bool(dense_labels) or not description.box_labels
     boxes_required = bool(description.box_labels)
     seen_lowercase: dict[str, str] = {}
     cases = []
-    for case_id, channels in sorted(channels_by_case.items()):
-        reason = case_id_problem(case_id)
-        if reason:
-            problems.append(Problem(case_id, str(channels[min(channels)]), reason))
-            continue
+    for case_id, channels in safe_cases(channels_by_case, problems):
         if case_id.lower() in seen_lowercase:
             problems.append(Problem(case_id, str(channels[min(channels)]),
                                     f"case id is not unique: it differs from {seen_lowercase[case_id.lower()]!r} only by case"))

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boxunet.errors import BoxunetError
+from boxunet.io.labels import Labels
 
 
 @dataclass
@@ -47,26 +48,9 @@ class DatasetDescription:
         return len(self.channel_names)
 
     @property
-    def label_values(self) -> list[int]:
-        """The integer label values, background included, in increasing order."""
-        values = set()
-        for value in self.labels.values():
-            values.update(value if isinstance(value, tuple) else (value,))
-        return sorted(values)
-
-    @property
-    def foreground_labels(self) -> list[int]:
-        return [value for value in self.label_values if value != 0]
-
-    @property
-    def has_regions(self) -> bool:
-        return any(isinstance(value, tuple) for value in self.labels.values())
-
-    @property
-    def regions(self) -> dict[str, tuple[int, ...]]:
-        """Every foreground label or region as a tuple of label values (region mode)."""
-        return {name: value if isinstance(value, tuple) else (value,)
-                for name, value in self.labels.items() if value not in (0, (0,))}
+    def label_set(self) -> Labels:
+        """What the labels stand for (values, regions, outputs; boxunet.io.labels)."""
+        return Labels.from_mapping(self.labels, self.regions_class_order, self.box_labels)
 
     def to_json(self) -> dict:
         data = dict(self.extra)
@@ -147,7 +131,7 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
         else:
             fail(f"label {name!r} must be an int or a list of ints (a region); got {value!r}")
     description = DatasetDescription(channel_names, labels, 0, "")
-    values = description.label_values
+    values = description.label_set.values
     if values != list(range(len(values))):
         fail(f"label values must be consecutive ints starting at 0 (background); got {values}")
 
@@ -172,13 +156,14 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
              f'e.g. {{"2": 0}}; got {box_margins!r}')
 
     regions_class_order = data.get("regions_class_order")
-    if description.has_regions and regions_class_order is None:
+    if description.label_set.region_based and regions_class_order is None:
         fail('labels define regions, so "regions_class_order" is required (the label written for each region, '
              'in the order regions are painted)')
 
-    if regions_class_order is not None and len(regions_class_order) != len(description.regions):
+    foreground = description.label_set.foreground_entries
+    if regions_class_order is not None and len(regions_class_order) != len(foreground):
         fail(f'"regions_class_order" has {len(regions_class_order)} entries but labels define '
-             f"{len(description.regions)} foreground labels/regions; give one label per region")
+             f"{len(foreground)} foreground labels/regions; give one label per region")
     description.num_training = num_training
     description.file_ending = file_ending
     description.box_labels = sorted(box_labels)

@@ -1,8 +1,10 @@
-"""Find a dataset folder from an id (``1`` -> ``Dataset001_*``) or its full name."""
+"""Find a dataset folder from an id (``1`` -> ``Dataset001_*``) or its full name; a dataset's folders."""
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from boxunet.errors import BoxunetError
+from boxunet.paths import preprocessed_root, raw_root, results_root
 
 _NAME_PATTERN = re.compile(r"^Dataset(\d{3})_[A-Za-z0-9_\-]+$")
 
@@ -37,3 +39,27 @@ def dataset_id_of(name: str) -> int:
     if not match:
         raise BoxunetError(f"dataset {name!r}: a dataset folder is named like Dataset001_Name")
     return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class DatasetFolders:
+    """The folders of one dataset, resolved once: the raw dataset (None where this machine lacks it), its
+    preprocessed folder and its results folder (which holds the model folders)."""
+
+    name: str
+    raw: Path | None
+    preprocessed: Path
+    results: Path
+
+    @classmethod
+    def named(cls, name: str) -> "DatasetFolders":
+        """The folders of the dataset folder name ``name`` in the three roots."""
+        raw = raw_root() / name
+        return cls(name, raw if raw.is_dir() else None, preprocessed_root() / name, results_root() / name)
+
+    def require_raw(self, purpose: str) -> Path:
+        """The raw dataset folder; a clear error saying what needs it when it is missing."""
+        if self.raw is None:
+            raise BoxunetError(f"{purpose} needs the raw dataset {raw_root() / self.name}; set boxunet_raw to the "
+                               "folder holding it")
+        return self.raw

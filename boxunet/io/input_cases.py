@@ -1,8 +1,8 @@
 """The cases of a folder of images to predict, checked before any prediction starts."""
 from pathlib import Path
 
-from boxunet.errors import BoxunetError, DatasetError, Problem
-from boxunet.io.cases import CaseFiles, case_id_problem, group_channel_files
+from boxunet.errors import BoxunetError, DatasetError
+from boxunet.io.cases import CaseFiles, group_channel_files, safe_cases
 from boxunet.io.dataset_json import DatasetDescription
 from boxunet.io.verification import case_header_problems
 
@@ -26,11 +26,7 @@ def list_prediction_cases(input_folder: Path, description: DatasetDescription) -
     channels_by_case, problems = group_channel_files(input_folder, ending, description.num_channels,
                                                      allow_unsuffixed_single_channel=True)
     cases = []
-    for case_id, channels in sorted(channels_by_case.items()):
-        reason = case_id_problem(case_id)
-        if reason:
-            problems.append(Problem(case_id, str(channels[min(channels)]), reason))
-            continue
+    for case_id, channels in safe_cases(channels_by_case, problems):
         if len(channels) < description.num_channels or max(channels) >= description.num_channels:
             continue  # reported by group_channel_files
         case = CaseFiles(case_id, tuple(channels[c] for c in range(description.num_channels)))

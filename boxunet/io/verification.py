@@ -72,10 +72,10 @@ def label_data_problems(case_id: str, path: Path, label: np.ndarray, description
         if not np.all(label == np.round(label)):
             return [Problem(case_id, str(path), "label map contains non-integer values")]
     values = np.unique(label).astype(np.int64).tolist()
-    undeclared = [v for v in values if v not in description.label_values]
+    undeclared = [v for v in values if v not in description.label_set.values]
     if undeclared:
         return [Problem(case_id, str(path),
-                        f"label values {undeclared} are not declared in dataset.json labels {description.label_values}")]
+                        f"label values {undeclared} are not declared in dataset.json labels {description.label_set.values}")]
     return []
 
 

@@ -1,4 +1,4 @@
-"""``KiTSCoarseToFine``: seed 004's coarse-to-fine pipeline with kidney-count abnormality detection.
+"""``KiTSCoarseToFine``: [KiTS19 coarse-to-fine]'s coarse-to-fine pipeline with kidney-count abnormality detection.
 
 One ``boxunet_train DATASET 3d_fullres FOLD -tr KiTSCoarseToFine`` trains five binary networks (Dice + CE),
 each planned on its grid (boxunet.kits.grids):
@@ -50,7 +50,7 @@ def _slices(box: list[list[int]]) -> tuple[slice, ...]:
 
 
 class KiTSCoarseToFine(KiTSPipeline):
-    """Seed 004's pipeline (see the module docstring)."""
+    """[KiTS19 coarse-to-fine]'s pipeline (see the module docstring)."""
 
     stages = (COARSE, CORRECTION, FINE, TUMOR, TUMOR_2D)
 

@@ -1,9 +1,9 @@
 """Connected-component rules of the KiTS variants.
 
-* ``remove_small_slice_components`` (seed 001's tumor postprocessing): in every slice along axis 0, keep
-  only the 2D components (8-connectivity) larger than ``min_area_mm2``. Seed 001 keeps components of more
+* ``remove_small_slice_components`` ([Zhang 2019]'s tumor postprocessing): in every slice along axis 0, keep
+  only the 2D components (8-connectivity) larger than ``min_area_mm2``. [Zhang 2019] keeps components of more
   than 64 pixels at 0.78 x 0.78 mm, i.e. 38.9 mm2, given in mm2 so that it carries over to any spacing.
-* ``keep_connected_to`` (seed 004): of lesions found outside a region of interest, keep only those that
+* ``keep_connected_to`` ([KiTS19 coarse-to-fine]): of lesions found outside a region of interest, keep only those that
   touch it (26-connectivity).
 """
 import cc3d

@@ -5,15 +5,15 @@
 * ``coarse``: the whole case downsampled by ``COARSE_FACTOR`` along every axis (localization, coarse model);
   its label map holds one label, the kidney value, for every kidney label (the coarse networks segment
   their union), so that downsampling leaves no seam between kidney and tumor;
-* ``roi``: cropped to the box of every kidney label, expanded by ``ROI_MARGIN_MM`` a side (seed 001's K_T, K);
-* ``tumor``: cropped to the tumor's box expanded by ``TUMOR_MARGIN_MM`` (seed 001's T); a case without tumor
+* ``roi``: cropped to the box of every kidney label, expanded by ``ROI_MARGIN_MM`` a side ([Zhang 2019]'s K_T, K);
+* ``tumor``: cropped to the tumor's box expanded by ``TUMOR_MARGIN_MM`` ([Zhang 2019]'s T); a case without tumor
   gets its ``roi`` crop, so the tumor network also sees tumor-free kidneys;
 * ``sagittal``: a window of ``SAGITTAL_WINDOW_MM`` (z, y) around the kidneys' centroid, over every x (seed
   004's correction model);
 * ``kidney``: one derived case per kidney (``<case>_k0``, ``<case>_k1``, ...): a window of
   ``KIDNEY_WINDOW_MM`` in-plane around the kidney's centroid, over its slices plus ``KIDNEY_Z_MARGIN_MM``
-  (seed 004's fine model);
-* ``kidney_frame``: cropped to the box of every kidney label with a frame of ``KIDNEY_FRAME_MM`` (seed 004's
+  ([KiTS19 coarse-to-fine]'s fine model);
+* ``kidney_frame``: cropped to the box of every kidney label with a frame of ``KIDNEY_FRAME_MM`` ([KiTS19 coarse-to-fine]'s
   tumor models).
 
 A case with no kidney label keeps the whole image on the cropped grids. Derived cases are stored like
@@ -43,9 +43,9 @@ from boxunet.preprocessing.storage import finished_case_signature, save_case
 from boxunet.training.data.dataset import PreprocessedCases
 
 COARSE_FACTOR = 4
-# seed 001 expands tumor boxes by 8 x 16 x 16 voxels at 3 x 0.78 x 0.78 mm, i.e. about 12 / 6 / 6 mm a side
+# [Zhang 2019] expands tumor boxes by 8 x 16 x 16 voxels at 3 x 0.78 x 0.78 mm, i.e. about 12 / 6 / 6 mm a side
 TUMOR_MARGIN_MM = (12.0, 6.0, 6.0)
-# seed 004 at 3 x 0.78 x 0.78 mm: sagittal crops of 64 x 256 voxels, kidney crops of 160 x 160, a frame of 30
+# [KiTS19 coarse-to-fine] at 3 x 0.78 x 0.78 mm: sagittal crops of 64 x 256 voxels, kidney crops of 160 x 160, a frame of 30
 SAGITTAL_WINDOW_MM = (192.0, 200.0)
 KIDNEY_WINDOW_MM = 125.0
 KIDNEY_Z_MARGIN_MM = 15.0

@@ -1,4 +1,4 @@
-"""Per-slice landmark and boundary heatmaps: the regression targets of seed 001's multi-task branches.
+"""Per-slice landmark and boundary heatmaps: the regression targets of [Zhang 2019]'s multi-task branches.
 
 Both are built slice by slice along axis 0 (the transverse slices of a (z, y, x) array): ones are put at
 the chosen pixels of a slice, the slice is smoothed with a 2D Gaussian of ``sigma`` pixels, and divided by

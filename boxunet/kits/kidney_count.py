@@ -1,7 +1,7 @@
-"""Counting kidneys and the abnormal-case rule of seed 004.
+"""Counting kidneys and the abnormal-case rule of [KiTS19 coarse-to-fine].
 
 A kidney is a connected component (26-connectivity) of the kidney mask (every kidney label, tumor and cyst
-included) whose volume reaches ``min_volume_ml``. Seed 004 counts components of at least 10,000 voxels at
+included) whose volume reaches ``min_volume_ml``. [KiTS19 coarse-to-fine] counts components of at least 10,000 voxels at
 3 x 0.7816 x 0.7816 mm (18.3 ml, below the 154 +/- 33 ml of an adult kidney so that a partly segmented
 kidney still counts, above the volume of noise); given in ml, the threshold carries over to any spacing.
 A case whose count is not 2 is abnormal.

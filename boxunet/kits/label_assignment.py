@@ -1,4 +1,4 @@
-"""The label-assignment ensemble of seed 001: three binary decisions per voxel become a KiTS label map.
+"""The label-assignment ensemble of [Zhang 2019]: three binary decisions per voxel become a KiTS label map.
 
 ``K_T`` segments kidney and tumor as one class, ``K`` the kidney, ``T`` the tumor (networks of the same type,
 e.g. the folds, are averaged before). Labels come from K and T and are kept only inside K_T, whose extent

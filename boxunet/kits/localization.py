@@ -1,4 +1,4 @@
-"""The region of interest of seed 001's localization stage.
+"""The region of interest of [Zhang 2019]'s localization stage.
 
 The localization network segments kidney and tumor as one class on a coarse grid and regresses the
 landmark heatmaps (boxunet.kits.heatmaps). Its segmentation box is used unless its transverse width (the
@@ -12,7 +12,7 @@ from boxunet.cropping import mask_bbox
 
 LANDMARK_THRESHOLD = 0.5
 WIDTH_TOLERANCE = 0.2
-# seed 001 expands boxes by 16 x 128 x 128 voxels at 3 x 0.78 x 0.78 mm, i.e. about 24 / 50 / 50 mm a side
+# [Zhang 2019] expands boxes by 16 x 128 x 128 voxels at 3 x 0.78 x 0.78 mm, i.e. about 24 / 50 / 50 mm a side
 ROI_MARGIN_MM = (24.0, 50.0, 50.0)
 
 
@@ -25,7 +25,7 @@ def landmark_box(heatmaps: np.ndarray, threshold: float = LANDMARK_THRESHOLD) ->
 
 def choose_box(segmentation_box: list[list[int]] | None, landmark_box_: list[list[int]] | None,
                width_tolerance: float = WIDTH_TOLERANCE) -> tuple[list[list[int]] | None, str]:
-    """The box seed 001 crops to, and where it came from ("segmentation", "landmarks" or "none")."""
+    """The box [Zhang 2019] crops to, and where it came from ("segmentation", "landmarks" or "none")."""
     if segmentation_box is None or landmark_box_ is None:
         chosen = segmentation_box or landmark_box_
         return chosen, "none" if chosen is None else ("segmentation" if segmentation_box else "landmarks")

@@ -1,4 +1,4 @@
-"""``KiTSLocalizationEnsemble``: seed 001's localization cascade with a label-assignment ensemble.
+"""``KiTSLocalizationEnsemble``: [Zhang 2019]'s localization cascade with a label-assignment ensemble.
 
 One ``boxunet_train DATASET 3d_fullres FOLD -tr KiTSLocalizationEnsemble`` trains four binary networks, each
 a plans U-Net with a heatmap regression branch (boxunet.nets.regression) trained with Dice + CE and WMSE:
@@ -43,7 +43,7 @@ LOCALIZATION, KIDNEY_AND_TUMOR, KIDNEY, TUMOR = (
 
 
 class KiTSLocalizationEnsemble(KiTSPipeline):
-    """Seed 001's pipeline (see the module docstring)."""
+    """[Zhang 2019]'s pipeline (see the module docstring)."""
 
     stages = (LOCALIZATION, KIDNEY_AND_TUMOR, KIDNEY, TUMOR)
 

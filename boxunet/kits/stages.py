@@ -10,6 +10,7 @@ stores them together in the fold's ``checkpoint_final.pth`` with their configura
 """
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -24,13 +25,14 @@ from boxunet.kits.grids import derive_grid, derived_case_ids, grid_configuration
 from boxunet.kits.heatmaps import LANDMARKS, boundary_heatmap, landmark_heatmaps
 from boxunet.nets.regression import RegressionUNet
 from boxunet.nets.unet import build_network
-from boxunet.planning.plans import ConfigurationPlan, Plans, configuration_from_json, output_label_values
+from boxunet.planning.plans import ConfigurationPlan, Plans, configuration_from_json
 from boxunet.preprocessing.storage import finished_case_signature
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.sampler import ClassBalancedSampler
 from boxunet.training.distributed import barrier
 from boxunet.training.losses import AuxiliaryHeadLoss, weighted_mse
-from boxunet.training.trainer import Trainer, result_options
+from boxunet.training.options import result_options
+from boxunet.training.trainer import Trainer
 
 FOREGROUND_THRESHOLD = 0.5
 LABEL_LOGIT = 20.0  # the assigned label gets a probability above 0.999 999 (softmax and sigmoid)
@@ -67,6 +69,11 @@ class Stage:
     def regression_channels(self) -> int:
         return {"landmarks": len(LANDMARKS), "boundary": 1}.get(self.heatmaps, 0)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Stage":
+        """A stage from its ``asdict`` form (as a checkpoint records it)."""
+        return cls(**dict(data, centre_classes=tuple(data["centre_classes"])))
+
     def network(self, architecture, input_channels: int) -> nn.Module:
         """The stage's network (two outputs: background, foreground)."""
         channels = input_channels + int(self.kidney_mask_input)
@@ -95,15 +102,18 @@ class HeatmapLoss(nn.Module):
 class StageTrainer(Trainer):
     """Trains one stage's binary network on its grid's derived cases."""
 
-    def __init__(self, stage: Stage, labels: dict[str, list[int]], identity: dict, *args, **kwargs):
-        self.stage, self.labels, self.identity = stage, labels, identity
+    def __init__(self, stage: Stage, kits_labels: dict[str, list[int]], identity: dict, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.stage, self.kits_labels, self.identity = stage, kits_labels, identity
 
-    def state(self) -> dict:
-        return dict(super().state(), stage_identity=self.identity)
+    def network_settings(self) -> dict:
+        return {"stage_identity": self.identity}  # also what a stored stage network must match to be reused
 
-    def build_network(self, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
-        return self.stage.network(configuration.architecture, plans.num_input_channels)
+    @classmethod
+    def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int,
+                      settings: Mapping) -> nn.Module:
+        stage = Stage.from_json(settings["stage_identity"]["stage"])
+        return stage.network(configuration.architecture, plans.num_input_channels)
 
     def build_loss(self) -> nn.Module:
         loss = super().build_loss()
@@ -114,7 +124,7 @@ class StageTrainer(Trainer):
         return outputs[0] if self.stage.heatmaps else outputs
 
     def loss_inputs(self, batch: dict):
-        foreground = torch.tensor(self.labels[self.stage.foreground])
+        foreground = torch.tensor(self.kits_labels[self.stage.foreground])
         targets = [torch.isin(t[:, :1], foreground).long().to(self.device, non_blocking=True) for t in batch["target"]]
         return targets, None, None
 
@@ -122,13 +132,13 @@ class StageTrainer(Trainer):
         data = super().batch_input(batch)
         if not self.stage.kidney_mask_input:
             return data
-        kidney = torch.isin(batch["target"][0][:, :1], torch.tensor(self.labels["kidney_and_tumor"]))
+        kidney = torch.isin(batch["target"][0][:, :1], torch.tensor(self.kits_labels["kidney_and_tumor"]))
         return torch.cat([data, kidney.to(data.device, data.dtype)], dim=1)
 
-    def sampler_options(self) -> dict:
+    def sampler_options(self, targets: Path | None) -> dict:
         if not self.stage.centre_classes:
             return {}
-        classes = [v for group in self.stage.centre_classes for v in self.labels[group]]
+        classes = [v for group in self.stage.centre_classes for v in self.kits_labels[group]]
         return {"sampler_class": ClassBalancedSampler, "sampler_arguments": {"centre_classes": classes}}
 
 
@@ -140,7 +150,7 @@ class StageNetworks(nn.Module):
         super().__init__()
         self.configurations = configurations
         self.kits_labels = kits_label_values(plans.labels)
-        self.output_values = output_label_values(plans)
+        self.output_values = plans.label_set.output_values
         self.stages = nn.ModuleDict({stage.name: stage.network(configurations[stage.name].architecture,
                                                                plans.num_input_channels) for stage in stages})
 
@@ -181,14 +191,18 @@ class KiTSPipeline(Trainer):
 
     stages: tuple[Stage, ...] = ()
 
-    def __init__(self, plans: Plans, configuration: ConfigurationPlan, fold, preprocessed_folder: Path, *args,
-                 **kwargs):
-        self.kits_labels = kits_label_values(plans.labels, str(Path(preprocessed_folder) / "dataset.json"))
-        if configuration.architecture.conv_dim != 3 or configuration.previous_stage:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kits_labels = kits_label_values(self.plans.labels, str(self.folders.preprocessed / "dataset.json"))
+        if self.configuration.architecture.conv_dim != 3 or self.configuration.previous_stage:
             raise BoxunetError(f"{type(self).__name__} runs on a 3D configuration without previous stage "
-                               f"(e.g. 3d_fullres), not {configuration.name}")
+                               f"(e.g. 3d_fullres), not {self.configuration.name}")
         self.stage_configurations, self.stage_cases, self.stage_identities = None, None, None
-        super().__init__(plans, configuration, fold, preprocessed_folder, *args, **kwargs)
+
+    def initialize(self) -> None:
+        """Derive the grids and plan the stages (``_prepare_grids``), then build."""
+        self._prepare_grids()
+        super().initialize()
 
     @classmethod
     def predict_case(cls, networks: list[StageNetworks], data: torch.Tensor, spacing: list[float],
@@ -196,15 +210,14 @@ class KiTSPipeline(Trainer):
         """The label map of one preprocessed case ``(C, *shape)`` at ``spacing`` and its report details."""
         raise NotImplementedError(f"{cls.__name__} does not define predict_case")
 
-    def build_network(self, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
-        if self.stage_configurations is None:
-            self._prepare_grids()
-        return StageNetworks(plans, self.stages, self.stage_configurations)
-
     @classmethod
-    def network_from_checkpoint(cls, plans: Plans, configuration: ConfigurationPlan, state: dict) -> nn.Module:
-        configurations = {name: configuration_from_json(c) for name, c in state["stage_configurations"].items()}
+    def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int,
+                      settings: Mapping) -> nn.Module:
+        configurations = {name: configuration_from_json(c) for name, c in settings["stage_configurations"].items()}
         return StageNetworks(plans, cls.stages, configurations)
+
+    def network_settings(self) -> dict:
+        return {"stage_configurations": {name: asdict(c) for name, c in self.stage_configurations.items()}}
 
     @classmethod
     def predict_preprocessed(cls, networks, data, configuration, num_outputs, mirror_axes, step_size, device,
@@ -222,11 +235,11 @@ class KiTSPipeline(Trainer):
 
     def load(self, path: Path, weights_only: bool = False) -> None:
         """Restore a pipeline checkpoint with the stage configurations it was trained with."""
-        recorded = {name: configuration_from_json(c)
-                    for name, c in load_checkpoint(path)["stage_configurations"].items()}
+        state = load_checkpoint(path)
+        recorded = {name: configuration_from_json(c) for name, c in state["stage_configurations"].items()}
         if recorded != self.stage_configurations:
             self.stage_configurations = recorded
-            self.network = StageNetworks(self.plans, self.stages, recorded).to(self.device)
+            self.network = self.build_network(self.plans, self.configuration, self.num_outputs, state).to(self.device)
             self.optimizer, self.training_network = self.build_optimizer(), self.network
         super().load(path, weights_only)
 
@@ -234,21 +247,18 @@ class KiTSPipeline(Trainer):
         self.network.set_deep_supervision(False)  # the pipeline predicts with the full-resolution outputs only
         return super().perform_validation()
 
-    def state(self) -> dict:
-        return dict(super().state(), stage_configurations={k: asdict(v) for k, v in self.stage_configurations.items()})
-
     def _prepare_grids(self) -> None:
         """Derive the grids of this fold's cases (main process; the others wait), list each stage's derived
         training and validation cases and plan its network."""
         grids = sorted({stage.grid for stage in self.stages})
         if self.group.is_main:
             for grid in grids:
-                derive_grid(self.preprocessed_folder, self.configuration, grid, self.train_cases + self.val_cases,
+                derive_grid(self.folders.preprocessed, self.configuration, grid, self.train_cases + self.val_cases,
                             self.kits_labels)
         barrier(self.group)
         self.stage_configurations, self.stage_cases, self.stage_identities = {}, {}, {}
         for stage in self.stages:
-            folder = grid_folder(self.preprocessed_folder, self.configuration, stage.grid)
+            folder = grid_folder(self.folders.preprocessed, self.configuration, stage.grid)
             train, val = derived_case_ids(folder, self.train_cases), derived_case_ids(folder, self.val_cases)
             configuration = grid_configuration(self.plans, self.configuration, folder, train, stage.conv_dim)
             self.stage_cases[stage.name], self.stage_configurations[stage.name] = (train, val), configuration
@@ -275,9 +285,11 @@ class KiTSPipeline(Trainer):
         folder.mkdir(parents=True, exist_ok=True)
         stage_plans = replace(self.plans, labels={"background": 0, stage.foreground: 1}, regions_class_order=None)
         train, val = self.stage_cases[stage.name]
-        trainer = StageTrainer(stage, self.kits_labels, self.stage_identities[stage.name], stage_plans,
-                               self.stage_configurations[stage.name], self.fold, self.preprocessed_folder, folder,
-                               train, val, self.options, self.group)
+        setup = replace(self.setup, plans=stage_plans, configuration=self.stage_configurations[stage.name],
+                        train_cases=train, val_cases=val, output=folder)
+        trainer = StageTrainer(stage, self.kits_labels, self.stage_identities[stage.name], setup, self.options,
+                               self.group)
+        trainer.initialize()
         if self._same_run(folder / "checkpoint_latest.pth", stage):
             trainer.load(folder / "checkpoint_latest.pth")
         if self.log:

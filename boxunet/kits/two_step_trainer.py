@@ -1,4 +1,4 @@
-"""``TwoStepAttention``: the plans' U-Net with seed 003's 2-step attention head (boxunet.nets.two_step),
+"""``TwoStepAttention``: the plans' U-Net with [Pan 2019]'s 2-step attention head (boxunet.nets.two_step),
 trained with the segmentation loss plus the binary cross-entropy of the head's first step.
 
 When dataset.json has a ``"case_classification"`` (boxunet.io.dataset_json.CaseClassification), the network
@@ -8,6 +8,8 @@ class is the majority vote, over the sliding-window patches that hold the label 
 segmentation, of each patch's most likely class (ties: the higher summed probability; no such patch: no
 class); the prediction report gives the class and the votes per case.
 """
+from typing import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from boxunet.inference.precision import autocast
 from boxunet.inference.sliding_window import pad_to_window, patch_windows
 from boxunet.io.dataset_json import parse_case_classification
 from boxunet.nets.two_step import TwoStepUNet
-from boxunet.planning.plans import ConfigurationPlan, Plans, output_label_values, regions_of
+from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.previous_stage import network_input_channels
 from boxunet.training.losses import AuxiliaryHeadLoss, binary_cross_entropy_of_foreground
 from boxunet.training.trainer import Trainer
@@ -33,10 +35,10 @@ def _two_step_network(plans: Plans, configuration: ConfigurationPlan, num_output
                           num_case_classes=len(classes))
     network.case_classification = case_classification
     # the output channel whose prediction marks the classified label: its region, or the label itself
-    targets = output_label_values(plans)
+    targets = plans.label_set.output_values
     label = case_classification["label"] if case_classification else None
     network.classified_channel = targets.index([label]) if [label] in targets else None
-    network.region_outputs = bool(regions_of(plans.labels))
+    network.region_outputs = plans.label_set.region_based
     return network
 
 
@@ -72,31 +74,33 @@ def majority_class(tally: np.ndarray, classes: list[str]) -> str | None:
 
 
 class TwoStepAttention(Trainer):
-    """Binary (kidney and tumor vs. background) attention, then the classes (seed 003, Eq. 1); optionally the
+    """Binary (kidney and tumor vs. background) attention, then the classes ([Pan 2019], Eq. 1); optionally the
     case classification of the module docstring."""
 
     def __init__(self, *args, **kwargs):
-        self.case_classification, self._case_classes = None, {}
         super().__init__(*args, **kwargs)
+        self.case_classification, self._case_classes = None, {}
 
-    def build_network(self, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
-        description = parse_case_classification(self.dataset_json.get("case_classification"), plans.labels,
+    def initialize(self) -> None:
+        """Read the case classification of dataset.json (a bad one is an error naming the file), then build."""
+        description = parse_case_classification(self.dataset_json.get("case_classification"), self.plans.labels,
                                                 self._dataset_json_error)
         self.case_classification = description.to_json() if description else None
         if self.case_classification:
             del self.case_classification["cases"]  # per-case training labels are not part of the model
             self._case_classes = description.cases
-        return _two_step_network(plans, configuration, num_outputs, self.case_classification)
-
-    def _dataset_json_error(self, message: str):
-        raise BoxunetError(f"file {self.preprocessed_folder / 'dataset.json'}: {message}")
+        super().initialize()
 
     @classmethod
-    def network_from_checkpoint(cls, plans: Plans, configuration: ConfigurationPlan, state: dict) -> nn.Module:
-        return _two_step_network(plans, configuration, int(state["num_outputs"]), state.get("case_classification"))
+    def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int,
+                      settings: Mapping) -> nn.Module:
+        return _two_step_network(plans, configuration, num_outputs, settings.get("case_classification"))
 
-    def state(self) -> dict:
-        return dict(super().state(), case_classification=self.case_classification)
+    def network_settings(self) -> dict:
+        return {"case_classification": self.case_classification}
+
+    def _dataset_json_error(self, message: str):
+        raise BoxunetError(f"file {self.folders.preprocessed / 'dataset.json'}: {message}")
 
     def build_loss(self) -> nn.Module:
         return AuxiliaryHeadLoss(super().build_loss(), binary_cross_entropy_of_foreground)

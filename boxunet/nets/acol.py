@@ -1,11 +1,11 @@
-"""The region-mining classifier of seed 002: a 2D feature pyramid, box features, and adversarial
+"""The region-mining classifier of [Fan 2022]: a 2D feature pyramid, box features, and adversarial
 complementary learning (ACoL).
 
 * ``PyramidBackbone``: a small residual encoder (no torchvision) whose stages have strides 4, 8, 16, 32
   (C2..C5), fused top-down into P2..P5 with ``pyramid_channels`` channels (FPN).
 * ``roi_features``: the features of a box on its pyramid level, sampled bilinearly on an ``R x R`` grid
-  over the box (the role RoIAlign plays in seed 002).
-* ``ACoLHead``: two classifiers A and B (conv 3x3 to 512 channels, ReLU, conv 1x1 to 2 classes; seed 002's
+  over the box (the role RoIAlign plays in [Fan 2022]).
+* ``ACoLHead``: two classifiers A and B (conv 3x3 to 512 channels, ReLU, conv 1x1 to 2 classes; [Fan 2022]'s
   layers), each giving a class map whose spatial mean is the box's logits (CAM). A's foreground map,
   ReLU'd and min-max normalized, erases the box features where it exceeds the salient threshold delta
   (0.6); B classifies what is left, so it must find the parts A did not use. The fused localization map

@@ -1,4 +1,4 @@
-"""A U-Net with a heatmap regression branch (seed 001's multi-task networks).
+"""A U-Net with a heatmap regression branch ([Zhang 2019]'s multi-task networks).
 
 The branch (conv -> norm -> nonlin, then a 1x1 conv and a sigmoid) reads the full-resolution decoder features
 that the segmentation head reads, and regresses ``regression_channels`` heatmaps in [0, 1] (landmarks or

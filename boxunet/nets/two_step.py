@@ -1,4 +1,4 @@
-"""The 2-step attention head of seed 003 (Eq. 1) on the plans' U-Net.
+"""The 2-step attention head of [Pan 2019] (Eq. 1) on the plans' U-Net.
 
 From the full-resolution decoder features X, a binary classifier Phi_1 (1x1 conv, background vs. kidney and
 tumor) and a feature block F (conv -> norm -> nonlin, 32 channels) are computed side by side; the
@@ -12,7 +12,7 @@ returns ``(outputs, binary_logits)``: ``outputs`` is the U-Net's list (Y first) 
 two-channel Phi_1 logits at full resolution; with deep supervision off it returns Y alone, so prediction
 treats it like any U-Net.
 
-With ``num_case_classes`` the network also classifies patches (seed 003's classification branch): the
+With ``num_case_classes`` the network also classifies patches ([Pan 2019]'s classification branch): the
 bottleneck features, averaged over space, go through a linear layer to ``1 + num_case_classes`` logits (0:
 the patch holds none of the classified structure, then one per case class). In training mode it then
 returns ``((outputs, binary_logits), class_logits)``; ``classify(x)`` gives the class logits alone.

@@ -78,7 +78,7 @@ def plan_experiment(fingerprint: dict, description: DatasetDescription, dataset_
     spacings, shapes, fullres = spacings[:, forward], shapes[:, forward], fullres[forward]
     median_shape = _median_shape_at(fullres, spacings, shapes)
     dataset_voxels = float(np.sum(np.prod(shapes * spacings / fullres, axis=1)))
-    num_classes = len(description.regions) if description.has_regions else len(description.label_values)
+    num_classes = description.label_set.num_outputs
 
     full_patch = plan_patch_and_batch(fullres.tolist(), median_shape.tolist(), num_classes, memory_gb, dataset_voxels)
     configurations = {}

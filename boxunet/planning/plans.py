@@ -3,9 +3,11 @@
 Everything preprocessing and training need to reproduce a configuration is here.
 """
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 from boxunet.io.atomic import read_json, write_json
+from boxunet.io.labels import Labels
 
 
 @dataclass
@@ -100,13 +102,10 @@ class Plans:
                                f"available: {sorted(self.configurations)}")
         return self.configurations[name]
 
-    @property
-    def label_values(self) -> list[int]:
-        """All integer label values, background included, in increasing order."""
-        values = set()
-        for value in self.labels.values():
-            values.update(value if isinstance(value, list) else [value])
-        return sorted(values)
+    @cached_property
+    def label_set(self) -> Labels:
+        """What the labels stand for (values, regions, outputs, class names; boxunet.io.labels)."""
+        return Labels.from_mapping(self.labels, self.regions_class_order, self.box_labels)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -125,31 +124,6 @@ def configuration_from_json(data: dict) -> ConfigurationPlan:
     values["architecture"] = ArchitecturePlan(**data["architecture"])
     values["resampling"] = ResamplingPlan(**data.get("resampling", {}))
     return ConfigurationPlan(**values)
-
-
-def regions_of(labels: dict) -> list[int | tuple[int, ...]]:
-    """The foreground regions of a ``labels`` mapping (dataset.json or plans) in which a region is a list or
-    tuple of label values, in order; empty when no label is a region. A plain label stays an int, so
-    summaries key it "2" (as nnU-Net) rather than "(2,)"."""
-    if not any(isinstance(value, (list, tuple)) for value in labels.values()):
-        return []
-    return [tuple(value) if isinstance(value, (list, tuple)) else value
-            for value in labels.values() if value not in (0, [0], (0,))]
-
-
-def output_label_values(plans: "Plans") -> list[list[int]]:
-    """Per output channel of a network trained on ``plans``: the label values it stands for (its region's, or
-    its one label value, background included for label outputs)."""
-    return [list(t) if isinstance(t, tuple) else [t] for t in regions_of(plans.labels) or plans.label_values]
-
-
-def evaluation_targets(labels: dict) -> list[int | tuple[int, ...]]:
-    """What gets evaluated for a ``labels`` mapping: its foreground regions when labels define regions,
-    else every integer label value (background included), in increasing order."""
-    values = set()
-    for value in labels.values():
-        values.update(value if isinstance(value, (list, tuple)) else [value])
-    return regions_of(labels) or sorted(values)
 
 
 def save_plans(plans: Plans, path: Path) -> None:

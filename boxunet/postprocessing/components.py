@@ -3,11 +3,11 @@ import cc3d
 import numpy as np
 
 CONNECTIVITIES = {2: (4, 8), 3: (6, 18, 26)}
-BOX_DATASET_CONNECTIVITY = 18  # seed 000's "3D MC": largest component with 18-connectivity
+BOX_DATASET_CONNECTIVITY = 18  # [Yang 2020]'s "3D MC": largest component with 18-connectivity
 
 
 def default_connectivity(box_labels) -> int:
-    """The connectivity of keep-largest-component decisions: 18 for box datasets (seed 000), else 26."""
+    """The connectivity of keep-largest-component decisions: 18 for box datasets ([Yang 2020]), else 26."""
     return BOX_DATASET_CONNECTIVITY if box_labels else 26
 
 

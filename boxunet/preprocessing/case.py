@@ -97,7 +97,7 @@ def preprocess_case(data: np.ndarray, geometry: Geometry, plans: Plans, configur
         "shape_before_cropping": [geometry.shape[a] for a in forward], "bbox_used_for_cropping": bbox,
         "shape_after_cropping_and_before_resampling": shape_after_crop, "spacing_after_transpose": spacing,
     }
-    dense_labels = [v for v in plans.label_values if v != 0 and v not in plans.box_labels] if has_labels else []
+    dense_labels = plans.label_set.dense_values if has_labels else []
     shapes = {c.name: shape_at_spacing(shape_after_crop, spacing, target_spacing_3d(c, spacing)) for c in configurations}
     plane_only_shapes = {tuple(shapes[c.name]) for c in configurations if not c.resample_out_of_plane}
     plane_results: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}

@@ -18,7 +18,7 @@ from boxunet.preprocessing.grid_labels import raw_labels_to_grid
 
 def previous_stage_labels(plans: Plans) -> list[int]:
     """The label values that get an input channel: every foreground label, in increasing order."""
-    return [value for value in plans.label_values if value != 0]
+    return plans.label_set.foreground_values
 
 
 def network_input_channels(plans: Plans, configuration: ConfigurationPlan) -> int:
@@ -46,10 +46,10 @@ def read_previous_stage(path: Path, properties: dict, plans: Plans, configuratio
     mismatch = Geometry.from_json(properties["geometry"]).mismatch(geometry)
     if mismatch:
         raise BoxunetError(f"case {case_id}: previous-stage segmentation {path} does not match the image: {mismatch}")
-    unknown = sorted(set(np.unique(segmentation).tolist()) - set(plans.label_values))
+    unknown = sorted(set(np.unique(segmentation).tolist()) - set(plans.label_set.values))
     if unknown:
         raise BoxunetError(f"case {case_id}: previous-stage segmentation {path} holds values {unknown} that are not "
-                           f"labels of the dataset ({plans.label_values})")
+                           f"labels of the dataset ({plans.label_set.values})")
     return raw_labels_to_grid(segmentation, properties, plans, configuration)
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from boxunet.errors import BoxunetError
 
@@ -104,3 +106,16 @@ def shutdown(info: ProcessGroupInfo) -> None:
     """Leave the process group."""
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def training_network(network: nn.Module, group: ProcessGroupInfo, compile_network: bool) -> nn.Module:
+    """``network`` as a training step calls it: compiled when asked (CUDA only), and wrapped for data-parallel
+    training in a group of several processes (synchronized batch norm on CUDA)."""
+    device = group.device
+    if compile_network and device.type == "cuda":
+        network = torch.compile(network)
+    if group.distributed:
+        if device.type == "cuda":
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    return network

@@ -19,6 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def labels_to_regions(labels: torch.Tensor, regions: list) -> torch.Tensor:
+    """Region targets ``(B, R, *)`` (float 0/1) of a label map ``(B, 1, *)``: channel r is 1 where the label is one
+    of region r's values (``regions`` as ``Labels.regions`` gives them)."""
+    return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device).reshape(-1)) for r in regions],
+                     1).float()
+
+
 @contextmanager
 def _float32(tensor: torch.Tensor):
     with torch.autocast(device_type=tensor.device.type, enabled=False):
@@ -113,7 +120,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_mask: torch
 
 
 class WeightedCELoss(nn.Module):
-    """Cross-entropy with class weights and optional voxel weights: WCE (seed 000 Eq. 8) and, with voxel
+    """Cross-entropy with class weights and optional voxel weights: WCE ([Yang 2020] Eq. 8) and, with voxel
     weights, VWCE (Eq. 9)."""
 
     def __init__(self, class_weights: torch.Tensor | list[float]):
@@ -170,7 +177,7 @@ class DiceBCELoss(nn.Module):
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Seed 001's WMSE for heatmap regression, the mean of two terms over the whole batch:
+    """[Zhang 2019]'s WMSE for heatmap regression, the mean of two terms over the whole batch:
 
     ``sum_{t>0} (l - t)^2 / sum_{t>0} t`` and ``sum_{t<=0} (l - t)^2 / #{t<=0}``.
 
@@ -240,8 +247,8 @@ def binary_cross_entropy_of_foreground(logits: torch.Tensor, target: torch.Tenso
 class AuxiliaryHeadLoss(nn.Module):
     """The loss of a network that returns ``(segmentation outputs, auxiliary output)``: the segmentation loss
     (e.g. with deep supervision) plus ``weight`` x ``auxiliary(auxiliary output, full-resolution target,
-    ignore mask, voxel weights)``. Seed 003's 2-step loss (binary + ternary) has
-    ``auxiliary=binary_cross_entropy_of_foreground``; seed 001's multi-task loss a heatmap WMSE."""
+    ignore mask, voxel weights)``. [Pan 2019]'s 2-step loss (binary + ternary) has
+    ``auxiliary=binary_cross_entropy_of_foreground``; [Zhang 2019]'s multi-task loss a heatmap WMSE."""
 
     def __init__(self, segmentation_loss: nn.Module, auxiliary, weight: float = 1.0):
         super().__init__()

@@ -1,25 +1,32 @@
-"""Set up and run one training (``boxunet_train``): folders, plans, splits, trainer, devices, processes."""
+"""Set up and run one training (``boxunet_train``): folders, plans, splits, trainer, devices, processes.
+
+The trainer class comes with the request (the command-line layer resolves names in boxunet.trainers); the
+run resolves everything else once (``prepare`` -> ``TrainingSetup``), checks it before any process starts
+or any file is written, sets the thread count at each process's entry and builds the trainer there.
+"""
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
 from boxunet.errors import BoxunetError
-from boxunet.io.model_folder import write_model_files
 from boxunet.io.atomic import read_json
 from boxunet.io.checkpoint import load_checkpoint
-from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
+from boxunet.io.model_folder import write_model_files
 from boxunet.parallel import default_num_processes
-from boxunet.paths import PLANS_FILE_NAME, model_folder, preprocessed_root, raw_root
+from boxunet.paths import DATASET_JSON, PLANS_FILE_NAME, model_folder_name, preprocessed_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.planning.plans import Plans, load_plans
 from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
                                           shutdown)
+from boxunet.training.options import TrainingOptions
 from boxunet.training.previous_stage import previous_stage_files
-from boxunet.training.splits import fold_cases, load_or_create_splits
-from boxunet.training.trainer import RUNTIME_OPTIONS, Trainer, TrainingOptions
+from boxunet.training.setup import TrainingSetup
+from boxunet.training.splits import SPLITS_FILE, fold_cases, load_or_create_splits
+from boxunet.training.trainer import Trainer
 
 RESUME_ORDER = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
@@ -37,8 +44,12 @@ class TrainingRequest:
     num_gpus: int = 1
     continue_training: bool = False
     validation_only: bool = False
-    options: TrainingOptions = field(default_factory=TrainingOptions)
+    options: TrainingOptions | None = None  # None: the defaults of the trainer's options_class
     explicit_options: tuple[str, ...] = ()  # options given on the command line; they win over a resumed run's
+
+    @property
+    def trainer_options(self) -> TrainingOptions:
+        return self.trainer.options_class() if self.options is None else self.options
 
 
 def plans_file(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
@@ -81,47 +92,43 @@ def dataset_plans(dataset: str, plans_name: str) -> tuple[Path, Plans]:
     return folder, load_plans(plans_file(folder, plans_name))
 
 
-def prepare(request: TrainingRequest) -> dict:
+def prepare(request: TrainingRequest) -> TrainingSetup:
     """Resolve and check everything a training needs, before any process starts or any file is written."""
     folder, plans = dataset_plans(request.dataset, request.plans_name)
+    folders = DatasetFolders.named(folder.name)
     configuration = plans.configuration(request.configuration)
-    trainer_class = request.trainer
-    trainer_name = trainer_class.__name__
-    ignored = [flag for name, flag in Trainer.TRAINER_SPECIFIC_OPTIONS.items()
-               if name in request.explicit_options and name not in trainer_class.reads_options]
-    if ignored:
-        raise BoxunetError(f"{' '.join(ignored)}: {trainer_name} does not use {'them' if len(ignored) > 1 else 'it'} "
-                           "(the box options are BoxThreeStage's)")
+    trainer_name = request.trainer.__name__
+    request.trainer.check_options(request.trainer_options)
     fold = _parse_fold(str(request.fold))
     check_device(request.device, request.num_gpus)
     case_ids = _preprocessed_case_ids(folder / configuration.data_identifier, request.dataset, request.configuration)
-    raw_folder = raw_root() / folder.name
-    splits = load_or_create_splits(folder, case_ids, raw_folder if raw_folder.is_dir() else None)
-    train, val = fold_cases(splits, fold, case_ids, str(folder / "splits_final.json"))
+    splits = load_or_create_splits(folder, case_ids, folders.raw)
+    train, val = fold_cases(splits, fold, case_ids, str(folder / SPLITS_FILE))
+    file_ending = read_json(folder / DATASET_JSON)["file_ending"]
     if configuration.previous_stage:  # a cascade: its inputs must exist before anything is written
-        previous_stage_files(folder.name, trainer_name, request.plans_name, configuration.name,
-                             configuration.previous_stage, train + val, read_json(folder / "dataset.json")["file_ending"],
-                             splits)
-    output = model_folder(folder.name, trainer_name, request.plans_name, request.configuration) / f"fold_{fold}"
+        previous_stage_files(folders.results, trainer_name, request.plans_name, configuration.name,
+                             configuration.previous_stage, train + val, file_ending, splits)
+    output = folders.results / model_folder_name(trainer_name, request.plans_name, request.configuration) / f"fold_{fold}"
     if request.validation_only and not (output / "checkpoint_final.pth").is_file():
         raise BoxunetError(f"--val-only needs {output / 'checkpoint_final.pth'}; finish the training first")
-    return {"folder": folder, "plans": plans, "configuration": configuration, "trainer_class": trainer_class,
-            "fold": fold, "train": train, "val": val, "output": output}
+    return TrainingSetup(folders, plans, configuration, fold, train, val, splits, output)
 
 
-def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: dict) -> None:
-    if group.device.type == "cpu":
+def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: TrainingSetup) -> None:
+    if group.device.type == "cpu":  # the process's entry: the only place the thread count is set
         torch.set_num_threads(max(1, default_num_processes() // group.world_size))
-    setup["output"].mkdir(parents=True, exist_ok=True)
+    setup.output.mkdir(parents=True, exist_ok=True)
     if group.is_main:
-        write_model_files(setup["output"].parent, setup["plans"].to_json(), setup["folder"] / "dataset.json")
-    resume_from, saved_options = resume_checkpoint(setup["output"]) if request.continue_training else (None, None)
-    options = resumed_options(request, saved_options) if resume_from else request.options
-    trainer = setup["trainer_class"](setup["plans"], setup["configuration"], setup["fold"], setup["folder"],
-                                     setup["output"], setup["train"], setup["val"], options, group)
+        write_model_files(setup.output.parent, setup.plans.to_json(), setup.folders.preprocessed / DATASET_JSON)
+    options = request.trainer_options
+    resume_from, saved_options = resume_checkpoint(setup.output) if request.continue_training else (None, None)
+    if resume_from:
+        options = options.resumed(saved_options, request.explicit_options)
+    trainer = request.trainer(setup, options, group)
     try:
+        trainer.initialize()
         if request.validation_only:
-            trainer.load(setup["output"] / "checkpoint_final.pth", weights_only=True)
+            trainer.load(setup.output / "checkpoint_final.pth", weights_only=True)
         else:
             if resume_from:
                 trainer.load(resume_from)
@@ -150,30 +157,7 @@ def resume_checkpoint(output: Path) -> tuple[Path | None, dict | None]:
     return path, options
 
 
-# what a model is trained on and how; a resumed run cannot change them (epochs, iterations, lr can)
-MODEL_DEFINING_OPTIONS = ("schedule", "group_networks", "group_epochs", "box_loss")
-
-
-def resumed_options(request: TrainingRequest, saved: dict) -> TrainingOptions:
-    """The resumed run's options (``saved``); options given on the command line and runtime-only options win,
-    except those that define the model (``MODEL_DEFINING_OPTIONS``): changing one of them is an error."""
-    keep = set(request.explicit_options) | set(RUNTIME_OPTIONS)
-    known = {f.name for f in fields(TrainingOptions)}
-    merged = {k: v for k, v in saved.items() if k in known}
-    if "group_epochs" in merged and merged["group_epochs"] is None:  # older checkpoints: the run's epochs
-        merged["group_epochs"] = merged.get("epochs")
-    changed = [f"{k} {merged[k]!r} -> {getattr(request.options, k)!r}" for k in MODEL_DEFINING_OPTIONS
-               if k in keep and k in merged and merged[k] != getattr(request.options, k)]
-    if changed:
-        raise BoxunetError(f"--c: the checkpoint in this model folder was trained with other settings "
-                           f"({', '.join(changed)}); continuing it would mix two models. Train the variant in "
-                           "another results root (boxunet_results) or plans identifier, or drop --c to train "
-                           "it here from scratch (this replaces the model)")
-    merged.update({k: getattr(request.options, k) for k in keep})
-    return TrainingOptions(**merged)
-
-
-def _spawned_worker(rank: int, world_size: int, port: int, request: TrainingRequest, setup: dict) -> None:
+def _spawned_worker(rank: int, world_size: int, port: int, request: TrainingRequest, setup: TrainingSetup) -> None:
     group = init_process_group(rank, world_size, request.device, port)
     try:
         _train_in_process(group, request, setup)
@@ -196,4 +180,4 @@ def run_training(request: TrainingRequest) -> Path:
     else:
         device = torch.device("cuda", 0) if request.device == "cuda" else torch.device(request.device)
         _train_in_process(ProcessGroupInfo(0, 1, device), request, setup)
-    return setup["output"]
+    return setup.output

@@ -1,145 +1,102 @@
 """The training loop: one configuration, one fold, on CPU, one GPU or several (data parallel).
 
-``Trainer`` keeps the loop; the network (boxunet.nets), the data pipeline (boxunet.training.data), the
-losses (boxunet.training.losses) and prediction/export (boxunet.inference) live in their own modules.
-Subclasses change behaviour through the ``build_*`` hooks and ``loss_inputs`` (see
-documentation/training.md); boxunet.trainers lists them by name.
+``Trainer`` keeps the loop; networks, data pipeline, losses, validation and export live in their own modules.
+Two-step construction: the constructor records a ``TrainingSetup`` and the options; ``initialize()`` (called
+by the run) builds network, optimizer and loss. Subclasses use the hooks below (documentation/training.md).
 """
-import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import ClassVar, Mapping
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.case_classification import REPORT_FILE
-from boxunet.evaluation.metrics import evaluate_folders
-from boxunet.inference.export import export_prediction
-from boxunet.io.model_folder import write_model_files
-from boxunet.inference.precision import resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
-from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.nets.unet import build_network, deep_supervision_scales
-from boxunet.paths import model_folder_name
-from boxunet.planning.plans import ConfigurationPlan, Plans, evaluation_targets, regions_of
-from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
-from boxunet.preprocessing.previous_stage import append_previous_stage, network_input_channels, read_previous_stage
+from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.preprocessing.grid_labels import open_target
+from boxunet.preprocessing.previous_stage import append_previous_stage, network_input_channels
 from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
-from boxunet.training.distributed import (ProcessGroupInfo, all_gather_objects, all_reduce_sum, barrier,
-                                          rank_share_of_batch)
-from boxunet.training.losses import DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights
-from boxunet.training.previous_stage import previous_stage_files
+from boxunet.training.distributed import (ProcessGroupInfo, all_reduce_sum, barrier, rank_share_of_batch,
+                                         training_network)
+from boxunet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights,
+                                     labels_to_regions)
+from boxunet.training.options import TrainingOptions
+from boxunet.training.previous_stage import previous_stage_store
 from boxunet.training.progress import LogFile, TrainingProgress
-
-PAPER_LEARNING_RATE = 1e-3
-PAPER_FINAL_FRACTION = 0.01  # seed 000 decays exponentially without giving the rate: 100-fold over the run is ours
-SCHEDULES = ("poly", "paper")
-
-
-def labels_to_regions(labels: torch.Tensor, regions: list) -> torch.Tensor:
-    """Region targets ``(B, R, *)`` (float 0/1) of a label map ``(B, 1, *)``: channel r is 1 where the label is one
-    of region r's values (``regions`` as ``regions_of`` returns them)."""
-    return torch.cat([torch.isin(labels, torch.tensor(r, device=labels.device).reshape(-1)) for r in regions],
-                     1).float()
-
-
-@dataclass
-class TrainingOptions:
-    """Every setting of a run that is not in the plans (recorded in debug.json and the checkpoints)."""
-
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    validation_iterations: int = 50
-    initial_lr: float = 1e-2
-    weight_decay: float = 3e-5
-    momentum: float = 0.99
-    gradient_clip: float = 12.0
-    oversample_foreground: float = 0.33
-    augmentation_workers: int | None = None
-    save_every: int = 10
-    seed: int = 12345
-    compile: bool = False
-    save_probabilities: bool = False
-    progress_bar: bool = True
-    schedule: str = "poly"  # "poly": SGD + poly decay (nnU-Net); "paper": Adam 1e-3, exponential decay (seed 000)
-    # used by the box trainers (documentation/box_supervision.md)
-    group_networks: int = 3
-    group_epochs: int | None = None
-    box_loss: str = "vwce"
-
-
-RUNTIME_OPTIONS = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
-
-
-def result_options(options: TrainingOptions | dict) -> dict:
-    """The options that change a run's result (all but ``RUNTIME_OPTIONS``), as a dict."""
-    values = asdict(options) if isinstance(options, TrainingOptions) else options
-    return {k: v for k, v in values.items() if k not in RUNTIME_OPTIONS}
-
-
-def poly_learning_rate(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
-    """Polynomial decay: initial * (1 - epoch / epochs) ^ exponent."""
-    return initial * (1 - min(epoch, epochs) / epochs) ** exponent
-
-
-def paper_learning_rate(epoch: int, epochs: int) -> float:
-    """Seed 000's exponential decay, spread over the run: 1e-3 * 0.01 ^ (epoch / epochs)."""
-    return PAPER_LEARNING_RATE * PAPER_FINAL_FRACTION ** (min(epoch, epochs) / epochs)
+from boxunet.training.schedules import PAPER_LEARNING_RATE, paper_learning_rate, poly_learning_rate
+from boxunet.training.setup import TrainingSetup
+from boxunet.training.validation import validate_fold
 
 
 class Trainer:
     """Trains one configuration on one fold and validates it on the held-out cases."""
 
-    # options of TrainingOptions that only some trainers read (named on the command line for others: an error)
-    TRAINER_SPECIFIC_OPTIONS = {"group_networks": "--k", "group_epochs": "--group-epochs", "box_loss": "--loss"}
-    reads_options: tuple[str, ...] = ()  # the trainer-specific options this trainer reads
+    options_class: ClassVar[type[TrainingOptions]] = TrainingOptions  # a subclass for trainers with own options
 
-    def __init__(self, plans: Plans, configuration: ConfigurationPlan, fold: int | str, preprocessed_folder: Path,
-                 output_folder: Path, train_cases: list[str], val_cases: list[str], options: TrainingOptions,
-                 group: ProcessGroupInfo = ProcessGroupInfo()):
-        self.plans, self.configuration, self.fold = plans, configuration, fold
-        self.preprocessed_folder, self.output_folder = Path(preprocessed_folder), Path(output_folder)
-        self.train_cases, self.val_cases = train_cases, val_cases
-        self.options, self.group, self.device = options, group, group.device
-        self.dataset_json = read_json(self.preprocessed_folder / "dataset.json")
-        self.regions = regions_of(plans.labels)
-        self.num_outputs = len(self.regions) if self.regions else len(plans.label_values)
-        self.class_names = self._class_names()
-        self.mirror_axes = tuple(augmentation_parameters(configuration.patch_size)["mirror_axes"])
+    def __init__(self, setup: TrainingSetup, options: TrainingOptions, group: ProcessGroupInfo = ProcessGroupInfo()):
+        self.check_options(options)
+        self.setup, self.options, self.group, self.device = setup, options, group, group.device
+        self.plans, self.configuration, self.fold = setup.plans, setup.configuration, setup.fold
+        self.folders, self.output_folder = setup.folders, setup.output
+        self.train_cases, self.val_cases = setup.train_cases, setup.val_cases
+        self.labels = self.plans.label_set
+        self.dataset_json = read_json(self.folders.preprocessed / "dataset.json")
+        self.mirror_axes = tuple(augmentation_parameters(self.configuration.patch_size)["mirror_axes"])
         self.progress = TrainingProgress()
         self.best_ema = -1.0
         self.current_epoch = 0
         self.log = LogFile(self.output_folder / "training_log.txt", echo=options.progress_bar) if group.is_main else None
-        torch.manual_seed(options.seed)
-        self.network = self.build_network(plans, configuration, self.num_outputs).to(self.device)
+        self.network = self.optimizer = self.loss = self.grad_scaler = self.training_network = None
+        self.previous_stage_folder: Path | None = None
+        self._targets: Path | None = None
+        self._iterators = None
+
+    @classmethod
+    def check_options(cls, options: TrainingOptions) -> None:
+        """The options must be of this trainer's ``options_class``."""
+        if type(options) is not cls.options_class:
+            raise BoxunetError(f"{cls.__name__} takes {cls.options_class.__name__}, not {type(options).__name__}")
+
+    @property
+    def num_outputs(self) -> int:
+        return self.labels.num_outputs
+
+    def initialize(self) -> None:
+        """Build the network, optimizer and loss (once; the run calls it before training or validation). A subclass
+        that must prepare something first (derived grids, a case classification) does so, then calls this."""
+        if self.network is not None:
+            return
+        torch.manual_seed(self.options.seed)
+        self.network = self.build_network(self.plans, self.configuration, self.num_outputs,
+                                          self.network_settings()).to(self.device)
         self.optimizer = self.build_optimizer()
         self.loss = self.build_loss()
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.training_network = self._wrap_network()
-        self._iterators = None
 
     # ---------------------------------------------------------------- hooks that subclasses may change
     @classmethod
-    def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int) -> nn.Module:
-        """The U-Net from the plans with deep supervision. A classmethod: prediction rebuilds the network
-        of a checkpoint through it without a trainer instance."""
+    def build_network(cls, plans: Plans, configuration: ConfigurationPlan, num_outputs: int,
+                      settings: Mapping) -> nn.Module:
+        """The network: the plans' U-Net with deep supervision. ``settings`` are what ``network_settings``
+        records beyond the plans (a checkpoint's state at prediction time), so training and prediction build
+        the network the same way."""
         return build_network(configuration.architecture, network_input_channels(plans, configuration), num_outputs,
                              deep_supervision=True)
 
-    @classmethod
-    def network_from_checkpoint(cls, plans: Plans, configuration: ConfigurationPlan, state: dict) -> nn.Module:
-        """The (untrained) network of a checkpoint's ``state``, for prediction without a trainer instance."""
-        return cls.build_network(plans, configuration, int(state["num_outputs"]))
+    def network_settings(self) -> dict:
+        """Plain values beyond the plans that ``build_network`` needs (recorded in every checkpoint): none here."""
+        return {}
 
     @classmethod
     def predict_preprocessed(cls, networks: list[nn.Module], data: torch.Tensor, configuration: ConfigurationPlan,
@@ -169,7 +126,7 @@ class Trainer:
     def segmentation_loss(self) -> nn.Module:
         """The loss of one output: Dice + CE (sigmoid Dice + BCE for regions)."""
         batch_dice = self.configuration.batch_dice
-        return DiceBCELoss(batch_dice=batch_dice) if self.regions else DiceCELoss(batch_dice=batch_dice)
+        return DiceBCELoss(batch_dice=batch_dice) if self.labels.region_based else DiceCELoss(batch_dice=batch_dice)
 
     def build_loss(self) -> nn.Module:
         """``segmentation_loss`` weighted over the deep-supervision outputs."""
@@ -186,13 +143,14 @@ class Trainer:
         return poly_learning_rate(self.options.initial_lr, epoch, self.options.epochs)
 
     def loss_inputs(self, batch: dict) -> tuple[list, list | None, list | None]:
-        """Targets, ignore masks and voxel weight maps per deep-supervision output."""
-        targets = [t[:, :1].to(self.device, non_blocking=True) for t in batch["target"]]
-        if self.regions:
-            targets = [labels_to_regions(t, self.regions) for t in targets]
-        else:
-            targets = [t.long() for t in targets]
-        return targets, None, None
+        """Targets, ignore masks and voxel weight maps per deep-supervision output (the masks and maps when the
+        sampler names them, see boxunet.training.data.sampler)."""
+        targets = [t.to(self.device, non_blocking=True) for t in batch["target"]]
+        targets = [labels_to_regions(t, self.labels.regions) for t in targets] if self.labels.region_based else \
+            [t.long() for t in targets]
+        ignore = [m.to(self.device, non_blocking=True) > 0.5 for m in batch["ignore"]] if "ignore" in batch else None
+        weights = [w.to(self.device, non_blocking=True) for w in batch["weights"]] if "weights" in batch else None
+        return targets, ignore, weights
 
     def compute_loss(self, outputs, batch: dict) -> tuple[torch.Tensor, list]:
         """The loss of the network's ``outputs`` on ``batch``, and the targets (``loss_inputs``) it used."""
@@ -207,34 +165,24 @@ class Trainer:
         """The segmentation logits (highest resolution first) among what the training network returns."""
         return outputs
 
-    def sampler_options(self) -> dict:
-        """``sampler_class`` and ``sampler_arguments`` for the batch iterators (default: plain PatchSampler)."""
+    def prepare_targets(self) -> Path | None:
+        """Called once before training: the target store to train on (boxunet.preprocessing.grid_labels), or
+        None for the preprocessed label maps. Box trainers make their pseudo masks here."""
+        return None
+
+    def sampler_options(self, targets: Path | None) -> dict:
+        """``sampler_class`` and ``sampler_arguments`` for the batch iterators, given ``prepare_targets``'s store
+        (default: the plain PatchSampler on the preprocessed labels)."""
         return {}
 
     # ------------------------------------------------------------------------------------ cascade
-    previous_stage_folder: Path | None = None
-
     def prepare_previous_stage(self) -> Path | None:
         """For a cascade configuration: the previous stage's held-out predictions of this fold's cases, brought
         onto this grid once (boxunet.training.previous_stage explains which predictions); None otherwise."""
-        if not self.configuration.previous_stage or self.previous_stage_folder is not None:
-            return self.previous_stage_folder
-        dataset = self.preprocessed_folder.name
-        cases = self.train_cases + self.val_cases
-        files = previous_stage_files(dataset, type(self).__name__, self.plans.plans_name, self.configuration.name,
-                                     self.configuration.previous_stage, cases, self.dataset_json["file_ending"],
-                                     read_json(self.preprocessed_folder / "splits_final.json"))
-        folder = (self.preprocessed_folder / "previous_stage" /
-                  f"{model_folder_name(type(self).__name__, self.plans.plans_name, self.configuration.previous_stage)}"
-                  f"_on_{self.configuration.data_identifier}")
-        if self.group.is_main:
-            store_raw_label_maps(folder, PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier,
-                                                           cases), files, self.plans, self.configuration,
-                                 lambda path, properties: read_previous_stage(path, properties, self.plans,
-                                                                              self.configuration))
-        barrier(self.group)
-        self.previous_stage_folder = folder
-        return folder
+        if self.configuration.previous_stage and self.previous_stage_folder is None:
+            self.previous_stage_folder = previous_stage_store(self.setup, type(self).__name__,
+                                                              self.dataset_json["file_ending"], self.group)
+        return self.previous_stage_folder
 
     def network_input(self, case_id: str, data: np.ndarray) -> np.ndarray:
         """A whole preprocessed case's network input: ``data``, plus the previous stage's one-hot channels in a
@@ -248,23 +196,16 @@ class Trainer:
     def deep_supervision_scales(self) -> list:
         return deep_supervision_scales(self.configuration.architecture)
 
-    def _class_names(self) -> list[str]:
-        if self.regions:
-            return [name for name, value in self.plans.labels.items() if value not in (0, [0])]
-        names = {v: k for k, v in self.plans.labels.items() if isinstance(v, int)}
-        return [names.get(v, str(v)) for v in self.plans.label_values if v != 0]
+    def preprocessed_cases(self, case_ids: list[str]) -> PreprocessedCases:
+        """``case_ids`` of this configuration's preprocessed data."""
+        return PreprocessedCases(self.folders.preprocessed / self.configuration.data_identifier, case_ids)
 
     def _wrap_network(self) -> nn.Module:
-        network = self.network
-        if self.options.compile and self.device.type == "cuda":
-            network = torch.compile(network)
-        if self.group.distributed:
-            if self.device.type == "cuda":
-                network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
-            network = DistributedDataParallel(network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return network
+        """The network as the training steps call it (compiled, data parallel)."""
+        return training_network(self.network, self.group, self.options.compile)
 
     def _autocast(self):
+        """Mixed precision for the training and validation steps (float16 on CUDA; off elsewhere)."""
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda")
 
     def _seed_epoch(self, epoch: int) -> None:
@@ -277,33 +218,25 @@ class Trainer:
     def _iterators_for(self, epoch: int):
         """Batch iterators: rebuilt every epoch in single-process mode (so an epoch's batches depend only on
         (seed, epoch, rank) and a resumed run repeats them exactly), built once with background workers."""
-        if self._iterators is None or self._augmentation_workers == 0:
-            self.close_iterators()
-            self._iterators = self._make_iterators(epoch)
-        return self._iterators
-
-    @property
-    def _augmentation_workers(self) -> int:
         workers = self.options.augmentation_workers
-        return default_augmentation_workers() if workers is None else workers
+        workers = default_augmentation_workers() if workers is None else workers
+        if self._iterators is None or workers == 0:
+            self.close_iterators()
+            forced = rank_share_of_batch(self.configuration.batch_size, self.options.oversample_foreground,
+                                         self.group.rank, self.group.world_size)
+            self._iterators = make_batch_iterators(
+                self.preprocessed_cases(self.train_cases), self.preprocessed_cases(self.val_cases),
+                self.configuration, self.plans, self.deep_supervision_scales, workers,
+                seed=self.options.seed + 1000 * epoch + self.group.rank, oversample=self.options.oversample_foreground,
+                batch_size=len(forced), forced_foreground=forced, pin_memory=self.device.type == "cuda",
+                previous_stage_folder=self.previous_stage_folder, **self.sampler_options(self._targets))
+        return self._iterators
 
     def close_iterators(self) -> None:
         """Stop the background augmentation workers, if any."""
         for iterator in self._iterators or ():
             iterator.close()
         self._iterators = None
-
-    def _make_iterators(self, epoch: int):
-        workers = self._augmentation_workers
-        forced = rank_share_of_batch(self.configuration.batch_size, self.options.oversample_foreground,
-                                     self.group.rank, self.group.world_size)
-        folder = self.preprocessed_folder / self.configuration.data_identifier
-        return make_batch_iterators(
-            PreprocessedCases(folder, self.train_cases), PreprocessedCases(folder, self.val_cases),
-            self.configuration, self.plans, self.deep_supervision_scales, workers,
-            seed=self.options.seed + 1000 * epoch + self.group.rank, oversample=self.options.oversample_foreground,
-            batch_size=len(forced), forced_foreground=forced, pin_memory=self.device.type == "cuda",
-            previous_stage_folder=self.previous_stage_folder, **self.sampler_options())
 
     # --------------------------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> float:
@@ -332,7 +265,7 @@ class Trainer:
             outputs = self.training_network(data)
             loss, targets = self.compute_loss(outputs, batch)
         output, target = self.decision_logits(self.segmentation_outputs(outputs)[0].float(), 1), targets[0]
-        if self.regions:
+        if self.labels.region_based:
             predicted, reference = output > 0, target > 0.5
         else:
             classes = torch.arange(1, self.num_outputs, device=output.device).view(1, -1, *[1] * (output.ndim - 2))
@@ -347,6 +280,7 @@ class Trainer:
         """Train from ``current_epoch`` to ``options.epochs``, checkpointing as it goes."""
         o = self.options
         self.prepare_previous_stage()
+        self._targets = self.prepare_targets()
         if self.group.is_main:
             self._write_debug()
             todo = (f"epochs {self.current_epoch}..{o.epochs - 1}" if self.current_epoch < o.epochs else
@@ -380,7 +314,8 @@ class Trainer:
                   for _ in tqdm(range(o.iterations_per_epoch), desc=f"epoch {epoch}", leave=False,
                                 disable=not (o.progress_bar and self.group.is_main))]
         self.training_network.eval()
-        val_losses, counts = [], torch.zeros(3, len(self.class_names), dtype=torch.long, device=self.device)
+        class_names = self.labels.class_names
+        val_losses, counts = [], torch.zeros(3, len(class_names), dtype=torch.long, device=self.device)
         for _ in range(o.validation_iterations):
             loss, batch_counts = self.validation_step(next(val_iterator))
             val_losses.append(loss)
@@ -395,8 +330,8 @@ class Trainer:
         ema = self.progress.record(float(summed[0] / summed[1]), val_loss, dice, learning_rate,
                                    time.perf_counter() - started)
         if self.group.is_main:
-            self.log(self.progress.epoch_line(epoch, self.class_names))
-            self.progress.plot(self.output_folder / "progress.png", self.class_names)
+            self.log(self.progress.epoch_line(epoch, class_names))
+            self.progress.plot(self.output_folder / "progress.png", class_names)
             if ema > self.best_ema:
                 self.best_ema = ema
                 self.current_epoch = epoch + 1
@@ -417,6 +352,7 @@ class Trainer:
             "plans_name": self.plans.plans_name,
             "num_outputs": self.num_outputs,
             "inference_allowed_mirroring_axes": list(self.mirror_axes),
+            **self.network_settings(),
         }
 
     def save(self, name: str) -> None:
@@ -453,42 +389,12 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- validation
     def perform_validation(self) -> dict | None:
-        """Predict the held-out cases at their original geometry and write ``validation/summary.json``."""
-        folder = self.output_folder / "validation"
+        """Predict the held-out cases at their original geometry and write ``validation/summary.json``
+        (boxunet.training.validation); the summary on the main process, None on the others."""
         self.prepare_previous_stage()
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.group.is_main:
-            write_model_files(folder, self.plans.to_json(), self.preprocessed_folder / "dataset.json")
-        cases = PreprocessedCases(self.preprocessed_folder / self.configuration.data_identifier, self.val_cases)
-        ending = self.dataset_json["file_ending"]
         self.network.eval()
-        precision = resolve_precision(self.device)
-        own_cases = self.val_cases[self.group.rank::self.group.world_size]
-        details = {}
-        for case_id in tqdm(own_cases, desc="validation", disable=not (self.options.progress_bar and self.group.is_main)):
-            data, _, properties = cases.load(case_id)
-            data = self.network_input(case_id, np.asarray(data[:]))
-            logits, details[case_id] = self.predict_preprocessed([self.network], torch.from_numpy(data),
-                                                                 self.configuration, self.num_outputs, self.mirror_axes,
-                                                                 0.5, self.device, precision)
-            export_prediction(logits, properties, self.plans, self.configuration, folder / f"{case_id}{ending}",
-                              save_probabilities=self.options.save_probabilities)
-        details = all_gather_objects(details, self.group)
-        if not self.group.is_main:
-            return None
-        write_json({"details": {case: value for case, value in sorted(details.items()) if value}}, folder / REPORT_FILE)
-        labels = evaluation_targets(self.plans.labels)
-        reference = self.validation_reference()
-        description = parse_dataset_json(self.dataset_json, str(self.preprocessed_folder / "dataset.json"))
-        summary = evaluate_folders(reference, folder, labels, ending, case_ids=self.val_cases,
-                                   label_names=self.plans.labels,
-                                   case_classification=description.case_classification)
-        summary["reference_folder"] = str(reference)
-        write_json(summary, folder / "summary.json")
-        self.log(f"validation: mean foreground Dice {summary['foreground_mean']['Dice']:.4f} "
-                 f"({json.dumps({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})}) against {reference}")
-        return summary
+        return validate_fold(self)
 
     def validation_reference(self) -> Path:
         """The folder of label maps (original geometry) the validation predictions are scored against."""
-        return self.preprocessed_folder / "gt_segmentations"
+        return self.folders.preprocessed / "gt_segmentations"

@@ -13,6 +13,8 @@ are rotated, scaled, mirrored and downsampled exactly like the labels, which mea
 * beyond the image they become -1 and then, like the labels, 0: encode them so that 0 means
   "no information" (weight 0, not annotated).
 
+At the end they leave ``target`` for their names (``NamedTargets``): ``batch["weights"]``, ``batch["ignore"]``.
+
 A cascade's previous-stage labels travel as the last seg channel and leave it for ``data`` (one-hot)
 after the spatial and intensity transforms (boxunet.training.data.previous_stage).
 """
@@ -145,25 +147,49 @@ class DownsampleForDeepSupervision(AbstractTransform):
         return array[(slice(None), slice(None)) + np.ix_(*index)]
 
 
-def _final_transforms(deep_supervision_scales, tensors: bool, previous_stage: PreviousStageToData | None
-                      ) -> list[AbstractTransform]:
+class NamedTargets(AbstractTransform):
+    """Moves the target channels after the label map into batch entries named by ``names`` (one array, or one
+    per deep-supervision scale, like ``target``): ``"weights"`` as they are, ``"ignore"`` from its complement
+    (1 = ignored, as float)."""
+
+    def __init__(self, names):
+        self.names = tuple(names)
+
+    def __call__(self, **batch):
+        scales = batch["target"] if isinstance(batch["target"], list) else [batch["target"]]
+        for channel, name in enumerate(self.names, start=1):
+            maps = [np.ascontiguousarray(t[:, channel:channel + 1]) for t in scales]
+            if name == "ignore":
+                maps = [(m < 0.5).astype(np.float32) for m in maps]
+            batch[name] = maps if isinstance(batch["target"], list) else maps[0]
+        labels = [np.ascontiguousarray(t[:, :1]) for t in scales]
+        batch["target"] = labels if isinstance(batch["target"], list) else labels[0]
+        return batch
+
+
+def _final_transforms(deep_supervision_scales, tensors: bool, previous_stage: PreviousStageToData | None,
+                      extra_targets: tuple[str, ...]) -> list[AbstractTransform]:
     transforms = [RemoveLabelTransform(-1, 0)] + ([previous_stage] if previous_stage else [])
     transforms.append(RenameTransform("seg", "target", True))
     if deep_supervision_scales is not None:
         transforms.append(DownsampleForDeepSupervision(deep_supervision_scales))
-    return transforms + ([NumpyToTensor(["data", "target"], "float")] if tensors else [])
+    if extra_targets:
+        transforms.append(NamedTargets(extra_targets))
+    return transforms + ([NumpyToTensor(["data", "target", *extra_targets], "float")] if tensors else [])
 
 
 def training_transforms(patch_size, rotation, mirror_axes, deep_supervision_scales: list | None,
                         do_dummy_2d: bool, mask_channels=(), tensors: bool = True,
-                        previous_stage_labels: list[int] | None = None) -> Compose:
+                        previous_stage_labels: list[int] | None = None,
+                        extra_targets: tuple[str, ...] = ()) -> Compose:
     """nnU-Net's training augmentation for a final ``patch_size``; batches come in at the initial patch size.
 
     Spatial (rotation p 0.2, scaling (0.7, 1.4) p 0.2, centre crop), noise, blur, brightness, contrast,
     low resolution, gamma (inverted and not), mirroring on ``mirror_axes``, masking of ``mask_channels``
     outside the nonzero mask, -1 -> 0, the previous stage's labels (last seg channel, when
-    ``previous_stage_labels`` is given) moved into data one-hot and perturbed, deep-supervision targets,
-    float tensors (unless ``tensors`` is False). ``rotation`` is as returned by ``augmentation_parameters``.
+    ``previous_stage_labels`` is given) moved into data one-hot and perturbed, deep-supervision targets, the
+    ``extra_targets`` named, float tensors (unless ``tensors`` is False). ``rotation`` is as returned by
+    ``augmentation_parameters``.
     """
     spatial = SpatialTransform(
         list(patch_size[1:] if do_dummy_2d else patch_size), patch_center_dist_from_border=None,
@@ -189,12 +215,13 @@ def training_transforms(patch_size, rotation, mirror_axes, deep_supervision_scal
     if mask_channels:
         transforms.append(MaskOutsideTransform(mask_channels))
     previous_stage = PreviousStageToData(previous_stage_labels, perturb=True) if previous_stage_labels else None
-    return Compose(transforms + _final_transforms(deep_supervision_scales, tensors, previous_stage))
+    return Compose(transforms + _final_transforms(deep_supervision_scales, tensors, previous_stage, extra_targets))
 
 
 def validation_transforms(deep_supervision_scales: list | None, tensors: bool = True,
-                          previous_stage_labels: list[int] | None = None) -> Compose:
+                          previous_stage_labels: list[int] | None = None,
+                          extra_targets: tuple[str, ...] = ()) -> Compose:
     """No augmentation: -1 -> 0, the previous stage's labels into data (unperturbed), deep-supervision
-    targets, float tensors (unless ``tensors`` is False)."""
+    targets, the ``extra_targets`` named, float tensors (unless ``tensors`` is False)."""
     previous_stage = PreviousStageToData(previous_stage_labels, perturb=False) if previous_stage_labels else None
-    return Compose(_final_transforms(deep_supervision_scales, tensors, previous_stage))
+    return Compose(_final_transforms(deep_supervision_scales, tensors, previous_stage, extra_targets))

@@ -39,7 +39,7 @@ def default_augmentation_workers() -> int:
 
 
 class BatchIterator:
-    """An endless iterator over augmented batches with ``data`` and ``target`` as float tensors;
+    """An endless iterator over augmented batches with ``data``, ``target`` and the named targets as float tensors;
     ``close()`` (or leaving a ``with`` block) stops its workers."""
 
     def __init__(self, augmenter, pin_memory: bool = False):
@@ -51,7 +51,9 @@ class BatchIterator:
 
     def __next__(self) -> dict:
         batch = next(self.augmenter)
-        for key in ("data", "target"):
+        for key in ("data", "target", "ignore", "weights"):
+            if key not in batch:
+                continue
             value = batch[key]
             batch[key] = [self._tensor(v) for v in value] if isinstance(value, list) else self._tensor(value)
         return batch
@@ -119,8 +121,10 @@ def make_batch_iterators(train_cases: PreprocessedCases, val_cases: Preprocessed
                                 seed=_stream_seed(seed, 1), forced_foreground=forced_foreground, **extra)
     train_transforms = training_transforms(configuration.patch_size, parameters["rotation"], parameters["mirror_axes"],
                                            deep_supervision_scales, parameters["dummy_2d"], mask_channels,
-                                           tensors=False, previous_stage_labels=previous_labels)
-    val_transforms = validation_transforms(deep_supervision_scales, tensors=False, previous_stage_labels=previous_labels)
+                                           tensors=False, previous_stage_labels=previous_labels,
+                                           extra_targets=train_sampler.extra_targets)
+    val_transforms = validation_transforms(deep_supervision_scales, tensors=False, previous_stage_labels=previous_labels,
+                                           extra_targets=val_sampler.extra_targets)
     val_workers = max(1, num_processes // 2) if num_processes else 0
     return (_augmenter(train_sampler, train_transforms, num_processes, seed, 2, pin_memory),
             _augmenter(val_sampler, val_transforms, val_workers, seed, 3, pin_memory))

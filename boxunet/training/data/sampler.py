@@ -40,7 +40,15 @@ class PatchSampler(SlimDataLoaderBase):
     Oversampling is deterministic by default: the last ``batch_size - round(batch_size * (1 - p))``
     samples of every batch are forced foreground; ``probabilistic_oversampling`` forces each sample
     with probability ``p`` instead. Randomness comes from ``seed`` and the worker's thread id.
+
+    Named targets: a subclass may stack per-voxel maps after the label map (``seg_channels``) and name
+    them in ``extra_targets``: ``"weights"`` (voxel weights of the loss) and ``"ignore"`` (voxels the loss
+    ignores), which leave the augmentation as ``batch["weights"]`` and ``batch["ignore"]``. ``"ignore"``
+    travels as its complement (1 where the loss uses the voxel), so that the 0 filled in beyond the image
+    means "ignored".
     """
+
+    extra_targets: tuple[str, ...] = ()
 
     def __init__(self, cases: PreprocessedCases, batch_size: int, patch_size, final_patch_size=None,
                  oversample_foreground_percent: float = 0.33, probabilistic_oversampling: bool = False,
@@ -147,7 +155,7 @@ class PatchSampler(SlimDataLoaderBase):
 
 class ClassBalancedSampler(PatchSampler):
     """Patches centred with equal probability on a random position or on a voxel of each of ``centre_classes``
-    present in the case (seed 004's "dense training": 1/3 background, 1/3 kidney, 1/3 tumor for classes
+    present in the case ([KiTS19 coarse-to-fine]'s "dense training": 1/3 background, 1/3 kidney, 1/3 tumor for classes
     kidney and tumor); the oversampling options are not used."""
 
     def __init__(self, *args, centre_classes: list[int], **kwargs):

@@ -1,16 +1,15 @@
-"""Patch samplers whose seg channels come from boxes or from stored targets (the box trainers).
+"""Patch samplers whose targets come from boxes or from stored targets (the box trainers).
 
 The preprocessed label map of a box dataset holds its dense labels only (box labels are removed);
-the boxes are in each case's properties on the same grid. These samplers build the training label
-channels of a patch from that:
+the boxes are in each case's properties on the same grid. These samplers build a patch's targets from
+that (named targets: boxunet.training.data.sampler):
 
 * ``BoxFillSampler``: every box voxel without a dense label takes its box's label;
-* ``BoxIgnoreSampler``: labels as stored, plus a channel that is 1 where the label is known (outside
-  the boxes, or densely labelled) and 0 inside boxes, where the loss ignores the voxel;
-* ``StoredTargetSampler``: the label (and weight) channels of a target store (boxunet.preprocessing.grid_labels),
-  e.g. stage-1 pseudo masks or stage-2 fusion masks with their voxel weights;
-* ``IgnoreBoxBackgroundSampler``: a stored label map plus a known channel that is 0 on the box voxels it
-  calls background (seed 002: background inside a box is not trusted).
+* ``BoxIgnoreSampler``: labels as stored, and ``ignore`` on the box voxels without a dense label;
+* ``StoredTargetSampler``: the label map (and, when asked, the ``weights``) of a target store
+  (boxunet.preprocessing.grid_labels), e.g. stage-1 pseudo masks or stage-2 fusion masks with their voxel weights;
+* ``IgnoreBoxBackgroundSampler``: a stored label map, and ``ignore`` on the box voxels it calls background
+  ([Fan 2022]: background inside a box is not trusted).
 """
 import numpy as np
 
@@ -51,7 +50,8 @@ class BoxFillSampler(PatchSampler):
 
 
 def with_known_channel(labels: np.ndarray, properties: dict, region, shape_2d: bool) -> np.ndarray:
-    """``labels`` ``(1, *patch)`` plus a channel that is 0 on box voxels whose label is background, 1 elsewhere."""
+    """``labels`` ``(1, *patch)`` plus the ``ignore`` target as it travels (its complement): 0 on box voxels whose
+    label is background, 1 elsewhere."""
     known = np.ones_like(labels[0])
     for _, mask in boxes_in_region(properties, region, shape_2d):
         known[mask & (labels[0] == 0)] = 0
@@ -59,31 +59,44 @@ def with_known_channel(labels: np.ndarray, properties: dict, region, shape_2d: b
 
 
 class BoxIgnoreSampler(PatchSampler):
-    """Channel 1 marks known voxels: 0 inside boxes (unless densely labelled), 1 elsewhere."""
+    """The loss ignores the voxels inside boxes, unless densely labelled."""
+
+    extra_targets = ("ignore",)
 
     def seg_channels(self, seg, properties, region):
         return with_known_channel(seg, properties, region, len(self.patch_size) == 2)
 
 
 class StoredTargetSampler(PatchSampler):
-    """Seg channels read from ``target_folder`` (label map, optional weight map) instead of the case's labels."""
+    """Targets read from ``target_folder`` instead of the case's labels: its label map, and with ``weights`` its
+    weight map as the ``weights`` target."""
 
-    def __init__(self, *args, target_folder, **kwargs):
+    def __init__(self, *args, target_folder, weights: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.target_folder = target_folder
+        self.extra_targets = ("weights",) if weights else ()
 
-    def seg_channels(self, seg, properties, region):
-        target = read_region(self.stored_target(self.target_folder, properties["case_id"]), region, -1)
+    def stored_channels(self, seg, properties, region, count: int) -> np.ndarray:
+        """The first ``count`` channels of the stored target in ``region`` (label map first), with the label map's
+        marker of voxels outside the nonzero mask (-1) kept from ``seg``."""
+        target = read_region(self.stored_target(self.target_folder, properties["case_id"]), region, -1)[:count]
         if len(self.patch_size) == 2:
             target = target[:, 0]
         target = target.astype(seg.dtype, copy=True)
-        target[0][seg[0] < 0] = -1  # keep the outside-of-nonzero-mask marker of the stored labels
+        target[0][seg[0] < 0] = -1
         return target
+
+    def seg_channels(self, seg, properties, region):
+        return self.stored_channels(seg, properties, region, 1 + len(self.extra_targets))
 
 
 class IgnoreBoxBackgroundSampler(StoredTargetSampler):
-    """The stored label map, and channel 1: 0 on the box voxels the stored map calls background, 1 elsewhere."""
+    """The stored label map; the loss ignores the box voxels it calls background."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_targets = ("ignore",)
 
     def seg_channels(self, seg, properties, region):
-        target = super().seg_channels(seg, properties, region)[:1]
-        return with_known_channel(target, properties, region, len(self.patch_size) == 2)
+        return with_known_channel(self.stored_channels(seg, properties, region, 1), properties, region,
+                                  len(self.patch_size) == 2)
