@@ -40,5 +40,7 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require={"test": ["pytest>=7"]},
+    # boxunet's own trainers are listed in boxunet/trainers.py; other packages add theirs to the
+    # "boxunet.trainers" entry-point group of their own setup.py (documentation/training.md)
     entry_points={"console_scripts": [f"{name}={target}" for name, target in CONSOLE_SCRIPTS.items()]},
 )
