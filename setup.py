@@ -17,6 +17,7 @@ CONSOLE_SCRIPTS = {
     "boxunet_convert_kits21": "dataset_conversion.kits:main_kits21",
     "boxunet_convert_kits23": "dataset_conversion.kits:main_kits23",
     "boxunet_convert_msd": "dataset_conversion.msd:main",
+    "boxunet_convert_nnunet": "dataset_conversion.nnunet:main",
     "boxunet_labels_to_boxes": "dataset_conversion.labels_to_boxes:main",
 }
 

@@ -10,7 +10,7 @@ from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box, read_boxes, write_boxes
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_image
-from dataset_conversion import kits, labels_to_boxes, msd
+from dataset_conversion import kits, labels_to_boxes, msd, nnunet
 
 SHAPE = (8, 10, 12)
 
@@ -224,3 +224,52 @@ def test_labels_to_boxes_errors(tmp_path):
     (folder / "labelsTr_dense").mkdir()
     with pytest.raises(BoxunetError, match="labelsTr_dense"):
         labels_to_boxes.labels_to_boxes(folder, [2], margin=0, drop_label=True)
+
+
+def _nnunet_folder(root, num_cases: int = 6):
+    """An nnU-Net v2 raw layout without dataset.json: 3D MRI crops, some stored as uint8 and some as float32."""
+    images, labels = root / "imagesTr", root / "labelsTr"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(num_cases):
+        dtype = np.uint8 if index % 3 == 0 else np.float32
+        image = sitk.GetImageFromArray((rng.random((6, 8, 7)) * 200).astype(dtype))
+        label = np.zeros((6, 8, 7), np.uint8)
+        label[2:4, 2:5, 1:3], label[2:4, 5:7, 3:6] = 1, 2
+        sitk.WriteImage(image, str(images / f"hippocampus_{index:03d}_0000.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(labels / f"hippocampus_{index:03d}.nii.gz"))
+    return root
+
+
+def test_nnunet_layout_without_dataset_json_and_a_held_out_test_split(tmp_path, capsys):
+    source = _nnunet_folder(tmp_path / "hippocampus")
+    arguments = ["-i", str(source), "-o", str(tmp_path / "raw"), "-d", "4", "--name", "Hippocampus"]
+    with pytest.raises(SystemExit, match="give --channel-names"):
+        nnunet.main(arguments)
+    with pytest.raises(SystemExit, match="--num-test 6: give 0 up to 5"):
+        nnunet.main(arguments + ["--channel-names", "MRI", "--labels", "background", "anterior", "posterior",
+                                 "--num-test", "6"])
+    assert not (tmp_path / "raw").exists(), "nothing written before the checks pass"
+    nnunet.main(arguments + ["--channel-names", "MRI", "--labels", "background", "anterior", "posterior",
+                             "--num-test", "2"])
+    folder = tmp_path / "raw" / "Dataset004_Hippocampus"
+    description = load_dataset_json(folder)
+    assert description.labels == {"background": 0, "anterior": 1, "posterior": 2} and description.num_training == 4
+    assert description.channel_names == {0: "MRI"}
+    test_ids = sorted(p.name[:-12] for p in (folder / "imagesTs").glob("*_0000.nii.gz"))
+    assert test_ids == nnunet.held_out_cases([f"hippocampus_{i:03d}" for i in range(6)], 2) and len(test_ids) == 2
+    assert sorted(p.name[:-7] for p in (folder / "labelsTs").glob("*.nii.gz")) == test_ids
+    assert len(list((folder / "imagesTr").glob("*.nii.gz"))) == len(list((folder / "labelsTr").glob("*.nii.gz"))) == 4
+    copies = list(folder.glob("images*/*.nii.gz"))
+    for copied in copies:  # stored bytes are kept: uint8 images stay uint8
+        assert copied.read_bytes() == (source / "imagesTr" / copied.name).read_bytes()
+    assert {sitk.ReadImage(str(p)).GetPixelIDTypeAsString() for p in copies} == {"8-bit unsigned integer",
+                                                                                "32-bit float"}
+    # a folder with its own dataset.json takes no label arguments
+    (source / "dataset.json").write_text(json.dumps(load_dataset_json(folder).to_json() | {"numTraining": 6}))
+    with pytest.raises(SystemExit, match="has a dataset.json; --channel-names and --labels are only for"):
+        nnunet.main(["-i", str(source), "-o", str(tmp_path / "raw2"), "-d", "5", "--name", "H",
+                     "--labels", "background", "a", "p"])
+    nnunet.main(["-i", str(source), "-o", str(tmp_path / "raw2"), "-d", "5", "--name", "H"])
+    assert load_dataset_json(tmp_path / "raw2" / "Dataset005_H").num_training == 6
