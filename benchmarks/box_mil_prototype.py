@@ -1,5 +1,6 @@
-"""Prototype (not part of boxunet): a network trained from boxes only across all cases, scored against the dense
-labels. documentation/box_supervision.md ("Results on MSD Hippocampus") reports its variants.
+"""Prototype: a network trained from boxes only across all cases, scored against the dense labels alone (without
+the shape templates and ConvCRF that ``--method template`` adds). documentation/box_supervision.md ("Results on
+MSD Hippocampus") reports its variants; boxunet.boxes.box_network is the one kept (log-mean-exp, emptiness 1).
 
 A small U-Net (softmax over background and the box labels) sees each training case (its boxes are not an input)
 and learns from:
@@ -23,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from boxunet.boxes.box_network import BoxNetworkParameters, new_box_network, slice_log_maxima
 from boxunet.evaluation.metrics import dice
 from boxunet.io.boxes import Box, box_mask, read_boxes
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_image
-from boxunet.nets.unet import build_network
-from boxunet.planning.plans import ArchitecturePlan
 
 BATCH = 4
 TV_SIGMA = 0.5
@@ -48,8 +48,7 @@ def load_cases(raw: Path, crop_margin: int) -> list[dict]:
         high = np.array(image.shape) if crop_margin < 0 else \
             np.minimum(np.max([b.max for b in boxes], 0) + crop_margin, image.shape)
         region = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-        shifted = [Box(b.label, tuple(int(v - o) for v, o in zip(b.min, low)), tuple(int(v - o) for v, o in zip(b.max, low)))
-                   for b in boxes]
+        shifted = [b.shifted(tuple(-int(o) for o in low)) for b in boxes]
         cases.append({"image": image[region], "label": label[region], "boxes": shifted})
     return cases
 
@@ -62,15 +61,13 @@ def padded(array: np.ndarray, shape, value) -> np.ndarray:
 
 def slice_bags(logp: torch.Tensor, box: Box, bag: str, beta: float) -> torch.Tensor:
     """The smooth maximum of every slice of ``box`` along each axis (all axes concatenated), in log space."""
+    if bag == "logmeanexp":
+        return slice_log_maxima(logp, box, beta)
     crop = logp[box.slices]
     values = []
     for axis in range(3):
-        slices = crop.movedim(axis, 0).flatten(1)
-        if bag == "logmeanexp":
-            values.append(((torch.logsumexp(beta * slices, 1) - np.log(slices.shape[1])) / beta).clamp(max=0))
-        else:
-            probabilities = slices.exp()
-            values.append(torch.log((torch.softmax(beta * probabilities, 1) * probabilities).sum(1).clamp(min=1e-6)))
+        probabilities = crop.movedim(axis, 0).flatten(1).exp()
+        values.append(torch.log((torch.softmax(beta * probabilities, 1) * probabilities).sum(1).clamp(min=1e-6)))
     return torch.cat(values)
 
 
@@ -113,11 +110,7 @@ def main() -> None:
     labels = load_dataset_json(args.raw).box_labels
     cases = load_cases(args.raw, args.crop_margin)
     shape = tuple(int(-(-s // 8) * 8) for s in np.max([c["image"].shape for c in cases], 0))
-    f = args.features
-    architecture = ArchitecturePlan(3, [f, 2 * f, 4 * f, 8 * f], [[3, 3, 3]] * 4,
-                                    [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]], [2, 2, 2, 2], [2, 2, 2],
-                                    deep_supervision=False)
-    network = build_network(architecture, 1, len(labels) + 1, deep_supervision=False)
+    network = new_box_network(1, labels, BoxNetworkParameters(features=args.features))
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     start = time.perf_counter()
     for iteration in range(args.iterations):

@@ -7,11 +7,13 @@ volume blur and noise; every case draws its own contrasts), given one tight box 
 (26-connected, margin 0) and its kidney mask as the dense label, and turned into a stage-1 pseudo mask.
 Reported per case and as means: tumor Dice of the boxes, of the boxes minus the kidney (boxfill) and
 of the ConvCRF pseudo masks, and the ConvCRF seconds. ``--modality mri`` paints four MRI-like channels
-instead and gives boxes only (the multi-channel lesion setting).
+instead and gives boxes only (the multi-channel lesion setting). ``--write-dataset FOLDER`` also writes the
+painted cases as a boxunet raw dataset (images, the dense labels plus the tumor as reference, boxes), for
+methods that learn across cases: ``boxunet_pseudo_labels -d ... --method template``.
 
     python benchmarks/kits23_pseudo_masks.py ../shared/data/kits23_labels [--cases 50] [--margin 0]
         [--modality ct|mri] [--dense kidney|kidney+cyst|none] [--tumor-hu 35 120] [--noise-hu 12]
-        [--parameters '{"crf": {"pairwise_weight": 4}}'] [-o report.json]
+        [--parameters '{"crf": {"pairwise_weight": 4}}'] [-o report.json] [--write-dataset FOLDER]
 """
 import argparse
 import json
@@ -25,7 +27,8 @@ from scipy import ndimage
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.cli.pseudo_labels import parse_parameters
 from boxunet.evaluation.metrics import dice
-from boxunet.io.boxes import box_mask, boxes_from_label_map
+from boxunet.io.boxes import box_mask, boxes_from_label_map, write_boxes
+from boxunet.io.images import Geometry, write_image
 
 KIDNEY, TUMOR, CYST = 1, 2, 3
 
@@ -102,10 +105,29 @@ def evaluate_case(path: Path, seed: int, margin: int, dense_values: list[int], p
     start = time.perf_counter()
     crf = pseudo_masks(image, spacing, boxes, [TUMOR], dense, parameters=parameters) == TUMOR
     seconds = time.perf_counter() - start
+    if arguments.write_dataset:
+        _write_case(arguments.write_dataset, path.name.split(".")[0], image, spacing,
+                    np.where(np.isin(labels, dense_values + [TUMOR]), labels, 0), boxes)
     return {"case": path.name, "shape": list(labels.shape), "spacing": [round(s, 3) for s in spacing],
             "boxes": len(boxes), "dice_boxes": dice(box_mask(labels.shape, boxes), reference),
             "dice_boxfill": dice(boxfill, reference), "dice_convcrf": dice(crf, reference),
             "convcrf_seconds": round(seconds, 2)}
+
+
+def _write_case(folder: Path, case: str, image: np.ndarray, spacing, labels: np.ndarray, boxes) -> None:
+    geometry = Geometry(tuple(float(s) for s in spacing), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), labels.shape)
+    for channel, values in enumerate(image):
+        write_image(values.astype(np.float32), geometry, folder / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+    write_image(labels.astype(np.uint8), geometry, folder / "labelsTr" / f"{case}.nii.gz")
+    write_boxes(boxes, folder / "boxesTr" / f"{case}.json")
+
+
+def _write_description(folder: Path, channels: int, dense_values: list[int], cases: int) -> None:
+    names = {KIDNEY: "kidney", TUMOR: "tumor", CYST: "cyst"}
+    labels = {"background": 0, **{names[value]: value for value in sorted(dense_values + [TUMOR])}}
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {str(c): ("CT" if channels == 1 else f"MRI{c}") for c in range(channels)}, "labels": labels,
+        "numTraining": cases, "file_ending": ".nii.gz", "box_labels": [TUMOR]}, indent=2))
 
 
 def main() -> None:
@@ -122,6 +144,7 @@ def main() -> None:
                         help="range of the tumor's mean HU (soft tissue ~45, kidney 140-220; default: %(default)s)")
     parser.add_argument("--noise-hu", type=float, default=12.0, help="image noise sigma (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument("--write-dataset", type=Path, help="also write the painted cases as a raw dataset here")
     arguments = parser.parse_args()
     parameters = parse_parameters(arguments.parameters)
     dense = "none" if arguments.modality == "mri" else arguments.dense
@@ -132,6 +155,8 @@ def main() -> None:
         rows.append(row)
         print(f"{row['case']}: boxes {row['dice_boxes']:.3f}  box-minus-dense {row['dice_boxfill']:.3f}  "
               f"convcrf {row['dice_convcrf']:.3f}  ({row['convcrf_seconds']} s)", flush=True)
+    if arguments.write_dataset:
+        _write_description(arguments.write_dataset, 4 if arguments.modality == "mri" else 1, dense_values, len(rows))
     keys = ("dice_boxes", "dice_boxfill", "dice_convcrf", "convcrf_seconds")
     means = {key: round(float(np.nanmean([row[key] for row in rows])), 4) for key in keys}
     print("mean:", json.dumps(means))

@@ -10,6 +10,10 @@ from boxunet.io.images import Geometry, write_image
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an end-to-end training (deselect with -m 'not slow')")
+
+
 @pytest.fixture
 def roots(tmp_path, monkeypatch):
     """Point the three boxunet roots at a temporary folder."""

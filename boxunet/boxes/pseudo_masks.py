@@ -16,7 +16,8 @@ The CRF runs ``rounds`` times, refitting the histograms on its previous output. 
 result then obeys the tightness prior of a tight box (Kervadec et al. 2020, in 3D): every slice of the
 box, along each axis, holds at least one voxel of c; where the CRF left a slice empty, its most probable
 candidate voxel is added (a box of a few voxels, all on its border, is otherwise erased by the CRF's
-smoothness). Turn it off for boxes drawn with a margin. Intensities are
+smoothness). Turn it off for boxes drawn with a margin. ``method="template"`` replaces the ellipsoid by a shape learned
+across cases (boxunet.boxes.shape_templates). Intensities are
 normalized per region by the statistics of the box interior (``normalize_region``), so the CRF's
 intensity sigma is in units of the contrast inside the box whatever the modality.
 """
@@ -29,7 +30,7 @@ from boxunet.boxes.convcrf import CRFParameters, mean_field
 from boxunet.boxes.padding import stack_padded
 from boxunet.io.boxes import Box, box_mask
 
-METHODS = ("convcrf", "boxfill", "acol")
+METHODS = ("convcrf", "boxfill", "acol", "template")
 MAP_CLIP = 1e-3  # a localization map probability is clipped to [MAP_CLIP, 1 - MAP_CLIP] before its logit
 
 
@@ -245,7 +246,9 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
     densely labelled becomes its box's label; ``"convcrf"`` infers it (see the module docstring);
     ``"acol"`` refines ``localization_maps`` (one box-shaped map in [0, 1] per box, e.g. [Fan 2022]'s fused ACoL
     maps, boxunet.boxes.region_mining) with the ConvCRF, the map as the only unary (no appearance model, one
-    round). Where boxes of different labels overlap, the more probable label wins.
+    round); ``"template"`` takes them as the shape prior in place of the ellipsoid, appearance model and
+    rounds as with ``"convcrf"`` (a label's shape learned across cases, boxunet.boxes.shape_templates).
+    Where boxes of different labels overlap, the more probable label wins.
     """
     if method not in METHODS:
         raise ValueError(f"unknown pseudo-mask method {method!r}; choose one of {METHODS}")
@@ -256,8 +259,8 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
         result[:] = np.where(np.isin(dense_labels, box_labels), 0, dense_labels)
     densely_known = result > 0
     best = np.zeros(shape, dtype=np.float32)
-    if method == "acol" and (localization_maps is None or len(localization_maps) != len(boxes)):
-        raise ValueError("method 'acol' needs one localization map per box")
+    if method in ("acol", "template") and (localization_maps is None or len(localization_maps) != len(boxes)):
+        raise ValueError(f"method {method!r} needs one localization map per box")
     for label in box_labels:
         inside = box_mask(shape, boxes, label)
         label_boxes = [(i, b) for i, b in enumerate(boxes) if b.label == label]
@@ -272,7 +275,7 @@ def pseudo_masks(image: np.ndarray, spacing_mm, boxes: list[Box], box_labels: li
                 known_not = densely_known[region] | ~inside[region]
                 candidates.append(inside[region] & ~known_not)
                 features = normalize_region(image[(slice(None),) + region], candidates[-1])
-                prior = (map_prior(box, region, localization_maps[index]) if method == "acol"
+                prior = (map_prior(box, region, localization_maps[index]) if method in ("acol", "template")
                          else shape_prior(box, region, parameters))
                 crf_regions.append(CRFRegion(features, inside[region], known_not, prior))
             # acol: the map is the only unary (no appearance model, one round)

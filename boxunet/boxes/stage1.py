@@ -13,6 +13,10 @@ boxes and image files) and the mining parameters are the same; a case's masks ar
 miner changes. Each case's boxes get their fused ACoL maps, refined by the ConvCRF.
 Its report adds the Dice of the CAM (branch A) and of the fused map alone, each thresholded at 0.5.
 
+``--method template`` first learns one shape template per box label from every case (a network trained from
+the boxes, then rounds of ConvCRF masks; boxunet.boxes.shape_templates), stored as ``shape_templates.json``
+(the network as ``box_network.pth``) and reused on the same terms as the miners; each case's ConvCRF then takes its label's template as shape prior.
+
 Everything that can be wrong with the input is checked before the first file is written.
 """
 import hashlib
@@ -28,6 +32,7 @@ import torch
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_region_miner, normalize_channels,
                                          save_region_miner, stored_region_miner, train_region_miner, training_slices)
+from boxunet.boxes.shape_templates import TemplateCase, TemplateParameters, learn_shape_templates, template_map
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.box_report import box_label_scores, mean_scores
 from boxunet.io.atomic import read_json, write_json
@@ -56,6 +61,7 @@ class PseudoLabelRequest:
     progress: bool = True
     tuning: dict | None = None
     mining: RegionMiningParameters = field(default_factory=RegionMiningParameters)
+    templates: TemplateParameters = field(default_factory=TemplateParameters)
     folders: DatasetFolders | None = None  # the dataset's folders when the caller holds them (else found by name)
 
 
@@ -72,6 +78,9 @@ class _CaseJob:
     mining: RegionMiningParameters | None = None  # with method "acol"
     miner_files: tuple[tuple[int, str], ...] = ()  # (box label, region miner file) with method "acol"
     miner_digests: tuple[tuple[int, str], ...] = ()  # (box label, digest of what its miner is trained on)
+    templates: TemplateParameters | None = None  # with method "template"
+    template_file: str | None = None  # with method "template"
+    template_digest: str | None = None  # digest of what the templates are learned from
 
 
 def stage1_folder(preprocessed_dataset: Path) -> Path:
@@ -167,16 +176,28 @@ def _settings(job: _CaseJob) -> dict:
     settings = {"method": job.method, "parameters": job.parameters.to_json()}
     if job.method == "acol":  # a case's masks depend on the miners, which depend on every case
         settings.update(mining=job.mining.to_json(), miners={str(label): d for label, d in job.miner_digests})
+    if job.method == "template":  # likewise for the templates
+        settings.update(templates=job.template_digest)
     return settings
+
+
+def _case_inputs(jobs: list[_CaseJob], label: int | None = None) -> dict:
+    """Every case's boxes (of ``label``, or all) and its image files' modification times."""
+    return {job.case.case_id: {"boxes": [b.to_json() for b in job.boxes if label is None or b.label == label],
+                               "images": [Path(f).stat().st_mtime_ns for f in job.case.images]} for job in jobs}
 
 
 def miner_settings(jobs: list[_CaseJob], label: int) -> dict:
     """What the region miner of ``label`` is trained on: the mining parameters, and every case's boxes of the
     label and image files' modification times."""
-    return {"label": label, "mining": jobs[0].mining.to_json(),
-            "cases": {job.case.case_id: {"boxes": [b.to_json() for b in job.boxes if b.label == label],
-                                         "images": [Path(f).stat().st_mtime_ns for f in job.case.images]}
-                      for job in jobs}}
+    return {"label": label, "mining": jobs[0].mining.to_json(), "cases": _case_inputs(jobs, label)}
+
+
+def template_settings(jobs: list[_CaseJob]) -> dict:
+    """What the shape templates are learned from: their parameters, the ConvCRF's, and every case's boxes and
+    image files' modification times."""
+    return {"templates": jobs[0].templates.to_json(), "crf": jobs[0].parameters.to_json(),
+            "cases": _case_inputs(jobs)}
 
 
 def _digest(settings: dict) -> str:
@@ -199,6 +220,9 @@ def _run_case(job: _CaseJob) -> dict:
     reference = read_image(job.case.label)[0] if job.case.label is not None else None
     start = time.perf_counter()
     maps, map_masks = _localization_maps(job, image) if job.method == "acol" else (None, None)
+    if job.method == "template":
+        templates = read_json(Path(job.template_file))["templates"]
+        maps = [template_map(np.asarray(templates[str(box.label)], np.float32), box) for box in job.boxes]
     result = pseudo_masks(image, geometry.spacing, list(job.boxes), list(job.box_labels), reference, job.method,
                           job.parameters, job.device, maps)
     seconds = time.perf_counter() - start
@@ -254,6 +278,11 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[DatasetFolders, list[_CaseJo
     if request.method == "acol":
         digests = tuple((label, _digest(miner_settings(jobs, label))) for label in description.box_labels)
         jobs = [replace(job, miner_digests=digests) for job in jobs]
+    if request.method == "template":
+        jobs = [replace(job, templates=request.templates, template_file=str(output_folder / "shape_templates.json"))
+                for job in jobs]
+        digest = _digest(template_settings(jobs))
+        jobs = [replace(job, template_digest=digest) for job in jobs]
     return folders, jobs
 
 
@@ -281,6 +310,25 @@ def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, dic
     return report
 
 
+def prepare_shape_templates(jobs: list[_CaseJob], num_processes: int, progress: bool) -> dict:
+    """Learn (or keep) the shape templates of every box label from every job's case; whether they were learned
+    now, and the learning report. The box network is kept in ``box_network.pth`` while the cases and its
+    parameters stay the same (a run interrupted in the rounds does not train it again)."""
+    path, digest = Path(jobs[0].template_file), jobs[0].template_digest
+    stored = read_json(path) if path.is_file() else None
+    if stored is not None and stored.get("digest") == digest:
+        return {"learned_now": False, **stored["report"]}
+    cases = [TemplateCase(tuple(str(f) for f in job.case.images), job.boxes,
+                          str(job.case.label) if job.case.label is not None else None) for job in jobs]
+    network_digest = _digest({"network": jobs[0].templates.network.to_json(), "cases": _case_inputs(jobs)})
+    templates, report = learn_shape_templates(cases, jobs[0].box_labels, jobs[0].templates, jobs[0].parameters,
+                                              path.with_name("box_network.pth"), network_digest, jobs[0].device,
+                                              num_processes, progress)
+    write_json({"digest": digest, "settings": jobs[0].templates.to_json(), "report": report,
+                "templates": {str(label): np.round(t, 4).tolist() for label, t in templates.items()}}, path)
+    return {"learned_now": True, **report}
+
+
 def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
     """Write the stage-1 pseudo label map of every training case and ``report.json``; return the report."""
     folders, jobs = plan_jobs(request)
@@ -293,6 +341,8 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
                     os.remove(path)
     start = time.perf_counter()
     miners = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
+    templates = (prepare_shape_templates(jobs, request.num_processes, request.progress)
+                 if request.method == "template" else None)
     records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress,
                                worker_threads=max(1, default_num_processes() // max(1, request.num_processes)))
     box_labels = jobs[0].box_labels
@@ -300,6 +350,7 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
               "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
               "mining": request.mining.to_json() if request.method == "acol" else None,
               "region_miners": miners,
+              "templates": ({"parameters": request.templates.to_json(), **templates} if templates else None),
               "total_seconds": round(time.perf_counter() - start, 2), "mean": _means(records, box_labels),
               "cases": records}
     write_json(report, output_folder / "report.json")

@@ -13,7 +13,6 @@ from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, plan_jobs
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import dice
-from boxunet.io.boxes import Box
 from boxunet.io.images import read_channels, read_image
 
 SEARCH_SPACE = {
@@ -39,8 +38,7 @@ def _cropped_case(job, context_mm: float):
     lower = [max(0, min(b.min[a] for b in boxes) - margins[a]) for a in range(3)]
     upper = [min(n, max(b.max[a] for b in boxes) + margins[a]) for a, n in enumerate(labels.shape)]
     crop = tuple(slice(lo, hi) for lo, hi in zip(lower, upper))
-    shifted = [Box(b.label, tuple(v - lo for v, lo in zip(b.min, lower)), tuple(v - lo for v, lo in zip(b.max, lower)))
-               for b in boxes]
+    shifted = [b.shifted(tuple(-lo for lo in lower)) for b in boxes]
     return image[(slice(None),) + crop], geometry.spacing, shifted, labels[crop]
 
 

@@ -6,6 +6,7 @@ import torch
 
 from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters
 from boxunet.boxes.region_mining import RegionMiningParameters
+from boxunet.boxes.shape_templates import TemplateParameters
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.boxes.tuning import tune_parameters
 from boxunet.cli.common import run_cli
@@ -21,11 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "$boxunet_preprocessed/DatasetXXX/pseudo_labels/stage1/, with report.json.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (1 -> Dataset001_*) or folder name")
     parser.add_argument("--method", choices=METHODS, default="convcrf",
-                        help="convcrf (default), boxfill (every box voxel not densely labelled is the box label) or "
-                             "acol ([Fan 2022]: ACoL region mining on slices, refined by the ConvCRF)")
+                        help="convcrf (default), boxfill (every box voxel not densely labelled is the box label), "
+                             "acol ([Fan 2022]: ACoL region mining on slices, refined by the ConvCRF) or template "
+                             "(a shape per box label learned from every case, the ConvCRF's prior in place of the "
+                             "ellipsoid: for anatomy whose shape in its box is alike across cases)")
     parser.add_argument("--mining-parameters", default="{}",
                         help='with --method acol: JSON overriding the region miner\'s parameters, e.g. '
                              '\'{"epochs": 20, "negatives": 128}\' (documentation/box_supervision.md)')
+    parser.add_argument("--template-parameters", default="{}",
+                        help='with --method template: JSON overriding the templates\' parameters, e.g. '
+                             '\'{"rounds": 4, "network": {"iterations": 400}}\' (documentation/box_supervision.md)')
     parser.add_argument("--parameters", default="{}",
                         help='JSON overriding parameters, e.g. \'{"rounds": 3, "crf": {"pairwise_weight": 6}}\' '
                              "(defaults and meaning: documentation/box_supervision.md)")
@@ -60,13 +66,28 @@ def parse_mining_parameters(text: str) -> RegionMiningParameters:
         raise BoxunetError(f"--mining-parameters {text!r}: {error}") from None
 
 
+def parse_template_parameters(text: str) -> TemplateParameters:
+    """TemplateParameters with the fields given as JSON (``network`` fields nested) changed."""
+    try:
+        overrides = json.loads(text)
+        values = TemplateParameters().to_json()
+        values["network"].update(overrides.pop("network", {}))
+        values.update(overrides)
+        return TemplateParameters.from_json(values)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise BoxunetError(f"--template-parameters {text!r}: {error}") from None
+
+
 def _run(arguments) -> dict:
     mining = parse_mining_parameters(arguments.mining_parameters)
-    if arguments.method != "acol" and arguments.mining_parameters.strip() not in ("", "{}"):
-        raise BoxunetError("--mining-parameters applies to --method acol only")
+    templates = parse_template_parameters(arguments.template_parameters)
+    for flag, text, method in (("--mining-parameters", arguments.mining_parameters, "acol"),
+                               ("--template-parameters", arguments.template_parameters, "template")):
+        if arguments.method != method and text.strip() not in ("", "{}"):
+            raise BoxunetError(f"{flag} applies to --method {method} only")
     request = PseudoLabelRequest(arguments.dataset, arguments.method, parse_parameters(arguments.parameters),
                                  max(1, arguments.num_processes), arguments.device, arguments.overwrite,
-                                 not arguments.quiet, mining=mining)
+                                 not arguments.quiet, mining=mining, templates=templates)
     if arguments.tune:
         request = tune_parameters(request, arguments.tune_cases)
     return generate_pseudo_labels(request)

@@ -32,6 +32,11 @@ class Box:
     def size(self) -> tuple[int, ...]:
         return tuple(hi - lo for lo, hi in zip(self.min, self.max))
 
+    def shifted(self, offset: tuple[int, ...]) -> "Box":
+        """The same box with ``offset`` added to its corners (e.g. into a crop's voxels)."""
+        return Box(self.label, tuple(v + o for v, o in zip(self.min, offset)),
+                   tuple(v + o for v, o in zip(self.max, offset)))
+
 
 def parse_boxes(data, source: str) -> list[Box]:
     """Turn the parsed JSON of a box file into boxes; malformed entries raise an error naming ``source``."""
@@ -106,9 +111,10 @@ def boxes_from_label_map(label_map: np.ndarray, label: int, margin: int = 0, con
 
 
 def box_mask(shape: tuple[int, ...], boxes: list[Box], label: int | None = None) -> np.ndarray:
-    """Boolean mask of the voxels inside any of ``boxes`` (only those of ``label`` when given)."""
+    """Boolean mask of the voxels inside any of ``boxes`` (only those of ``label`` when given); a box reaching out
+    of ``shape`` marks its part inside."""
     mask = np.zeros(shape, dtype=bool)
     for box in boxes:
         if label is None or box.label == label:
-            mask[box.slices] = True
+            mask[tuple(slice(max(lo, 0), max(hi, 0)) for lo, hi in zip(box.min, box.max))] = True
     return mask
