@@ -9,7 +9,7 @@ For a case with stage-1 pseudo mask PM and the predictions P^1..P^K of the K gro
   enters only through it and the weights) raised by ``NETWORK_LOGIT`` times the share of the K networks
   that say c. In a box region where no network says c, the ConvCRF gives PM again (up to floating-point
   differences); elsewhere the networks add evidence, weighed against the box prior and the image, and a
-  network that misses an object cannot erase it. After any other stage 1 (boxfill, acol), whose prior is
+  network that misses an object cannot erase it. After any other stage 1 (boxfill, acol, template), whose prior is
   not known here, it is the union itself (``UNION_LOGIT`` inside it, minus that outside). The ConvCRF
   refines it like a stage-1 mask (appearance model, ConvCRF, tightness); outside the boxes of c the
   answer is fixed to not-c, and where boxes of different labels overlap the more probable label wins;
