@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from boxunet.boxes.box_network import BoxedCase, BoxNetworkParameters, box_loss, patch_shape, slice_log_maxima
-from boxunet.boxes.shape_templates import (CLIP, TemplateParameters, share_logits, standardized_logits, template_map,
-                                           to_box_grid)
+from boxunet.boxes.box_network import (BoxedCase, BoxNetworkParameters, box_loss, box_network_probabilities,
+                                       patch_origin, patch_shape, slice_log_maxima, tile_origins, whole_slices)
+from boxunet.boxes.pseudo_masks import PseudoMaskParameters
+from boxunet.boxes.shape_templates import (CLIP, TemplateCase, TemplateParameters, learn_shape_templates, share_logits,
+                                           standardized_logits, template_map, to_box_grid)
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.cli.pseudo_labels import parse_template_parameters
 from boxunet.errors import BoxunetError
@@ -37,14 +39,44 @@ def test_box_loss_of_an_undecided_network_by_hand():
     valid = torch.ones(1, 4, 4, 4, dtype=torch.bool)
     loss = box_loss(logits, valid, [[Box(1, (1, 1, 1), (3, 3, 3))]], (1,), beta=4.0, emptiness=1.0)
     assert float(loss) == pytest.approx(2 * np.log(2) + 0.5, abs=1e-5)
-    # a box cut by the patch gives no slices but is not counted as outside
+    # a box cut by the patch along one axis gives that axis' slices, along two axes none; it is not outside
     cut = box_loss(logits, valid, [[Box(1, (-1, 1, 1), (3, 3, 3))]], (1,), beta=4.0, emptiness=0.0)
-    assert float(cut) == pytest.approx(np.log(2), abs=1e-5)
+    assert float(cut) == pytest.approx(2 * np.log(2), abs=1e-5)
+    assert whole_slices(Box(1, (-1, 1, 1), (3, 3, 3)), (4, 4, 4)) == (Box(1, (0, 1, 1), (3, 3, 3)), (0,))
+    cut_twice = box_loss(logits, valid, [[Box(1, (-1, -1, 1), (3, 3, 3))]], (1,), beta=4.0, emptiness=0.0)
+    assert float(cut_twice) == pytest.approx(np.log(2), abs=1e-5)
+    assert whole_slices(Box(1, (5, 1, 1), (7, 3, 3)), (4, 4, 4)) == (None, ())
 
 
 def test_patch_shape_rounds_up_and_caps():
     cases = [BoxedCase(np.zeros((1, 13, 30, 100), np.float32), []), BoxedCase(np.zeros((1, 9, 41, 20), np.float32), [])]
     assert patch_shape(cases, 96) == (16, 48, 96)
+
+
+def test_patch_origins_hold_the_box_and_tiles_cover_the_crop():
+    rng = np.random.default_rng(0)
+    case = BoxedCase(np.zeros((1, 40, 8, 8), np.float32), [Box(1, (10, 0, 0), (20, 8, 8))])
+    origins = {patch_origin(case, (16, 8, 8), rng)[0] for _ in range(200)}
+    assert origins == set(range(4, 11)), "every window holding the whole box, and only those"
+    large = BoxedCase(np.zeros((1, 40, 8, 8), np.float32), [Box(1, (5, 0, 0), (35, 8, 8))])
+    assert {patch_origin(large, (16, 8, 8), rng)[0] for _ in range(200)} == set(range(5, 20))
+    assert tile_origins((24, 8), (16, 8)) == [(0, 0), (8, 0)]
+    assert len(tile_origins((40, 16, 16), (16, 16, 16))) == 4  # 0, 8, 16, 24 along the first axis
+
+
+def test_tiled_probabilities_equal_one_pass_for_a_voxelwise_network():
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, 3, 1)
+    case = BoxedCase(np.random.default_rng(1).normal(size=(1, 20, 12, 12)).astype(np.float32), [])
+    tiled = box_network_probabilities(network, case, max_patch=8)
+    whole = box_network_probabilities(network, case, max_patch=96)
+    assert tiled.shape == (3, 20, 12, 12) and np.allclose(tiled, whole, atol=1e-6)
+
+
+def test_no_case_with_a_box_is_a_clear_error(tmp_path):
+    with pytest.raises(BoxunetError, match="no training case has a box"):
+        learn_shape_templates([TemplateCase(("unread.nii.gz",), ())], (1,), TemplateParameters(),
+                              PseudoMaskParameters(), tmp_path / "box_network.pth", "digest")
 
 
 def test_box_grid_templates():
@@ -64,8 +96,11 @@ def test_box_grid_templates():
 def test_template_parameters_from_the_command_line():
     parameters = parse_template_parameters('{"rounds": 2, "network": {"iterations": 30}}')
     assert parameters.rounds == 2 and parameters.network.iterations == 30 and parameters.grid == 24
-    with pytest.raises(BoxunetError, match="rounds must not be negative"):
-        parse_template_parameters('{"rounds": -1}')
+    for wrong in ('{"rounds": -1}', '{"rounds": 1.5}'):
+        with pytest.raises(BoxunetError, match="rounds must be an integer"):
+            parse_template_parameters(wrong)
+    with pytest.raises(BoxunetError, match="positive integers"):
+        parse_template_parameters('{"network": {"batch_size": 2.5}}')
     with pytest.raises(BoxunetError, match="--template-parameters"):
         parse_template_parameters('{"network": {"speed": 3}}')
 

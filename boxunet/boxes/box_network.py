@@ -42,10 +42,12 @@ class BoxNetworkParameters:
     seed: int = 0
 
     def __post_init__(self):
-        if min(self.iterations, self.batch_size, self.features, self.max_patch) < 1 or self.beta <= 0 \
-                or self.emptiness < 0 or self.learning_rate <= 0 or self.crop_margin < 0:
-            raise BoxunetError("box network: iterations, batch size, features and max patch must be positive, beta "
-                               "and the learning rate positive, emptiness and the crop margin not negative")
+        counts = (self.iterations, self.batch_size, self.features, self.max_patch, self.crop_margin, self.seed)
+        if any(type(value) is not int for value in counts) or min(counts[:4]) < 1 or self.crop_margin < 0 \
+                or self.beta <= 0 or self.emptiness < 0 or self.learning_rate <= 0:
+            raise BoxunetError("box network: iterations, batch size, features and max patch must be positive "
+                               "integers, the crop margin and seed integers, the crop margin not negative, beta and "
+                               "the learning rate positive, emptiness not negative")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -80,22 +82,35 @@ def new_box_network(in_channels: int, box_labels: tuple[int, ...], parameters: B
                          deep_supervision=False)
 
 
-def slice_log_maxima(log_probability: torch.Tensor, box: Box, beta: float) -> torch.Tensor:
-    """The smooth maximum of ``log_probability`` (z, y, x) over every slice of ``box`` along each axis, all axes
+def slice_log_maxima(log_probability: torch.Tensor, box: Box, beta: float, axes=(0, 1, 2)) -> torch.Tensor:
+    """The smooth maximum of ``log_probability`` (z, y, x) over every slice of ``box`` along each of ``axes``, all
     concatenated: (1/beta) log mean exp(beta log p), at most 0."""
     crop = log_probability[box.slices]
     values = []
-    for axis in range(3):
+    for axis in axes:
         slices = crop.movedim(axis, 0).flatten(1)
         values.append(((torch.logsumexp(beta * slices, 1) - np.log(slices.shape[1])) / beta).clamp(max=0))
     return torch.cat(values)
 
 
+def whole_slices(box: Box, shape: tuple[int, ...]) -> tuple[Box | None, tuple[int, ...]]:
+    """``box`` clipped to a patch of ``shape`` and the axes whose slices lie whole in the patch: every axis when
+    the box is inside, the cut axis when the patch cuts it along one axis only, none otherwise."""
+    low = tuple(max(lo, 0) for lo in box.min)
+    high = tuple(min(hi, n) for hi, n in zip(box.max, shape))
+    if any(lo >= hi for lo, hi in zip(low, high)):
+        return None, ()
+    cut = [lo < 0 or hi > n for lo, hi, n in zip(box.min, box.max, shape)]
+    axes = tuple(axis for axis in range(len(shape)) if not any(cut[other] for other in range(len(shape))
+                                                               if other != axis))
+    return Box(box.label, low, high), axes
+
+
 def box_loss(logits: torch.Tensor, valid: torch.Tensor, boxes: list[list[Box]], box_labels: tuple[int, ...],
              beta: float, emptiness: float) -> torch.Tensor:
     """The three terms of the module docstring for a batch: ``logits`` (B, 1 + labels, *patch), ``valid`` (B, *patch)
-    the voxels inside the image, ``boxes`` per batch item in patch voxels (boxes cut by the patch count as inside
-    for the negatives but give no slices)."""
+    the voxels inside the image, ``boxes`` per batch item in patch voxels (a box cut by the patch counts as inside
+    for the negatives and gives the slices that lie whole in the patch, ``whole_slices``)."""
     log_probability = torch.log_softmax(logits.float(), 1)
     probability = log_probability.exp()
     shape = tuple(valid.shape[1:])
@@ -106,9 +121,12 @@ def box_loss(logits: torch.Tensor, valid: torch.Tensor, boxes: list[list[Box]], 
         outside = valid & ~inside
         if outside.any():
             total = total - (torch.log((1 - probability[:, channel]).clamp(min=1e-6)) * outside).sum() / outside.sum()
-        bags = [slice_log_maxima(log_probability[index, channel], box, beta) for index, item in enumerate(boxes)
-                for box in item if box.label == label and all(0 <= lo and hi <= n for lo, hi, n in
-                                                               zip(box.min, box.max, shape))]
+        bags = []
+        for index, item in enumerate(boxes):
+            for box in (b for b in item if b.label == label):
+                clipped, axes = whole_slices(box, shape)
+                if axes:
+                    bags.append(slice_log_maxima(log_probability[index, channel], clipped, beta, axes))
         if bags:
             total = total - torch.cat(bags).mean()
         if inside.any():
@@ -116,30 +134,35 @@ def box_loss(logits: torch.Tensor, valid: torch.Tensor, boxes: list[list[Box]], 
     return total
 
 
+def _rounded_up(n: int) -> int:
+    return int(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
 def patch_shape(cases: list[BoxedCase], max_patch: int) -> tuple[int, ...]:
     """The largest crop per axis, rounded up to a multiple of ``SIZE_MULTIPLE`` and capped at ``max_patch``."""
     largest = np.max([case.image.shape[1:] for case in cases], 0)
     cap = max(SIZE_MULTIPLE, max_patch // SIZE_MULTIPLE * SIZE_MULTIPLE)
-    return tuple(int(min(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE, cap)) for n in largest)
+    return tuple(min(_rounded_up(int(n)), cap) for n in largest)
 
 
-def _window(case: BoxedCase, patch: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
-    """A patch origin in the crop: random, but holding the centre of a random box where the crop is larger."""
+def patch_origin(case: BoxedCase, patch: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+    """A patch origin in the crop: along an axis where the crop is larger than the patch, random among those that
+    hold a random box whole (or lie inside it, where the box is larger than the patch)."""
     box = case.boxes[rng.integers(len(case.boxes))]
     origin = []
     for n, p, lo, hi in zip(case.image.shape[1:], patch, box.min, box.max):
         if n <= p:
             origin.append(0)
             continue
-        centre = (lo + hi) // 2
-        origin.append(int(rng.integers(max(0, centre - p + 1), min(n - p, centre) + 1)))
+        first, last = (max(0, hi - p), min(n - p, lo)) if hi - lo <= p else (lo, min(n - p, hi - p))
+        origin.append(int(rng.integers(first, last + 1)))
     return tuple(origin)
 
 
 def _batch(cases: list[BoxedCase], patch: tuple[int, ...], rng: np.random.Generator):
     images, valid, boxes = [], [], []
     for case in cases:
-        origin = _window(case, patch, rng)
+        origin = patch_origin(case, patch, rng)
         region = tuple(slice(o, o + p) for o, p in zip(origin, patch))
         image = case.image[(slice(None),) + region]
         images.append(image * rng.uniform(0.9, 1.1) + rng.normal(0, 0.1))
@@ -179,12 +202,29 @@ def train_box_network(cases: list[BoxedCase], box_labels: tuple[int, ...], param
     return network.eval(), losses
 
 
+def tile_origins(size: tuple[int, ...], tile: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Origins of ``tile``-sized windows covering ``size``, half a tile apart per axis, the last at the end."""
+    per_axis = [sorted(set(list(range(0, n - t, max(1, t // 2))) + [n - t])) for n, t in zip(size, tile)]
+    return [tuple(int(v) for v in origin) for origin in np.stack(np.meshgrid(*per_axis, indexing="ij"), -1)
+            .reshape(-1, len(size))]
+
+
 @torch.no_grad()
-def box_network_probabilities(network: torch.nn.Module, case: BoxedCase,
+def box_network_probabilities(network: torch.nn.Module, case: BoxedCase, max_patch: int,
                               device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """Probabilities (1 + labels, *crop) of the whole crop in one pass (padded to a multiple of ``SIZE_MULTIPLE``)."""
+    """Probabilities (1 + labels, *crop) of the whole crop: padded to a multiple of ``SIZE_MULTIPLE``, in windows of
+    at most the training patch (``patch_shape`` of this case alone), overlapping by half, averaged."""
     shape = case.image.shape[1:]
-    padded = tuple(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in shape)
-    image = torch.from_numpy(stack_padded([case.image], padded, 0.0, np.float32)).to(device)
-    probability = torch.softmax(network(image).float(), 1)[0].cpu().numpy()
-    return probability[(slice(None),) + tuple(slice(0, n) for n in shape)]
+    padded = tuple(_rounded_up(n) for n in shape)
+    tile = patch_shape([case], max_patch)
+    image = stack_padded([case.image], padded, 0.0, np.float32)[0]
+    total, count = None, np.zeros(padded, np.float32)
+    for origin in tile_origins(padded, tile):
+        window = tuple(slice(o, o + t) for o, t in zip(origin, tile))
+        inputs = torch.from_numpy(np.ascontiguousarray(image[(slice(None),) + window][None])).to(device)
+        probability = torch.softmax(network(inputs).float(), 1)[0].cpu().numpy()
+        if total is None:
+            total = np.zeros((probability.shape[0],) + padded, np.float32)
+        total[(slice(None),) + window] += probability
+        count[window] += 1
+    return (total / count)[(slice(None),) + tuple(slice(0, n) for n in shape)]

@@ -40,8 +40,9 @@ class TemplateParameters:
     grid: int = 24
 
     def __post_init__(self):
-        if self.rounds < 0 or self.grid < 2:
-            raise BoxunetError("shape templates: rounds must not be negative and the grid at least 2")
+        if type(self.rounds) is not int or type(self.grid) is not int or self.rounds < 0 or self.grid < 2:
+            raise BoxunetError("shape templates: rounds must be an integer, not negative, and the grid an integer of "
+                               "at least 2")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,7 +56,7 @@ class TemplateParameters:
 
 def _resize(array: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=tuple(int(s) for s in size), mode="trilinear", align_corners=True)[0, 0].numpy()
+    return F.interpolate(tensor, size=tuple(int(s) for s in size), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
 def to_box_grid(values: np.ndarray, box: Box, grid: int) -> np.ndarray:
@@ -100,9 +101,11 @@ def _mean_grids(grids: list[dict[int, list[np.ndarray]]], box_labels: tuple[int,
 
 def _network_grids(network, case: TemplateCase, box_labels: tuple[int, ...], parameters: TemplateParameters,
                    device: torch.device) -> dict[int, list[np.ndarray]]:
+    if not case.boxes:
+        return {}
     image, _ = read_channels(list(case.images))
     boxed, _ = boxed_case(image, list(case.boxes), parameters.network.crop_margin)
-    probability = box_network_probabilities(network, boxed, device)
+    probability = box_network_probabilities(network, boxed, parameters.network.max_patch, device)
     return {label: [to_box_grid(probability[channel], box, parameters.grid) for box in boxed.boxes
                     if box.label == label] for channel, label in enumerate(box_labels, start=1)}
 
@@ -151,7 +154,7 @@ def box_network_for(cases: list[TemplateCase], box_labels: tuple[int, ...], para
     if stored is not None:
         return stored + (False,)
     boxed = []
-    for case in cases:
+    for case in (case for case in cases if case.boxes):  # a case without boxes says nothing of where c lies
         image, _ = read_channels(list(case.images))
         boxed.append(boxed_case(image, list(case.boxes), parameters.crop_margin)[0])
     network, losses = train_box_network(boxed, box_labels, parameters, device, log)
@@ -166,7 +169,10 @@ def learn_shape_templates(cases: list[TemplateCase], box_labels: tuple[int, ...]
     """The templates of every box label with boxes (module docstring) and a report: the network's losses, whether
     it was trained now (``network_file`` keeps it for a rerun on the same ``network_digest``) and, per round, the
     mean share of each label's box grid that the masks fill."""
+    if not any(case.boxes for case in cases):
+        raise BoxunetError("--method template: no training case has a box to learn a shape from")
     torch_device = torch.device(device)
+    num_processes = max(1, num_processes)
     network, losses, trained_now = box_network_for(cases, box_labels, parameters.network, torch_device, network_file,
                                                    network_digest, print if progress else None)
     means = _mean_grids([_network_grids(network, case, box_labels, parameters, torch_device) for case in cases],

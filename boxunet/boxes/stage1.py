@@ -195,9 +195,10 @@ def miner_settings(jobs: list[_CaseJob], label: int) -> dict:
 
 def template_settings(jobs: list[_CaseJob]) -> dict:
     """What the shape templates are learned from: their parameters, the ConvCRF's, and every case's boxes and
-    image files' modification times."""
+    image and label files' modification times (the rounds keep the dense labels of other classes)."""
+    labels = {job.case.case_id: Path(job.case.label).stat().st_mtime_ns for job in jobs if job.case.label is not None}
     return {"templates": jobs[0].templates.to_json(), "crf": jobs[0].parameters.to_json(),
-            "cases": _case_inputs(jobs)}
+            "cases": _case_inputs(jobs), "dense_labels": labels}
 
 
 def _digest(settings: dict) -> str:
