@@ -4,7 +4,9 @@ A box label's template is a ``grid``^3 map of logits in box coordinates (each bo
 It is learned without dense labels in two steps:
 
 1. a network trained from the boxes of every case (boxunet.boxes.box_network) gives the first template: the mean
-   of its probabilities in box coordinates, standardized (zero mean, unit variance over the grid) as logits;
+   of its probabilities in box coordinates, standardized (zero mean, unit variance over the grid) as logits,
+   lowered by ``face_decay`` at the box faces (a tight box touches its structure in a few voxels of each face;
+   the network's mean, which only knows that every slice holds some, does not);
 2. ``rounds`` times, every case's ConvCRF runs with the template as its shape prior (in place of the inscribed
    ellipsoid; the appearance model and tightness as with ``convcrf``), and the template becomes the logit of the
    share of cases whose mask holds each grid voxel (clipped to [``CLIP``, 1 - ``CLIP``]).
@@ -38,11 +40,14 @@ class TemplateParameters:
     network: BoxNetworkParameters = field(default_factory=BoxNetworkParameters)
     rounds: int = 4
     grid: int = 24
+    face_decay: float = 2.0
 
     def __post_init__(self):
         if type(self.rounds) is not int or type(self.grid) is not int or self.rounds < 0 or self.grid < 2:
             raise BoxunetError("shape templates: rounds must be an integer, not negative, and the grid an integer of "
                                "at least 2")
+        if type(self.face_decay) not in (int, float) or not 0 <= self.face_decay < float("inf"):
+            raise BoxunetError("shape templates: face_decay must be a finite number, not negative")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -72,6 +77,14 @@ def template_map(template: np.ndarray, box: Box) -> np.ndarray:
 def standardized_logits(mean_grid: np.ndarray) -> np.ndarray:
     """The first template: a mean probability grid standardized to zero mean and unit variance."""
     return ((mean_grid - mean_grid.mean()) / max(float(mean_grid.std()), 1e-6)).astype(np.float32)
+
+
+def face_logits(grid: int, strength: float) -> np.ndarray:
+    """Logits over a ``grid``^3 box grid that lower its faces: ``-strength`` on the outermost grid voxels, a factor
+    e less per voxel inward."""
+    depth = np.minimum(np.arange(grid), np.arange(grid)[::-1])
+    nearest = np.minimum.reduce(np.meshgrid(depth, depth, depth, indexing="ij"))
+    return (-strength * np.exp(-nearest)).astype(np.float32)
 
 
 def share_logits(share: np.ndarray) -> np.ndarray:
@@ -177,7 +190,8 @@ def learn_shape_templates(cases: list[TemplateCase], box_labels: tuple[int, ...]
                                                    network_digest, print if progress else None)
     means = _mean_grids([_network_grids(network, case, box_labels, parameters, torch_device) for case in cases],
                         box_labels)
-    templates = {label: standardized_logits(mean) for label, mean in means.items()}
+    faces = face_logits(parameters.grid, parameters.face_decay)
+    templates = {label: standardized_logits(mean) + faces for label, mean in means.items()}
     fills = []
     for round_index in range(parameters.rounds):
         items = [(case, box_labels, templates, crf_parameters, parameters.grid, device) for case in cases]
