@@ -169,6 +169,16 @@ def test_msd_missing_label_names_case(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+def test_msd_truncated_4d_image_names_the_file(tmp_path):
+    task = tmp_path / "Task01_BrainTumour"
+    make_msd_task(task)
+    path = task / "imagesTr" / "BRATS_002.nii.gz"
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    with pytest.raises(SystemExit, match="BRATS_002.nii.gz: is truncated"):
+        msd.main(["-i", str(task), "-o", str(tmp_path / "raw")])
+    assert not (tmp_path / "raw").exists()
+
+
 def make_box_dataset(raw):
     folder = raw / "Dataset005_Boxes"
     label_map = np.zeros(SHAPE, dtype=np.uint8)

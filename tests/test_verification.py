@@ -1,12 +1,16 @@
 """Every verification error names the case and the file, and nothing is written when one is found."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from boxunet.errors import BoxunetError, DatasetError
+from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import Geometry, read_image, write_image
+from boxunet.io.input_cases import list_prediction_cases
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
 from conftest import write_tiny_dataset
 
@@ -137,6 +141,24 @@ def test_case_ids_differing_only_by_case(tiny_dataset, roots):
 def test_corrupt_image_file(tiny_dataset, roots):
     (tiny_dataset / "imagesTr" / "case_003_0000.nii.gz").write_bytes(b"this is not an image")
     expect_problem(roots, "case_003", "case_003_0000.nii.gz", "cannot be read")
+
+
+@pytest.mark.parametrize("verify_only", [True, False])
+def test_truncated_image_file(tiny_dataset, roots, verify_only):
+    path = tiny_dataset / "imagesTr" / "case_002_0000.nii.gz"
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])  # SimpleITK would read zeros
+    expect_problem(roots, "case_002", "case_002_0000.nii.gz", "is truncated", verify_only=verify_only)
+
+
+def test_truncated_input_is_refused_before_prediction(tiny_dataset, tmp_path):
+    folder = tmp_path / "input"
+    shutil.copytree(tiny_dataset / "imagesTr", folder)
+    path = folder / "case_001_0000.nii.gz"
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    with pytest.raises(DatasetError) as raised:
+        list_prediction_cases(folder, load_dataset_json(tiny_dataset))
+    assert [(p.case, Path(p.file).name) for p in raised.value.problems] == [("case_001", "case_001_0000.nii.gz")]
+    assert "is truncated" in raised.value.problems[0].message
 
 
 def test_label_without_image_and_count_mismatch(tiny_dataset, roots):
