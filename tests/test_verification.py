@@ -185,6 +185,7 @@ def test_all_problems_are_reported_together(tiny_dataset, roots):
 @pytest.mark.parametrize("change, message", [
     ({"labels": {"background": 0, "tumor": 2}}, "consecutive"),
     ({"file_ending": "nii.gz"}, "file_ending"),
+    ({"file_ending": "./../../../ESCAPED.nii.gz"}, "plain file ending"),
     ({"box_labels": [5]}, "box_labels"),
     ({"labels": {"background": 0, "kidney": [1, 2], "tumor": 2}}, "regions_class_order"),
 ])

@@ -19,9 +19,9 @@ from boxunet.ensembling.crossval import (CrossValidation, crossval_folder_name, 
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.ensemble import ensemble_folders
-from boxunet.io.model_folder import parse_model_folder_name, read_model_files
-from boxunet.io.atomic import read_json, write_json
+from boxunet.io.atomic import copy_file, read_json, write_json
 from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.model_folder import parse_model_folder_name, read_model_files
 from boxunet.paths import model_folder_name, preprocessed_root, results_root
 from boxunet.planning.plans import Plans
 from boxunet.postprocessing.components import default_connectivity
@@ -181,7 +181,7 @@ def find_best_configuration(request: SelectionRequest, log=print) -> dict:
     for model in models:  # every model gets its own decision, which boxunet_predict applies
         crossval = results[model.name][0]
         decisions[model.name] = _decide_postprocessing(crossval, reference_folder, request.num_processes)
-        shutil.copyfile(crossval.folder / POSTPROCESSING_FILE_NAME, model / POSTPROCESSING_FILE_NAME)
+        copy_file(crossval.folder / POSTPROCESSING_FILE_NAME, model / POSTPROCESSING_FILE_NAME)
     decision = decisions.get(best_name) or _decide_postprocessing(best, reference_folder, request.num_processes)
     information = {
         "dataset": dataset_results.name, "folds": request.folds,

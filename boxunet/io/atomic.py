@@ -1,6 +1,7 @@
 """Atomic writes: a file is written under a temporary name in its folder, then renamed into place."""
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def write_json(data, path: Path, indent: int | None = 2) -> None:
     """Write ``data`` as JSON (indented unless ``indent`` is None), atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(data, indent=indent) + "\n")
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically: a symlink at ``target`` is replaced, never written through."""
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
 
 
 def read_json(path: Path):

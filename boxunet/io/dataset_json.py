@@ -1,5 +1,6 @@
 """The raw dataset description (``dataset.json``), nnU-Net v2 compatible plus ``box_labels``."""
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,13 @@ def parse_case_classification(data, labels: dict, fail) -> CaseClassification | 
     return CaseClassification(str(data.get("name", "class")), list(classes), label, dict(cases))
 
 
+def file_ending_problem(value) -> str | None:
+    """Why ``value`` is not a plain file ending (dot-separated letters, digits, _ or -: no folder, no ..), or None."""
+    if isinstance(value, str) and re.fullmatch(r"(\.[A-Za-z0-9_-]+)+", value):
+        return None
+    return f'"file_ending" must be a plain file ending such as ".nii.gz" (no "/" or ".."); got {value!r}'
+
+
 def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescription:
     """Validate a dataset.json dictionary and turn it into a DatasetDescription."""
     def fail(message: str):
@@ -139,8 +147,8 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
     if not isinstance(num_training, int) or num_training < 0:
         fail(f'"numTraining" must be a non-negative int; got {num_training!r}')
     file_ending = data.get("file_ending")
-    if not isinstance(file_ending, str) or not file_ending.startswith("."):
-        fail(f'"file_ending" must be a file ending such as ".nii.gz"; got {file_ending!r}')
+    if file_ending_problem(file_ending):
+        fail(file_ending_problem(file_ending))
 
     box_labels = data.get("box_labels", [])
     if not isinstance(box_labels, list) or not all(isinstance(v, int) for v in box_labels):

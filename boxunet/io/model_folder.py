@@ -6,11 +6,11 @@ on its own, without the preprocessed data. Every folder of predictions gets the 
 what ensembling and postprocessing read.
 """
 import re
-import shutil
 from pathlib import Path
 
 from boxunet.errors import BoxunetError
-from boxunet.io.atomic import read_json, write_json
+from boxunet.io.atomic import copy_file, read_json, write_json
+from boxunet.io.dataset_json import file_ending_problem
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.paths import DATASET_JSON, PLANS_FILE_NAME, model_folder_name, results_root
 
@@ -23,7 +23,7 @@ def write_model_files(folder: Path, plans_json: dict, dataset_json_file: Path) -
     folder.mkdir(parents=True, exist_ok=True)
     write_json(plans_json, folder / PLANS_FILE_NAME)
     if Path(dataset_json_file).resolve() != (folder / DATASET_JSON).resolve():
-        shutil.copyfile(dataset_json_file, folder / DATASET_JSON)
+        copy_file(dataset_json_file, folder / DATASET_JSON)
 
 
 def read_model_files(folder: Path, what: str = "model folder") -> tuple[dict, dict]:
@@ -34,7 +34,11 @@ def read_model_files(folder: Path, what: str = "model folder") -> tuple[dict, di
         if not (folder / name).is_file():
             raise BoxunetError(f"{what} {folder} has no {name}; it is written by boxunet_train (model folders), "
                                "boxunet_predict and validation (prediction folders)")
-    return read_json(folder / PLANS_FILE_NAME), read_json(folder / DATASET_JSON)
+    dataset_json = read_json(folder / DATASET_JSON)
+    problem = file_ending_problem(dataset_json.get("file_ending") if isinstance(dataset_json, dict) else None)
+    if problem:
+        raise BoxunetError(f"file {folder / DATASET_JSON}: {problem}")
+    return read_json(folder / PLANS_FILE_NAME), dataset_json
 
 
 def find_model_folder(dataset: str, configuration: str, trainer: str, plans_name: str) -> Path:
