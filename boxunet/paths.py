@@ -6,14 +6,18 @@ Each root comes from an environment variable (``boxunet_raw``, ``boxunet_preproc
 Nothing else in boxunet reads the environment for paths.
 """
 import os
+import re
 import sys
 from pathlib import Path
+
+from boxunet.errors import BoxunetError
 
 DEFAULT_BASE_FOLDER = "boxunet_data"
 PLANS_FILE_NAME = "boxunet_plans.json"  # in the preprocessed dataset folder, model folders and prediction folders
 DATASET_JSON = "dataset.json"
 _ROOT_VARIABLES = {"raw": "boxunet_raw", "preprocessed": "boxunet_preprocessed", "results": "boxunet_results"}
 _announced: set[str] = set()
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def _root(kind: str) -> Path:
@@ -43,9 +47,19 @@ def results_root() -> Path:
     return _root("results")
 
 
+def checked_name(value: str, what: str) -> str:
+    """``value`` when it is safe as (part of) a file name, e.g. a plans name; else a clear error: letters, digits,
+    '_', '-' and '.', starting with a letter or digit, no '..' (a name never reaches outside its folder)."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise BoxunetError(f"{what} {value!r} is not a safe name: use letters, digits, '_', '-' and '.', starting "
+                           "with a letter or digit (no '/' or '..')")
+    return value
+
+
 def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
     """``<trainer>__<plans>__<configuration>``: a trained model's folder inside its dataset's results."""
-    return f"{trainer}__{plans_name}__{configuration}"
+    return "__".join(checked_name(value, what) for value, what in
+                     ((trainer, "trainer"), (plans_name, "plans name"), (configuration, "configuration")))
 
 
 def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:

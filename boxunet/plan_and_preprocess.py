@@ -11,8 +11,9 @@ from boxunet.io.atomic import read_json, write_json
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.verification import verify_headers
-from boxunet.paths import PLANS_FILE_NAME, preprocessed_root, raw_root
-from boxunet.planning.planner import DEFAULT_CONFIGURATIONS, DEFAULT_PLANS_NAME, plan_experiment, plans_summary
+from boxunet.paths import PLANS_FILE_NAME, checked_name, preprocessed_root, raw_root
+from boxunet.planning.planner import (DEFAULT_CONFIGURATIONS, DEFAULT_PLANS_NAME, plan_experiment, plans_file,
+                                      plans_summary)
 from boxunet.planning.plans import Plans, load_plans, save_plans
 from boxunet.preprocessing.dataset import copy_reference_segmentations, preprocess_dataset
 
@@ -35,16 +36,19 @@ class PlanAndPreprocessOptions:
     preprocess: bool = True
     progress: bool = True
 
+    def __post_init__(self):
+        checked_name(self.plans_name, "plans name")  # it names files and folders: refused before anything runs
+
 
 def _log(message: str, options: PlanAndPreprocessOptions) -> None:
     if options.progress:
         print(message, flush=True)
 
 
-def _keep_custom_configurations(plans: Plans, plans_file: Path) -> None:
-    if not plans_file.is_file():
+def _keep_custom_configurations(plans: Plans, path: Path) -> None:
+    if not path.is_file():
         return
-    previous = load_plans(plans_file)
+    previous = load_plans(path)
     for name, configuration in previous.configurations.items():
         if name not in plans.configurations:
             plans.configurations[name] = configuration
@@ -79,12 +83,11 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
     write_json(description.to_json(), output_folder / "dataset.json")
     plans = plan_experiment(fingerprint, description, raw_folder.name, options.gpu_memory_gb, options.ct_window,
                             options.target_spacing, options.plans_name, options.force_cascade)
-    plans_file = output_folder / (PLANS_FILE_NAME if options.plans_name == DEFAULT_PLANS_NAME
-                                  else f"{options.plans_name}.json")
-    _keep_custom_configurations(plans, plans_file)
-    save_plans(plans, plans_file)
+    plans_path = plans_file(output_folder, options.plans_name)
+    _keep_custom_configurations(plans, plans_path)
+    save_plans(plans, plans_path)
     _log(plans_summary(plans), options)
-    report["plans_file"] = str(plans_file)
+    report["plans_file"] = str(plans_path)
     report["planning_seconds"] = round(time.perf_counter() - started, 2)
     if not options.preprocess:
         return report
@@ -102,10 +105,10 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
     return report
 
 
-def _check_configuration_names(names: list[str], plans_file: Path) -> None:
+def _check_configuration_names(names: list[str], path: Path) -> None:
     known = set(DEFAULT_CONFIGURATIONS)
-    if plans_file.is_file():
-        known |= set(load_plans(plans_file).configurations)
+    if path.is_file():
+        known |= set(load_plans(path).configurations)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise BoxunetError(f"unknown configuration(s) {unknown}; choose from {sorted(known)}")

@@ -7,7 +7,9 @@ from boxunet.errors import BoxunetError
 from boxunet.io.atomic import copy_file
 from boxunet.io.dataset_json import file_ending_problem
 from boxunet.io.model_folder import read_model_files, write_model_files
-from boxunet.paths import DATASET_JSON, PLANS_FILE_NAME
+from boxunet.paths import DATASET_JSON, PLANS_FILE_NAME, model_folder_name
+from boxunet.plan_and_preprocess import PlanAndPreprocessOptions
+from boxunet.planning.planner import plans_file
 
 
 @pytest.mark.parametrize("ending, plain", [(".nii.gz", True), (".nrrd", True), (".mha", True),
@@ -40,3 +42,18 @@ def test_a_dataset_json_symlink_is_replaced_not_written_through(tmp_path):
     (folder / "postprocessing.json").symlink_to(outside)
     copy_file(source, folder / "postprocessing.json")  # as boxunet_find_best_configuration copies its decisions
     assert outside.read_text() == "keep me" and not (folder / "postprocessing.json").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ".hidden", "", "x" * 101])
+def test_names_that_become_paths_must_be_safe(name, tiny_dataset, roots):
+    with pytest.raises(BoxunetError, match="is not a safe name"):
+        PlanAndPreprocessOptions(plans_name=name)  # boxunet_plan_and_preprocess -p NAME
+    with pytest.raises(BoxunetError, match="is not a safe name"):
+        plans_file(roots["preprocessed"], name)  # boxunet_train / boxunet_predict -p NAME
+    for parts in ((name, "boxunetPlans", "3d_fullres"), ("FullySupervised", name, "3d_fullres"),
+                  ("FullySupervised", "boxunetPlans", name)):
+        with pytest.raises(BoxunetError, match="is not a safe name"):
+            model_folder_name(*parts)
+    assert not roots["preprocessed"].exists()
+    assert model_folder_name("BoxThreeStage", "boxunetPlans_v2", "3d_cascade_fullres") == \
+        "BoxThreeStage__boxunetPlans_v2__3d_cascade_fullres"

@@ -1,8 +1,11 @@
 """Turn a dataset fingerprint into plans for 2d, 3d_fullres, 3d_lowres and 3d_cascade_fullres."""
+from pathlib import Path
+
 import numpy as np
 
 from boxunet.errors import BoxunetError
 from boxunet.io.dataset_json import DatasetDescription
+from boxunet.paths import PLANS_FILE_NAME, checked_name
 from boxunet.planning.normalization import plan_normalization
 from boxunet.planning.patch_size import PatchPlan, plan_patch_and_batch
 from boxunet.planning.plans import ArchitecturePlan, ConfigurationPlan, Plans
@@ -14,6 +17,13 @@ LOWRES_MIN_PATCH_COVERAGE = 0.25
 LOWRES_SPACING_STEP = 1.03
 LOWRES_MIN_VOXEL_RATIO = 2.0
 LOWRES_MAX_STEPS = 500
+
+
+def plans_file(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
+    """The plans file of ``plans_name`` in a preprocessed dataset folder (the default name: boxunet_plans.json)."""
+    checked_name(plans_name, "plans name")
+    return Path(preprocessed_dataset_folder) / (PLANS_FILE_NAME if plans_name == DEFAULT_PLANS_NAME
+                                                else f"{plans_name}.json")
 
 
 def _median_shape_at(spacing: np.ndarray, spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:

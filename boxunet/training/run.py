@@ -17,8 +17,8 @@ from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
 from boxunet.io.model_folder import write_model_files
 from boxunet.parallel import default_num_processes
-from boxunet.paths import DATASET_JSON, PLANS_FILE_NAME, model_folder_name, preprocessed_root
-from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.paths import DATASET_JSON, model_folder_name, preprocessed_root
+from boxunet.planning.planner import DEFAULT_PLANS_NAME, plans_file
 from boxunet.planning.plans import Plans, load_plans
 from boxunet.training.distributed import (ProcessGroupInfo, free_port, init_from_environment, init_process_group,
                                           shutdown)
@@ -50,10 +50,6 @@ class TrainingRequest:
     @property
     def trainer_options(self) -> TrainingOptions:
         return self.trainer.options_class() if self.options is None else self.options
-
-
-def plans_file(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
-    return preprocessed_dataset_folder / (PLANS_FILE_NAME if plans_name == DEFAULT_PLANS_NAME else f"{plans_name}.json")
 
 
 def _parse_fold(fold: str) -> int | str:
