@@ -16,7 +16,7 @@ from boxunet.io.atomic import read_json
 from boxunet.io.cases import case_id_problem
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import Geometry, write_image
-from boxunet.io.nifti_integrity import nifti_problem
+from boxunet.io.nifti_integrity import check_nifti_whole
 from boxunet.parallel import map_in_processes
 from boxunet.paths import raw_root
 from dataset_conversion.common import new_dataset_folder, place_file, positive_int, replace_folder, write_dataset_json
@@ -66,9 +66,7 @@ def list_images(folder: Path) -> dict[str, Path]:
 
 def image_layout(path: Path) -> tuple[int, int]:
     """Dimension and number of channels of an MSD image from its header (3D: one channel, 4D: the 4th size)."""
-    problem = nifti_problem(path)
-    if problem:
-        raise BoxunetError(f"file {path}: {problem}")
+    check_nifti_whole(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

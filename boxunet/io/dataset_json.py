@@ -147,8 +147,8 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
     if not isinstance(num_training, int) or num_training < 0:
         fail(f'"numTraining" must be a non-negative int; got {num_training!r}')
     file_ending = data.get("file_ending")
-    if file_ending_problem(file_ending):
-        fail(file_ending_problem(file_ending))
+    if problem := file_ending_problem(file_ending):
+        fail(problem)
 
     box_labels = data.get("box_labels", [])
     if not isinstance(box_labels, list) or not all(isinstance(v, int) for v in box_labels):

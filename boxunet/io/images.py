@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from boxunet.errors import BoxunetError
-from boxunet.io.nifti_integrity import nifti_problem
+from boxunet.io.nifti_integrity import check_nifti_whole
 
 GEOMETRY_TOLERANCE = 1e-4
 SPACING_OF_MISSING_AXIS = 999.0
@@ -61,7 +61,7 @@ def _geometry_of(image_or_reader, size: tuple[int, ...]) -> Geometry:
 
 def read_geometry(path: Path) -> Geometry:
     """Read only the header of an image file (cheap) and return its geometry."""
-    _check_whole(path)
+    check_nifti_whole(path)  # SimpleITK reads a truncated NIfTI with zeros for its missing voxels
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -80,7 +80,7 @@ def read_geometry(path: Path) -> Geometry:
 
 def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
     """Read a 2D or 3D scalar image; return a (z, y, x) array and its geometry."""
-    _check_whole(path)
+    check_nifti_whole(path)  # SimpleITK reads a truncated NIfTI with zeros for its missing voxels
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -128,13 +128,6 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path, compress: boo
     temporary = path.with_name(f".tmp_{os.getpid()}_{path.name}")
     sitk.WriteImage(image, str(temporary), compress)
     os.replace(temporary, path)
-
-
-def _check_whole(path: Path) -> None:
-    """Refuse a truncated NIfTI file, which SimpleITK would read with zeros for its missing voxels."""
-    problem = nifti_problem(path)
-    if problem:
-        raise BoxunetError(f"file {path}: {problem}")
 
 
 def _first_line(error: Exception) -> str:

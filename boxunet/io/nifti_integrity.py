@@ -13,6 +13,8 @@ import struct
 import zlib
 from pathlib import Path
 
+from boxunet.errors import BoxunetError
+
 NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES = 348, 540
 CHUNK_BYTES = 1 << 20
 
@@ -87,3 +89,10 @@ def nifti_problem(path: Path) -> str | None:
     if actual < expected:
         return f"is truncated: {actual} bytes uncompressed, its header announces {expected}"
     return None
+
+
+def check_nifti_whole(path: Path) -> None:
+    """Raise a BoxunetError naming ``path`` when it is a NIfTI file that is not whole (``nifti_problem``)."""
+    problem = nifti_problem(path)
+    if problem:
+        raise BoxunetError(f"file {path}: {problem}")
