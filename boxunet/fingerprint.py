@@ -5,6 +5,7 @@ Per channel: foreground intensity statistics, where foreground is every voxel of
 label and every voxel inside a box of a box label. The pass reads every voxel, so it also checks voxel data (NaN/inf,
 undeclared label values); nothing is written unless every case is clean.
 """
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,7 @@ def _statistics(values: list[float]) -> dict:
 def extract_fingerprint(cases: list[CaseFiles], description: DatasetDescription, num_processes: int,
                         progress: bool = True) -> dict:
     """Fingerprint every case in parallel; raise DatasetError (writing nothing) when any case is bad."""
+    input_stamps = {case.case_id: case.input_stamps() for case in cases}  # before the files are read
     samples_per_case = max(1, INTENSITY_SAMPLE_BUDGET // max(1, len(cases)))
     jobs = [_CaseJob(case, description, samples_per_case, SAMPLING_SEED + index) for index, case in enumerate(cases)]
     results = map_in_processes(fingerprint_case, jobs, num_processes, "fingerprint", progress)
@@ -169,12 +171,16 @@ def extract_fingerprint(cases: list[CaseFiles], description: DatasetDescription,
         "cases": {r["case_id"]: {k: r[k] for k in ("spacing", "shape_before_crop", "shape_after_crop",
                                                     "foreground_voxels", "class_volumes_ml", "box_sizes_mm")}
                   for r in results},
+        "made_from": {"dataset_json": description.to_json(), "input_stamps": input_stamps},
     }
 
 
-def fingerprint_matches(fingerprint: dict, cases: list[CaseFiles]) -> bool:
-    """True when a stored fingerprint was made from exactly these case ids."""
-    return sorted(fingerprint.get("case_ids", [])) == sorted(case.case_id for case in cases)
+def fingerprint_matches(fingerprint: dict, cases: list[CaseFiles], description: DatasetDescription) -> bool:
+    """True when a stored fingerprint was made from exactly these files, unchanged (boxunet.io.stamps), and this
+    dataset.json; otherwise every case is fingerprinted and its voxels checked again."""
+    made_from = {"dataset_json": description.to_json(),
+                 "input_stamps": {case.case_id: case.input_stamps() for case in cases}}
+    return fingerprint.get("made_from") == json.loads(json.dumps(made_from))  # as stored
 
 
 def fingerprint_path(preprocessed_dataset_folder: Path) -> Path:

@@ -8,8 +8,10 @@ import numpy as np
 from boxunet.errors import BoxunetError
 from boxunet.fingerprint import extract_fingerprint, fingerprint_matches, fingerprint_path
 from boxunet.io.atomic import read_json, write_json
-from boxunet.io.dataset_json import load_dataset_json
+from boxunet.io.cases import CaseFiles
+from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.locks import exclusive_folder
 from boxunet.io.verification import verify_headers
 from boxunet.paths import PLANS_FILE_NAME, checked_name, preprocessed_root, raw_root
 from boxunet.planning.planner import (DEFAULT_CONFIGURATIONS, DEFAULT_PLANS_NAME, plan_experiment, plans_file,
@@ -69,7 +71,7 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
     fingerprint = None
     if stored.is_file() and not options.clean and not options.verify_only:
         fingerprint = read_json(stored)
-        if not fingerprint_matches(fingerprint, cases):
+        if not fingerprint_matches(fingerprint, cases, description):
             fingerprint = None
     if fingerprint is None:
         fingerprint = extract_fingerprint(cases, description, options.num_processes, options.progress)
@@ -78,8 +80,15 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
         _log(f"{raw_folder.name}: all {len(cases)} cases verified (images, labels, boxes, voxel values)", options)
         return report
 
-    output_folder.mkdir(parents=True, exist_ok=True)
-    write_json(fingerprint, stored)
+    with exclusive_folder(output_folder, "plan and preprocess run"):
+        return _plan_and_preprocess(raw_folder, output_folder, description, cases, fingerprint, options, report,
+                                    started)
+
+
+def _plan_and_preprocess(raw_folder: Path, output_folder: Path, description: DatasetDescription, cases: list[CaseFiles],
+                         fingerprint: dict, options: PlanAndPreprocessOptions, report: dict, started: float) -> dict:
+    """The writing part: fingerprint, dataset.json and plans, then the preprocessed cases (the folder is held)."""
+    write_json(fingerprint, fingerprint_path(output_folder))
     write_json(description.to_json(), output_folder / "dataset.json")
     plans = plan_experiment(fingerprint, description, raw_folder.name, options.gpu_memory_gb, options.ct_window,
                             options.target_spacing, options.plans_name, options.force_cascade)

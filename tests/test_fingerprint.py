@@ -86,7 +86,7 @@ def hand_dataset(tmp_path_factory):
 def test_geometry_and_crop_shapes(hand_dataset):
     _, fingerprint, cases = hand_dataset
     assert fingerprint["case_ids"] == ["case_000", "case_001"]
-    assert fingerprint_matches(fingerprint, cases)
+    assert fingerprint_matches(fingerprint, cases, load_dataset_json(hand_dataset[0]))
     assert fingerprint["spacings"] == [[2.5, 0.75, 1.0], [2.0, 0.5, 1.25]]
     assert fingerprint["shapes_before_crop"] == [[6, 10, 12], [5, 8, 8]]
     assert fingerprint["shapes_after_crop"] == [[4, 6, 7], [5, 6, 4]]

@@ -5,7 +5,8 @@ dense labels where given and its box labels inferred from the boxes (boxunet.box
 the raw image's geometry, plus ``<case>.json`` (its metrics and the parameters used). ``report.json``
 collects them: per case and mean Dice of the boxes and of the pseudo masks against the dense reference
 labels of the box labels when the dataset has them (they are read for the report only). An interrupted
-run resumes: a case whose outputs exist with the same method and parameters is not recomputed.
+run resumes: a case whose outputs exist with the same method and parameters, made from the same unchanged files
+(image, label map, box file: boxunet.io.stamps), is not recomputed; an edited box remakes its case's masks.
 
 ``--method acol`` first trains one region miner per box label on every case's slices ([Fan 2022],
 boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases (their
@@ -19,8 +20,6 @@ the boxes, then rounds of ConvCRF masks; boxunet.boxes.shape_templates), stored 
 
 Everything that can be wrong with the input is checked before the first file is written.
 """
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,8 @@ from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
 from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
 from boxunet.io.images import read_channels, read_image, write_image
+from boxunet.io.locks import exclusive_folder
+from boxunet.io.stamps import file_stamp, json_digest
 from boxunet.io.verification import case_header_problems, image_data_problems, verify_headers
 from boxunet.parallel import default_num_processes, map_in_processes
 from boxunet.paths import raw_root
@@ -101,6 +102,18 @@ def stage1_settings(preprocessed_dataset: Path) -> tuple[str, PseudoMaskParamete
         return "convcrf", PseudoMaskParameters()
     record = read_json(report)
     return record["method"], PseudoMaskParameters.from_json(record["parameters"])
+
+
+def changed_since_stage1(preprocessed_dataset: Path, cases: list[CaseFiles]) -> list[str]:
+    """The cases whose files (image, label map, box file) changed after their stage-1 masks were made."""
+    folder = stage1_folder(preprocessed_dataset)
+    changed = []
+    for case in cases:
+        record_file = folder / f"{case.case_id}.json"
+        inputs = read_json(record_file).get("settings", {}).get("inputs") if record_file.is_file() else None
+        if inputs is not None and inputs != case.input_stamps():
+            changed.append(case.case_id)
+    return changed
 
 
 def _label_problems(case: CaseFiles, boxes: list[Box], description: DatasetDescription) -> tuple[list[Problem], list[int]]:
@@ -173,7 +186,9 @@ def _outputs(job: _CaseJob) -> tuple[Path, Path]:
 
 
 def _settings(job: _CaseJob) -> dict:
-    settings = {"method": job.method, "parameters": job.parameters.to_json()}
+    """What a case's masks are made from: the method, its parameters and the case's files (a box edited since
+    makes the case's masks anew)."""
+    settings = {"method": job.method, "parameters": job.parameters.to_json(), "inputs": job.case.input_stamps()}
     if job.method == "acol":  # a case's masks depend on the miners, which depend on every case
         settings.update(mining=job.mining.to_json(), miners={str(label): d for label, d in job.miner_digests})
     if job.method == "template":  # likewise for the templates
@@ -182,27 +197,23 @@ def _settings(job: _CaseJob) -> dict:
 
 
 def _case_inputs(jobs: list[_CaseJob], label: int | None = None) -> dict:
-    """Every case's boxes (of ``label``, or all) and its image files' modification times."""
+    """Every case's boxes (of ``label``, or all) and its image files' stamps (boxunet.io.stamps)."""
     return {job.case.case_id: {"boxes": [b.to_json() for b in job.boxes if label is None or b.label == label],
-                               "images": [Path(f).stat().st_mtime_ns for f in job.case.images]} for job in jobs}
+                               "images": [file_stamp(f) for f in job.case.images]} for job in jobs}
 
 
 def miner_settings(jobs: list[_CaseJob], label: int) -> dict:
     """What the region miner of ``label`` is trained on: the mining parameters, and every case's boxes of the
-    label and image files' modification times."""
+    label and image files' stamps."""
     return {"label": label, "mining": jobs[0].mining.to_json(), "cases": _case_inputs(jobs, label)}
 
 
 def template_settings(jobs: list[_CaseJob]) -> dict:
     """What the shape templates are learned from: their parameters, the ConvCRF's, and every case's boxes and
-    image and label files' modification times (the rounds keep the dense labels of other classes)."""
-    labels = {job.case.case_id: Path(job.case.label).stat().st_mtime_ns for job in jobs if job.case.label is not None}
+    image and label files' stamps (the rounds keep the dense labels of other classes)."""
+    labels = {job.case.case_id: file_stamp(job.case.label) for job in jobs if job.case.label is not None}
     return {"templates": jobs[0].templates.to_json(), "crf": jobs[0].parameters.to_json(),
             "cases": _case_inputs(jobs), "dense_labels": labels}
-
-
-def _digest(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _finished(job: _CaseJob) -> dict | None:
@@ -277,12 +288,12 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[DatasetFolders, list[_CaseJo
                      miner_files)
             for case, (_, boxes, present) in zip(cases, checks)]
     if request.method == "acol":
-        digests = tuple((label, _digest(miner_settings(jobs, label))) for label in description.box_labels)
+        digests = tuple((label, json_digest(miner_settings(jobs, label))) for label in description.box_labels)
         jobs = [replace(job, miner_digests=digests) for job in jobs]
     if request.method == "template":
         jobs = [replace(job, templates=request.templates, template_file=str(output_folder / "shape_templates.json"))
                 for job in jobs]
-        digest = _digest(template_settings(jobs))
+        digest = json_digest(template_settings(jobs))
         jobs = [replace(job, template_digest=digest) for job in jobs]
     return folders, jobs
 
@@ -321,7 +332,7 @@ def prepare_shape_templates(jobs: list[_CaseJob], num_processes: int, progress: 
         return {"learned_now": False, **stored["report"]}
     cases = [TemplateCase(tuple(str(f) for f in job.case.images), job.boxes,
                           str(job.case.label) if job.case.label is not None else None) for job in jobs]
-    network_digest = _digest({"network": jobs[0].templates.network.to_json(), "cases": _case_inputs(jobs)})
+    network_digest = json_digest({"network": jobs[0].templates.network.to_json(), "cases": _case_inputs(jobs)})
     templates, report = learn_shape_templates(cases, jobs[0].box_labels, jobs[0].templates, jobs[0].parameters,
                                               path.with_name("box_network.pth"), network_digest, jobs[0].device,
                                               num_processes, progress)
@@ -331,10 +342,15 @@ def prepare_shape_templates(jobs: list[_CaseJob], num_processes: int, progress: 
 
 
 def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
-    """Write the stage-1 pseudo label map of every training case and ``report.json``; return the report."""
+    """Write the stage-1 pseudo label map of every training case and ``report.json``; return the report. The
+    output folder is held for the run (boxunet.io.locks): a second run on the dataset is refused."""
     folders, jobs = plan_jobs(request)
     output_folder = stage1_folder(folders.preprocessed)
-    output_folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_folder(output_folder, "pseudo-label run"):
+        return _generate(request, folders, jobs, output_folder)
+
+
+def _generate(request: PseudoLabelRequest, folders: DatasetFolders, jobs: list[_CaseJob], output_folder: Path) -> dict:
     if request.overwrite:
         for job in jobs:
             for path in _outputs(job):

@@ -17,6 +17,7 @@ from boxunet.inference.predictor import (PredictionSettings, check_prediction_in
                                          predict_folder)
 from boxunet.parallel import default_num_processes
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
+from boxunet.planning.plans import Plans
 from boxunet.training.run import check_device
 
 
@@ -70,8 +71,9 @@ def predict(arguments: argparse.Namespace) -> dict:
     trainer = arguments.trainer or default_trainer_of(find_dataset_folder(arguments.dataset, results_root()),
                                                       arguments.plans, arguments.configuration)
     folder = find_model_folder(arguments.dataset, arguments.configuration, trainer, arguments.plans)
-    _, dataset_json = read_model_files(folder)
-    check_prediction_inputs(dataset_json, str(folder / DATASET_JSON), arguments.input, arguments.output)
+    plans_json, dataset_json = read_model_files(folder)
+    check_prediction_inputs(dataset_json, str(folder / DATASET_JSON), arguments.input, arguments.output,
+                            Plans.from_json(plans_json).images_are_2d)
     model = _load_model(folder, arguments.folds, arguments.checkpoint, device)
     settings = PredictionSettings(step_size=arguments.step_size, mirroring=not arguments.disable_tta,
                                   precision=arguments.precision, save_probabilities=arguments.save_probabilities,

@@ -11,6 +11,7 @@ from torch import nn
 from boxunet.errors import BoxunetError
 from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.model_folder import parse_model_folder_name, read_model_files, trained_folds
+from boxunet.io.stamps import file_stamp
 from boxunet.paths import PLANS_FILE_NAME
 from boxunet.planning.plans import ConfigurationPlan, Plans
 
@@ -28,6 +29,7 @@ class TrainedModel:
     networks: list[nn.Module]
     mirror_axes: tuple[int, ...]
     num_outputs: int
+    checkpoints: dict[str, list[int]]  # "fold_X/<checkpoint name>" -> its stamp (boxunet.io.stamps)
 
 
 def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: str, device: torch.device,
@@ -52,6 +54,8 @@ def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: s
     if missing:
         raise BoxunetError(f"missing checkpoint(s): {', '.join(missing)}; train these folds or choose the folds with -f")
     networks, mirror_axes, num_outputs = [], None, None
+    checkpoints = {f"fold_{fold}/{checkpoint_name}": file_stamp(folder / f"fold_{fold}" / checkpoint_name)
+                   for fold in folds}  # before they are read
     for fold in folds:
         path = folder / f"fold_{fold}" / checkpoint_name
         state = load_checkpoint(path)
@@ -78,4 +82,4 @@ def load_trained_model(folder: Path, folds: list[str] | None, checkpoint_name: s
         networks.append(network.to(device).eval())
         del state
     return TrainedModel(folder, plans, configuration, dataset_json, trainer_class, [str(f) for f in folds], networks,
-                        mirror_axes, num_outputs)
+                        mirror_axes, num_outputs, checkpoints)

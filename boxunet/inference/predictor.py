@@ -7,7 +7,8 @@ background processes preprocess the next ones and export the previous ones; at m
 cases wait in each queue, so memory stays bounded however many cases the folder holds.
 
 A case that fails (unreadable voxels, NaN, out of memory in a worker) is reported and the others go on;
-outputs are written atomically, so ``continue_prediction`` skips every case that was finished.
+outputs are written atomically, so ``continue_prediction`` skips every case that was finished with the same
+model and settings from unchanged inputs (boxunet.inference.resume).
 """
 import multiprocessing
 import time
@@ -21,10 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from boxunet.errors import BoxunetError, Problem
+from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.inference.export import export_prediction
 from boxunet.inference.model import TrainedModel
+from boxunet.inference.resume import SETTINGS_FILE, case_inputs, kept_cases, made_with
 from boxunet.io.model_folder import write_model_files
 from boxunet.paths import DATASET_JSON
 from boxunet.inference.precision import resolve_precision
@@ -32,8 +34,9 @@ from boxunet.io.atomic import write_json
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_channels
+from boxunet.io.locks import exclusive_folder
 from boxunet.io.input_cases import check_output_folder, list_prediction_cases
-from boxunet.io.verification import image_data_problems
+from boxunet.io.verification import dimension_problems, image_data_problems
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME
@@ -154,11 +157,16 @@ def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSe
         resolve_precision(device, settings.precision))
 
 
-def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path) -> list[CaseFiles]:
-    """The cases of ``input_folder``, after every check that needs no voxel data (see list_prediction_cases)
-    and the output folder's position; raises before anything is written."""
+def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path,
+                            images_are_2d: bool) -> list[CaseFiles]:
+    """The cases of ``input_folder``, after every check that needs no voxel data (see list_prediction_cases; their
+    dimensionality must be the model's, ``images_are_2d``) and the output folder's position; raises before
+    anything is written."""
     description = parse_dataset_json(dataset_json, source)
     cases = list_prediction_cases(input_folder, description)
+    problems = dimension_problems(cases, images_are_2d)
+    if problems:
+        raise DatasetError(problems, header=f"input folder {input_folder} cannot be predicted")
     check_output_folder(input_folder, output_folder)
     return cases
 
@@ -168,19 +176,34 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
     """Predict every case of ``input_folder`` into ``output_folder``; return the report (also written to
     ``prediction_report.json``). Raises a BoxunetError listing the failed cases after all others are written.
     A cascade model reads each case's previous-stage segmentation from ``previous_stage_folder``."""
-    cases = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder, output_folder)
+    cases = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder, output_folder,
+                                    model.plans.images_are_2d)
     ending = model.dataset_json["file_ending"]
     previous_stage = previous_stage_inputs(model, cases, previous_stage_folder, ending)
     postprocessing = model_postprocessing(model) if settings.postprocessing else None
     precision = resolve_precision(device, settings.precision)
-    todo = [c for c in cases if not (settings.continue_prediction
-                                     and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
-    write_model_files(output_folder, model.plans.to_json(), model.folder / DATASET_JSON)
-    write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
-                "input_folder": str(input_folder), "settings": asdict(settings), "precision": precision,
-                "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
-                "device": str(device), "postprocessing": postprocessing},
-               Path(output_folder) / "prediction_settings.json")
+    outputs_made_with = made_with(model, settings.step_size, settings.mirroring, precision, postprocessing)
+    inputs = {c.case_id: case_inputs(c, previous_stage[c.case_id]) for c in cases}
+    with exclusive_folder(output_folder, "prediction"):
+        kept = kept_cases(output_folder, outputs_made_with, inputs) if settings.continue_prediction else set()
+        todo = [c for c in cases if not (c.case_id in kept
+                                         and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
+        write_model_files(output_folder, model.plans.to_json(), model.folder / DATASET_JSON)
+        write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
+                    "input_folder": str(input_folder), "settings": asdict(settings), "precision": precision,
+                    "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
+                    "device": str(device), "postprocessing": postprocessing, "made_with": outputs_made_with,
+                    "inputs": inputs}, Path(output_folder) / SETTINGS_FILE)
+        skipped = sorted(c.case_id for c in cases if c not in todo)
+        return _predict_cases(model, todo, skipped, output_folder, settings, device, previous_stage, postprocessing)
+
+
+def _predict_cases(model: TrainedModel, todo: list[CaseFiles], skipped: list[str], output_folder: Path,
+                   settings: PredictionSettings, device: torch.device, previous_stage: dict[str, Path | None],
+                   postprocessing: dict | None) -> dict:
+    """Predict and export ``todo`` (preprocessing and export in background workers); write and return the report
+    (``skipped``: the cases kept from before)."""
+    ending = model.dataset_json["file_ending"]
     failed, seconds, details = [], {}, {}
     preprocessing, exporting = _Background(settings.workers, len(todo)), _Background(settings.workers, len(todo))
     try:
@@ -228,7 +251,7 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
         preprocessing.close()
         exporting.close()
     failed_ids = {p.case for p in failed}
-    report = {"predicted": sorted(set(seconds) - failed_ids), "skipped": sorted(c.case_id for c in cases if c not in todo),
+    report = {"predicted": sorted(set(seconds) - failed_ids), "skipped": skipped,
               "failed": [{"case": p.case, "file": p.file, "error": p.message} for p in failed],
               "network_seconds": {case_id: value for case_id, value in seconds.items() if case_id not in failed_ids}}
     if details:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from boxunet.errors import Problem
 from boxunet.io.dataset_json import DatasetDescription
+from boxunet.io.stamps import file_stamp
 
 SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -22,6 +23,11 @@ class CaseFiles:
     def to_json(self) -> dict:
         return {"case_id": self.case_id, "images": [str(p) for p in self.images],
                 "label": str(self.label) if self.label else None, "boxes": str(self.boxes) if self.boxes else None}
+
+    def input_stamps(self) -> dict:
+        """The stamps (boxunet.io.stamps) of the case's files: what a step made from the case keys its reuse on."""
+        return {"images": [file_stamp(p) for p in self.images], "label": file_stamp(self.label),
+                "boxes": file_stamp(self.boxes)}
 
 
 def case_id_problem(case_id: str) -> str | None:

@@ -45,11 +45,34 @@ def case_header_problems(case: CaseFiles, description: DatasetDescription) -> tu
     return problems, boxes
 
 
+def dimension_problems(cases: list[CaseFiles], images_are_2d: bool | None = None) -> list[Problem]:
+    """Cases whose images are 2D in a 3D dataset or 3D in a 2D one. The dataset's kind is ``images_are_2d`` (a
+    trained model's) or, when None, that of most cases (3D on a tie). Unreadable headers are left to the header
+    checks."""
+    kinds = {}
+    for case in cases:
+        try:
+            kinds[case] = read_geometry(case.images[0]).is_2d
+        except BoxunetError:
+            continue
+    if images_are_2d is None:
+        images_are_2d = sum(kinds.values()) > len(kinds) / 2
+        kind = "2D" if images_are_2d else "3D"
+        reason = f"{sum(1 for k in kinds.values() if k == images_are_2d)} of the dataset's {len(kinds)} cases are {kind}"
+    else:
+        kind = "2D" if images_are_2d else "3D"
+        reason = f"the model was trained on {kind} images"
+    return [Problem(case.case_id, str(case.images[0]), f"is a {'3D' if images_are_2d else '2D'} image but {reason}; "
+                    "every case must have the same dimensionality")
+            for case, is_2d in kinds.items() if is_2d != images_are_2d]
+
+
 def verify_headers(dataset_folder: Path, description: DatasetDescription) -> list[CaseFiles]:
     """List the training cases and check everything that needs no voxel data; raise DatasetError on problems."""
     cases, problems = list_training_cases(dataset_folder, description)
     for case in cases:
         problems += case_header_problems(case, description)[0]
+    problems += dimension_problems(cases)
     if problems:
         raise DatasetError(problems)
     return cases

@@ -32,6 +32,7 @@ import numpy as np
 from boxunet.cropping import mask_bbox
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_json, write_json
+from boxunet.io.stamps import json_digest
 from boxunet.kits.kidney_count import kidney_components
 from boxunet.kits.localization import ROI_MARGIN_MM, expand_box
 from boxunet.planning.planner import configuration_plan
@@ -174,8 +175,8 @@ def derive_grid(preprocessed_dataset: Path, configuration: ConfigurationPlan, gr
         index = read_json(index_file) if index_file.is_file() else {}
         for case_id in case_ids:
             data, seg, properties = source.load(case_id)
-            signature = (f"{properties['preprocessing_signature']}:{grid}:{GRID_CONSTANTS[grid]}:"
-                         f"{sorted(labels.items())}")
+            signature = (f"{properties['preprocessing_signature']}:{json_digest(properties.get('input_stamps'))}:"
+                         f"{grid}:{GRID_CONSTANTS[grid]}:{sorted(labels.items())}")
             known = index.get(case_id, [])
             if known and all(finished_case_signature(folder, d) == signature for d in known):
                 continue

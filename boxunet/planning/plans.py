@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from boxunet.io.atomic import read_json, write_json
+from boxunet.io.images import SPACING_OF_MISSING_AXIS
 from boxunet.io.labels import Labels
 
 
@@ -101,6 +102,11 @@ class Plans:
             raise BoxunetError(f"configuration {name!r} is not in the plans of {self.dataset_name}; "
                                f"available: {sorted(self.configurations)}")
         return self.configurations[name]
+
+    @property
+    def images_are_2d(self) -> bool:
+        """Whether the dataset's images are 2D (their missing axis has the placeholder spacing)."""
+        return SPACING_OF_MISSING_AXIS in self.original_median_spacing_after_transp
 
     @cached_property
     def label_set(self) -> Labels:

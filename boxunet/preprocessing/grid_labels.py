@@ -12,12 +12,15 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
+from boxunet.io.atomic import read_json, write_json
 from boxunet.io.images import read_image
+from boxunet.io.stamps import file_stamp
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.resampling import resample_segmentation, separate_z_axis
 from boxunet.preprocessing.storage import write_array
 
 TARGET_SUFFIX = "_target.b2nd"
+SOURCES_FILE = "sources.json"  # what each stored raw label map was made from (store_raw_label_maps)
 
 
 def raw_labels_to_grid(labels: np.ndarray, properties: dict, plans: Plans, configuration: ConfigurationPlan,
@@ -55,13 +58,17 @@ def has_target(folder: Path, case_id: str) -> bool:
 
 
 def store_raw_label_maps(folder: Path, cases, label_files: dict[str, Path], plans: Plans,
-                         configuration: ConfigurationPlan, to_grid=None) -> None:
+                         configuration: ConfigurationPlan, to_grid=None) -> list[str]:
     """Bring raw label maps (``label_files[case_id]``) onto the grid of ``cases`` (a PreprocessedCases)
-    and store them in ``folder``; a stored case is kept unless its raw label map is newer. ``to_grid(path,
+    and store them in ``folder``; return the cases stored now. A stored case is kept while its raw label map and
+    preprocessed case are the ones it was made from (their stamps, recorded in ``sources.json``). ``to_grid(path,
     properties)`` replaces the default reading and mapping (e.g. one that checks the file first)."""
+    index_file = Path(folder) / SOURCES_FILE
+    sources = read_json(index_file) if index_file.is_file() else {}
+    stored_now = []
     for case_id in cases.case_ids:
-        stored = target_path(folder, case_id)
-        if stored.is_file() and stored.stat().st_mtime_ns >= Path(label_files[case_id]).stat().st_mtime_ns:
+        made_from = [file_stamp(label_files[case_id]), file_stamp(cases.folder / f"{case_id}.json")]
+        if target_path(folder, case_id).is_file() and sources.get(case_id) == made_from:
             continue
         _, _, properties = cases.load(case_id)
         if to_grid is None:
@@ -69,3 +76,8 @@ def store_raw_label_maps(folder: Path, cases, label_files: dict[str, Path], plan
         else:
             grid = to_grid(label_files[case_id], properties)
         write_target(folder, case_id, grid, None, configuration.patch_size)
+        sources[case_id] = made_from
+        stored_now.append(case_id)
+    if stored_now:
+        write_json(sources, index_file)
+    return stored_now

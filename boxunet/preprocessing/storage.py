@@ -48,13 +48,19 @@ def load_case(folder: Path, case_id: str, memory_mapped: bool = True):
     return data, seg, read_json(folder / f"{case_id}.json")
 
 
-def finished_case_signature(folder: Path, case_id: str) -> str | None:
-    """The preprocessing signature of a finished case, or None if the case is not (completely) stored."""
+def finished_case_properties(folder: Path, case_id: str) -> dict | None:
+    """The properties of a finished case, or None if the case is not (completely) stored."""
     folder = Path(folder)
     properties = folder / f"{case_id}.json"
     if not (properties.is_file() and (folder / f"{case_id}.b2nd").is_file() and (folder / f"{case_id}_seg.b2nd").is_file()):
         return None
     try:
-        return read_json(properties).get("preprocessing_signature")
+        return read_json(properties)
     except ValueError:
         return None
+
+
+def finished_case_signature(folder: Path, case_id: str) -> str | None:
+    """The preprocessing signature of a finished case, or None if the case is not (completely) stored."""
+    properties = finished_case_properties(folder, case_id)
+    return None if properties is None else properties.get("preprocessing_signature")

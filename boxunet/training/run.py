@@ -4,17 +4,19 @@ The trainer class comes with the request (the command-line layer resolves names 
 run resolves everything else once (``prepare`` -> ``TrainingSetup``), checks it before any process starts
 or any file is written, sets the thread count at each process's entry and builds the trainer there.
 """
+import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
 from boxunet.errors import BoxunetError
-from boxunet.io.atomic import read_json
+from boxunet.io.atomic import read_json, write_json
 from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
+from boxunet.io.locks import exclusive_folder
 from boxunet.io.model_folder import write_model_files
 from boxunet.parallel import default_num_processes
 from boxunet.paths import DATASET_JSON, model_folder_name, preprocessed_root
@@ -29,6 +31,7 @@ from boxunet.training.splits import SPLITS_FILE, fold_cases, load_or_create_spli
 from boxunet.training.trainer import Trainer
 
 RESUME_ORDER = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+RUN_OPTIONS_FILE = "run_options.json"  # the options a run started with
 
 
 @dataclass
@@ -118,8 +121,13 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
         write_model_files(setup.output.parent, setup.plans.to_json(), setup.folders.preprocessed / DATASET_JSON)
     options = request.trainer_options
     resume_from, saved_options = resume_checkpoint(setup.output) if request.continue_training else (None, None)
-    if resume_from:
+    if request.continue_training and resume_from is None and (setup.output / RUN_OPTIONS_FILE).is_file():
+        saved_options = read_json(setup.output / RUN_OPTIONS_FILE)["options"]  # stopped before its first checkpoint
+    if saved_options is not None:
         options = options.resumed(saved_options, request.explicit_options)
+    if group.is_main and resume_from is None and not request.validation_only:
+        # what --c resumes with when the run stops before its first checkpoint (e.g. during stage 2)
+        write_json({"trainer": request.trainer.__name__, "options": asdict(options)}, setup.output / RUN_OPTIONS_FILE)
     trainer = request.trainer(setup, options, group)
     try:
         trainer.initialize()
@@ -131,7 +139,8 @@ def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: 
                 if trainer.log:
                     trainer.log(f"resuming from {resume_from.name} at epoch {trainer.current_epoch}")
             elif request.continue_training and trainer.log:
-                trainer.log("--c: no checkpoint found, starting a new training")
+                started = "with the options it was started with" if saved_options is not None else "a new training"
+                trainer.log(f"--c: no checkpoint found, starting the run again, {started}")
             trainer.run_training()
         trainer.perform_validation()
     finally:
@@ -162,18 +171,22 @@ def _spawned_worker(rank: int, world_size: int, port: int, request: TrainingRequ
 
 
 def run_training(request: TrainingRequest) -> Path:
-    """Train (or resume, or only validate) one fold; return the fold's output folder."""
+    """Train (or resume, or only validate) one fold; return the fold's output folder. The fold folder is held
+    for the run (boxunet.io.locks): a second run of the same fold is refused."""
     setup = prepare(request)
     group = init_from_environment(request.device)
-    if group is not None:
-        try:
-            _train_in_process(group, request, setup)
-        finally:
-            shutdown(group)
-    elif request.num_gpus > 1:
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_num_processes() // request.num_gpus)))
-        mp.spawn(_spawned_worker, args=(request.num_gpus, free_port(), request, setup), nprocs=request.num_gpus, join=True)
-    else:
-        device = torch.device("cuda", 0) if request.device == "cuda" else torch.device(request.device)
-        _train_in_process(ProcessGroupInfo(0, 1, device), request, setup)
+    held = exclusive_folder(setup.output, "training") if group is None or group.is_main else contextlib.nullcontext()
+    with held:
+        if group is not None:
+            try:
+                _train_in_process(group, request, setup)
+            finally:
+                shutdown(group)
+        elif request.num_gpus > 1:
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_num_processes() // request.num_gpus)))
+            mp.spawn(_spawned_worker, args=(request.num_gpus, free_port(), request, setup), nprocs=request.num_gpus,
+                     join=True)
+        else:
+            device = torch.device("cuda", 0) if request.device == "cuda" else torch.device(request.device)
+            _train_in_process(ProcessGroupInfo(0, 1, device), request, setup)
     return setup.output

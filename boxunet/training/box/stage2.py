@@ -35,6 +35,7 @@ from boxunet.io.cases import CaseFiles, list_training_cases
 from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_channels, read_image, write_image
+from boxunet.io.stamps import file_stamp
 from boxunet.preprocessing.grid_labels import has_target, open_target, raw_labels_to_grid, target_path, write_target
 from boxunet.training.box.losses import ClassWeightedDecision, box_loss
 from boxunet.training.box.options import BoxThreeStageOptions
@@ -104,16 +105,18 @@ class Stage2:
             self.log(f"stage 2: {message}")
 
     def group_settings(self, stage1: Path, subsets: list[list[str]]) -> dict:
-        """What the group networks depend on; stored stage-2 results made with other settings are not reused."""
+        """What the group networks depend on (settings, and the stamps of every case's stage-1 target and
+        preprocessed data): stage-2 results stored with anything else are made anew."""
         cases = self.setup.train_cases + self.setup.val_cases
         previous = self.previous_stage_folder
         return {"group_networks": self.options.group_networks, "subsets": subsets,
                 "group_epochs": self.options.group_epochs, "seed": self.options.seed,
                 "group_loss": self.options.box_loss.removeprefix("v"),
                 "iterations_per_epoch": self.options.iterations_per_epoch,
-                "stage1_newest_mtime_ns": max(target_path(stage1, c).stat().st_mtime_ns for c in cases),
-                "previous_stage_newest_mtime_ns": None if previous is None else
-                max(target_path(previous, c).stat().st_mtime_ns for c in cases)}
+                "stage1_targets": {c: file_stamp(target_path(stage1, c)) for c in cases},
+                "preprocessed_cases": {c: file_stamp(self._cases(cases).folder / f"{c}.json") for c in cases},
+                "previous_stage": None if previous is None else
+                {c: file_stamp(target_path(previous, c)) for c in cases}}
 
     def _prepare_folder(self, folder: Path, settings: dict) -> None:
         """Empty ``folder`` when it holds results of other settings, and record ``settings`` (main process; all

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels, stage1_folder, stage1_mask_path
+from boxunet.boxes.stage1 import (PseudoLabelRequest, changed_since_stage1, generate_pseudo_labels, stage1_folder,
+                                  stage1_mask_path, stage1_settings)
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.boxes import case_boxes
+from boxunet.io.cases import list_training_cases
+from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_image
 from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
 from boxunet.training.box.samplers import (BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler,
@@ -81,8 +84,9 @@ class BoxDatasetTrainer(Trainer):
         folder = self.folders.preprocessed / "pseudo_labels" / f"reference_{self.configuration.data_identifier}"
         index = folder / "box_labels_present.json"
         if self.group.is_main:
-            store_raw_label_maps(folder, self.preprocessed_cases(list(files)), files, self.plans, self.configuration)
-            present = read_json(index) if index.is_file() else {}
+            stored_now = store_raw_label_maps(folder, self.preprocessed_cases(list(files)), files, self.plans,
+                                              self.configuration)
+            present = {c: v for c, v in (read_json(index) if index.is_file() else {}).items() if c not in stored_now}
             for case_id in files:
                 if case_id not in present:
                     values = np.unique(np.asarray(open_target(folder, case_id)[0])).tolist()
@@ -111,10 +115,24 @@ class BoxDatasetTrainer(Trainer):
                 self.log(f"stage 1: pseudo labels missing in {raw_folder}; running boxunet_pseudo_labels")
             generate_pseudo_labels(PseudoLabelRequest(self.folders.name, progress=self.options.progress_bar,
                                                       folders=self.folders))
+        self._check_stage1_is_current(case_ids)
         if self.group.is_main:
             store_raw_label_maps(folder, self.preprocessed_cases(case_ids), files, self.plans, self.configuration)
         barrier(self.group)
         return folder
+
+    def _check_stage1_is_current(self, case_ids: list[str]) -> None:
+        """Refuse stage-1 masks whose case files changed since they were made (with the raw dataset at hand)."""
+        if self.folders.raw is None:
+            return
+        cases, _ = list_training_cases(self.folders.raw, load_dataset_json(self.folders.raw))
+        wanted = set(case_ids)
+        changed = changed_since_stage1(self.folders.preprocessed, [c for c in cases if c.case_id in wanted])
+        if changed:
+            method, _ = stage1_settings(self.folders.preprocessed)
+            raise BoxunetError(f"the files of case(s) {', '.join(changed[:5])} changed after their stage-1 pseudo labels "
+                               f"were made; rerun boxunet_pseudo_labels -d {self.folders.name} --method {method} (it "
+                               "remakes only those cases), then train")
 
 
 class BoxFill(BoxDatasetTrainer):
