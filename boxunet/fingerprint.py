@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from boxunet.cropping import nonzero_bbox
-from boxunet.errors import DatasetError
+from boxunet.errors import DatasetError, Problem
 from boxunet.io.boxes import box_mask
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import DatasetDescription
@@ -62,6 +62,9 @@ def fingerprint_case(job: _CaseJob) -> dict:
     if problems:
         return {"problems": problems}
 
+    warnings = [str(Problem(case.case_id, str(path), "every voxel is 0: the case is cropped to nothing and adds "
+                                                     "nothing to training (an empty or failed export?)"))
+                for path, array in zip(case.images, channels) if not np.any(array)]
     data = channels[0][None] if len(channels) == 1 else np.stack(channels)
     del channels
     bbox, _ = nonzero_bbox(data)
@@ -112,6 +115,7 @@ def fingerprint_case(job: _CaseJob) -> dict:
         "samples": samples,
         "minima": minima,
         "maxima": maxima,
+        "warnings": warnings,
     }
 
 
@@ -171,6 +175,7 @@ def extract_fingerprint(cases: list[CaseFiles], description: DatasetDescription,
         "cases": {r["case_id"]: {k: r[k] for k in ("spacing", "shape_before_crop", "shape_after_crop",
                                                     "foreground_voxels", "class_volumes_ml", "box_sizes_mm")}
                   for r in results},
+        "warnings": [warning for r in results for warning in r["warnings"]],
         "made_from": {"dataset_json": description.to_json(), "input_stamps": input_stamps},
     }
 

@@ -1,4 +1,5 @@
 """The first stage end to end: verify -> fingerprint -> plans -> preprocessed cases."""
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
             fingerprint = None
     if fingerprint is None:
         fingerprint = extract_fingerprint(cases, description, options.num_processes, options.progress)
+        for warning in fingerprint["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     report["fingerprint_seconds"] = round(time.perf_counter() - started, 2)
     if options.verify_only:
         _log(f"{raw_folder.name}: all {len(cases)} cases verified (images, labels, boxes, voxel values)", options)

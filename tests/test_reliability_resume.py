@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
 from test_prediction import ODD_GEOMETRY, _constant_model, _write_input, constant_trainer  # noqa: F401 (fixture)
 
 from boxunet.boxes.stage1 import PseudoLabelRequest, changed_since_stage1, generate_pseudo_labels, stage1_folder
@@ -23,6 +22,7 @@ from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_prepr
 from boxunet.trainers import get_trainer
 from boxunet.training.options import TrainingOptions
 from boxunet.training.run import TrainingRequest, run_training
+from conftest import make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
 
 OPTIONS = PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25, num_processes=1, progress=False)
 IDENTIFIER = "boxunetPlans_3d_fullres"

@@ -8,16 +8,16 @@ import torch
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.inference.model import load_trained_model
-from boxunet.io.dataset_locator import find_dataset_folder
-from boxunet.io.model_folder import find_model_folder, parse_model_folder_name, read_model_files
-from boxunet.paths import DATASET_JSON, results_root
-from boxunet.trainers import default_trainer_of, get_trainer
 from boxunet.inference.precision import PRECISIONS
 from boxunet.inference.predictor import (PredictionSettings, check_prediction_inputs, model_postprocessing,
                                          predict_folder)
+from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.model_folder import find_model_folder, parse_model_folder_name, read_model_files
 from boxunet.parallel import default_num_processes
+from boxunet.paths import DATASET_JSON, results_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.planning.plans import Plans
+from boxunet.trainers import default_trainer_of, get_trainer
 from boxunet.training.run import check_device
 
 

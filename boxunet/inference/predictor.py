@@ -26,17 +26,17 @@ from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.inference.export import export_prediction
 from boxunet.inference.model import TrainedModel
-from boxunet.inference.resume import SETTINGS_FILE, case_inputs, kept_cases, made_with
-from boxunet.io.model_folder import write_model_files
-from boxunet.paths import DATASET_JSON
 from boxunet.inference.precision import resolve_precision
+from boxunet.inference.resume import SETTINGS_FILE, case_inputs, kept_cases, made_with
 from boxunet.io.atomic import write_json
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.images import read_channels
-from boxunet.io.locks import exclusive_folder
 from boxunet.io.input_cases import check_output_folder, list_prediction_cases
+from boxunet.io.locks import exclusive_folder
+from boxunet.io.model_folder import write_model_files
 from boxunet.io.verification import dimension_problems, image_data_problems
+from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME

@@ -5,6 +5,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from boxunet.errors import BoxunetError
+
 
 @contextmanager
 def atomic_path(path: Path):
@@ -37,3 +39,16 @@ def copy_file(source: Path, target: Path) -> None:
 def read_json(path: Path):
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+def read_user_json(path: Path):
+    """Read a JSON file a user wrote (dataset.json, a box file): anything unreadable is a BoxunetError naming it."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        problem = f"is not UTF-8 text (byte {error.start})"
+    except json.JSONDecodeError as error:
+        problem = f"is not valid JSON ({error})"
+    except RecursionError:
+        problem = "is not valid JSON for boxunet: it nests too deeply"
+    raise BoxunetError(f"file {path}: {problem}")

@@ -2,7 +2,6 @@
 
 Coordinates are voxel indices of the raw image's array; ``min`` is inclusive, ``max`` exclusive.
 """
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import cc3d
 import numpy as np
 
 from boxunet.errors import BoxunetError
-from boxunet.io.atomic import write_json
+from boxunet.io.atomic import read_user_json, write_json
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def parse_boxes(data, source: str) -> list[Box]:
         raise BoxunetError(f'file {source}: must be {{"boxes": [{{"label": L, "min": [z, y, x], "max": [z, y, x]}}]}}')
     boxes = []
     for index, entry in enumerate(data["boxes"]):
-        ok = (isinstance(entry, dict) and isinstance(entry.get("label"), int)
+        ok = (isinstance(entry, dict) and isinstance(entry.get("label"), int) and not isinstance(entry["label"], bool)
               and all(isinstance(entry.get(key), list) and len(entry[key]) == 3
                       and all(isinstance(v, int) and not isinstance(v, bool) for v in entry[key])
                       for key in ("min", "max")))
@@ -62,11 +61,7 @@ def case_boxes(properties: dict) -> list[Box]:
 
 def read_boxes(path: Path) -> list[Box]:
     """Read a box file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BoxunetError(f"file {path}: is not valid JSON ({error})") from None
-    return parse_boxes(data, str(path))
+    return parse_boxes(read_user_json(path), str(path))
 
 
 def write_boxes(boxes: list[Box], path: Path) -> None:

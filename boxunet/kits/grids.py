@@ -35,8 +35,8 @@ from boxunet.io.atomic import read_json, write_json
 from boxunet.io.stamps import json_digest
 from boxunet.kits.kidney_count import kidney_components
 from boxunet.kits.localization import ROI_MARGIN_MM, expand_box
-from boxunet.planning.planner import configuration_plan
 from boxunet.planning.patch_size import plan_patch_and_batch
+from boxunet.planning.planner import configuration_plan
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.case import class_locations
 from boxunet.preprocessing.resampling import resample_channels, resample_segmentation

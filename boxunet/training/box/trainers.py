@@ -23,7 +23,7 @@ from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_image
 from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
 from boxunet.training.box.samplers import (BoxFillSampler, BoxIgnoreSampler, IgnoreBoxBackgroundSampler,
-                                          StoredTargetSampler)
+                                           StoredTargetSampler)
 from boxunet.training.distributed import barrier
 from boxunet.training.trainer import Trainer
 
