@@ -17,7 +17,7 @@ from boxunet.errors import DatasetError, Problem
 from boxunet.io.boxes import box_mask
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import DatasetDescription
-from boxunet.io.images import read_image
+from boxunet.io.images import axis_codes, read_image
 from boxunet.io.verification import case_header_problems, image_data_problems, label_data_problems
 from boxunet.parallel import map_in_processes
 
@@ -116,6 +116,7 @@ def fingerprint_case(job: _CaseJob) -> dict:
         "minima": minima,
         "maxima": maxima,
         "warnings": warnings,
+        "axis_codes": axis_codes(geometry.direction),
     }
 
 
@@ -176,6 +177,7 @@ def extract_fingerprint(cases: list[CaseFiles], description: DatasetDescription,
                                                     "foreground_voxels", "class_volumes_ml", "box_sizes_mm")}
                   for r in results},
         "warnings": [warning for r in results for warning in r["warnings"]],
+        "axis_codes": [list(codes) for codes in sorted({tuple(r["axis_codes"]) for r in results})],
         "made_from": {"dataset_json": description.to_json(), "input_stamps": input_stamps},
     }
 

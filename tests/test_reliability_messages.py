@@ -26,7 +26,8 @@ GOOD = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "kidney": 1, "
     (json.dumps(dict(GOOD, box_labels=[True])).encode(), r'"box_labels" must be a list of label values; got \[True\]'),
     (json.dumps(dict(GOOD, labels={"background": 0, "kidney": 1, "tumor": 1})).encode(),
      r"labels 'kidney' and 'tumor' both have the value 1"),
-    (json.dumps(dict(GOOD, labels={"tumor": 0, "background": 1})).encode(), r'"background" must have the value 0; got 1'),
+    (json.dumps(dict(GOOD, labels={"tumor": 0, "background": 1})).encode(),
+     r'"background" must have the value 0; got 1'),
 ])
 def test_a_malformed_dataset_json_is_one_line_naming_the_file(tmp_path, content, message):
     (tmp_path / "dataset.json").write_bytes(content)
@@ -75,5 +76,5 @@ def test_an_all_zero_image_is_warned_about(tiny_dataset, capsys):
     image, geometry = read_image(path)
     write_image(np.zeros_like(image), geometry, path)
     plan_and_preprocess("1", PlanAndPreprocessOptions(verify_only=True, num_processes=1, progress=False))
-    assert capsys.readouterr().err == (f"warning: case 'case_001', file {path}: every voxel is 0: the case is cropped to "
-                                       "nothing and adds nothing to training (an empty or failed export?)\n")
+    assert capsys.readouterr().err == (f"warning: case 'case_001', file {path}: every voxel is 0: the case is "
+                                       "cropped to nothing and adds nothing to training (an empty or failed export?)\n")

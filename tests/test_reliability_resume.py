@@ -95,7 +95,8 @@ def test_continue_refuses_other_settings_and_redoes_edited_inputs(constant_train
     arguments = ["-i", str(inputs), "-o", str(output), "-d", "1", "-c", "3d_fullres", "-tr", "ConstantTrainer",
                  "--quiet", "-np", "0"]
     predict_main(arguments)
-    written = {name: (output / name).stat().st_mtime_ns for name in ("a.nii.gz", "b.nii.gz", "prediction_settings.json")}
+    names = ("a.nii.gz", "b.nii.gz", "prediction_settings.json")
+    written = {name: (output / name).stat().st_mtime_ns for name in names}
     used = json.loads((output / "prediction_settings.json").read_text())["precision"]  # auto: bf16 or fp32 here
     other = "fp32" if used == "bf16" else "bf16"
     for extra, difference in ((["--step-size", "0.75"], r"step_size 0.5 -> 0.75"),
@@ -105,7 +106,8 @@ def test_continue_refuses_other_settings_and_redoes_edited_inputs(constant_train
                                                                 r"\['fold_0/checkpoint_best.pth'\]")):
         if extra[0] == "-chk":
             model = constant_trainer["results"] / "Dataset001_Tiny" / "ConstantTrainer__boxunetPlans__3d_fullres"
-            (model / "fold_0" / "checkpoint_best.pth").write_bytes((model / "fold_0" / "checkpoint_final.pth").read_bytes())
+            final = model / "fold_0" / "checkpoint_final.pth"
+            (model / "fold_0" / "checkpoint_best.pth").write_bytes(final.read_bytes())
         with pytest.raises(SystemExit, match=rf"--continue: the predictions in .*out were made with other settings "
                                              rf"\(.*{difference}"):
             predict_main(arguments + ["--continue"] + extra)
@@ -161,7 +163,8 @@ def test_each_step_holds_its_output_folder(constant_trainer, tmp_path):
 def test_continue_before_the_first_checkpoint_keeps_the_options_the_run_started_with(dense_tiny):
     started = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False, seed=5)
-    folder = run_training(TrainingRequest("1", "3d_fullres", "0", get_trainer("Trainer"), device="cpu", options=started))
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", get_trainer("Trainer"), device="cpu",
+                                          options=started))
     for checkpoint in folder.glob("checkpoint_*.pth"):
         checkpoint.unlink()  # as if killed before the first checkpoint
     defaults = TrainingOptions(augmentation_workers=0, progress_bar=False)  # boxunet_train ... --c: 1000 x 250
@@ -170,3 +173,17 @@ def test_continue_before_the_first_checkpoint_keeps_the_options_the_run_started_
     options = json.loads((folder / "debug.json").read_text())["options"]
     assert (options["epochs"], options["iterations_per_epoch"], options["seed"]) == (1, 2, 5)
     assert json.loads((folder / "run_options.json").read_text())["options"]["epochs"] == 1
+
+
+def test_an_image_oriented_unlike_the_training_images_is_warned_about(constant_trainer, tmp_path, capsys):
+    _constant_model(constant_trainer, [[0.0, 1.0, 0.0]])  # trained on images with the identity direction
+    _write_input(tmp_path / "in", "odd", ODD_GEOMETRY)  # axes: x along world y, y along world x, z flipped
+    _write_input(tmp_path / "in", "plain", replace(ODD_GEOMETRY, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    capsys.readouterr()
+    predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-d", "1", "-c", "3d_fullres",
+                  "-tr", "ConstantTrainer", "--quiet", "-np", "0"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    odd_file = tmp_path / "in" / "odd_0000.nii.gz"
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"warning: case 'odd', file {odd_file}: its axes are oriented [2, 1, -3]")
+    assert "unlike every training image ([[1, 2, 3]])" in warnings[0]

@@ -11,6 +11,7 @@ outputs are written atomically, so ``continue_prediction`` skips every case that
 model and settings from unchanged inputs (boxunet.inference.resume).
 """
 import multiprocessing
+import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,7 +36,7 @@ from boxunet.io.images import read_channels
 from boxunet.io.input_cases import check_output_folder, list_prediction_cases
 from boxunet.io.locks import exclusive_folder
 from boxunet.io.model_folder import write_model_files
-from boxunet.io.verification import dimension_problems, image_data_problems
+from boxunet.io.verification import dimension_problems, image_data_problems, orientation_warnings
 from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
@@ -178,6 +179,8 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
     A cascade model reads each case's previous-stage segmentation from ``previous_stage_folder``."""
     cases = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder, output_folder,
                                     model.plans.images_are_2d)
+    for warning in orientation_warnings(cases, model.plans.training_axis_codes):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     ending = model.dataset_json["file_ending"]
     previous_stage = previous_stage_inputs(model, cases, previous_stage_folder, ending)
     postprocessing = model_postprocessing(model) if settings.postprocessing else None

@@ -50,6 +50,18 @@ class Geometry:
         return None
 
 
+def axis_codes(direction: tuple[float, ...]) -> list[int]:
+    """Which way each image axis (SimpleITK order) points: ``(k + 1) * sign`` of the world axis ``k`` closest to
+    it, e.g. [1, 2, 3] for the identity and [-1, -2, 3] for the same image flipped in x and y."""
+    size = int(round(len(direction) ** 0.5))
+    matrix = np.asarray(direction, dtype=np.float64).reshape(size, size)
+    codes = []
+    for axis in range(size):
+        world = int(np.argmax(np.abs(matrix[:, axis])))
+        codes.append((world + 1) * (1 if matrix[world, axis] > 0 else -1))
+    return codes
+
+
 def _geometry_of(image_or_reader, size: tuple[int, ...]) -> Geometry:
     spacing = tuple(float(s) for s in image_or_reader.GetSpacing())
     origin = tuple(float(o) for o in image_or_reader.GetOrigin())

@@ -12,7 +12,7 @@ from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.io.boxes import Box, box_problem, read_boxes
 from boxunet.io.cases import CaseFiles, list_training_cases
 from boxunet.io.dataset_json import DatasetDescription
-from boxunet.io.images import read_geometry
+from boxunet.io.images import axis_codes, read_geometry
 
 
 def case_header_problems(case: CaseFiles, description: DatasetDescription) -> tuple[list[Problem], list[Box]]:
@@ -58,13 +58,33 @@ def dimension_problems(cases: list[CaseFiles], images_are_2d: bool | None = None
     if images_are_2d is None:
         images_are_2d = sum(kinds.values()) > len(kinds) / 2
         kind = "2D" if images_are_2d else "3D"
-        reason = f"{sum(1 for k in kinds.values() if k == images_are_2d)} of the dataset's {len(kinds)} cases are {kind}"
+        majority = sum(1 for k in kinds.values() if k == images_are_2d)
+        reason = f"{majority} of the dataset's {len(kinds)} cases are {kind}"
     else:
         kind = "2D" if images_are_2d else "3D"
         reason = f"the model was trained on {kind} images"
     return [Problem(case.case_id, str(case.images[0]), f"is a {'3D' if images_are_2d else '2D'} image but {reason}; "
                     "every case must have the same dimensionality")
             for case, is_2d in kinds.items() if is_2d != images_are_2d]
+
+
+def orientation_warnings(cases: list[CaseFiles], training_axis_codes: list[list[int]]) -> list[str]:
+    """Cases whose axes point other ways (permuted or flipped, boxunet.io.images.axis_codes) than those of every
+    training image: the network sees them in their own voxel order, as it never saw a training case."""
+    if not training_axis_codes:
+        return []
+    warnings = []
+    for case in cases:
+        try:
+            direction = read_geometry(case.images[0]).direction
+        except BoxunetError:
+            continue
+        if axis_codes(direction) not in training_axis_codes:
+            warnings.append(str(Problem(case.case_id, str(case.images[0]), (
+                f"its axes are oriented {axis_codes(direction)} (direction cosines {[round(d, 3) for d in direction]}) "
+                f"unlike every training image ({training_axis_codes}); the model sees it permuted or flipped, "
+                "so its segmentation may be poor: reorient it like the training images"))))
+    return warnings
 
 
 def verify_headers(dataset_folder: Path, description: DatasetDescription) -> list[CaseFiles]:

@@ -126,7 +126,8 @@ def plan_experiment(fingerprint: dict, description: DatasetDescription, dataset_
         labels=description.to_json()["labels"], box_labels=list(description.box_labels),
         regions_class_order=description.regions_class_order, num_input_channels=description.num_channels,
         gpu_memory_gb=memory_gb, configurations=configurations,
-        foreground_intensity_properties_per_channel=fingerprint["foreground_intensity_properties_per_channel"])
+        foreground_intensity_properties_per_channel=fingerprint["foreground_intensity_properties_per_channel"],
+        training_axis_codes=[list(codes) for codes in fingerprint.get("axis_codes", [])])
 
 
 def plans_summary(plans: Plans) -> str:

@@ -94,6 +94,7 @@ class Plans:
     configurations: dict[str, ConfigurationPlan]
     foreground_intensity_properties_per_channel: dict
     planner: str = "boxunet.planning.planner"
+    training_axis_codes: list[list[int]] = field(default_factory=list)  # the training images' orientations
 
     def configuration(self, name: str) -> ConfigurationPlan:
         """The configuration ``name``; a missing one raises an error listing the available ones."""
