@@ -19,7 +19,10 @@ from boxunet.io.images import Geometry, read_image, write_image
 from boxunet.io.locks import exclusive_folder
 from boxunet.io.verification import verify_headers
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
+from boxunet.planning.plans import load_plans
+from boxunet.preprocessing.grid_labels import open_target, store_raw_label_maps
 from boxunet.trainers import get_trainer
+from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.options import TrainingOptions
 from boxunet.training.run import TrainingRequest, run_training
 from conftest import make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
@@ -187,3 +190,23 @@ def test_an_image_oriented_unlike_the_training_images_is_warned_about(constant_t
     assert len(warnings) == 1
     assert warnings[0].startswith(f"warning: case 'odd', file {odd_file}: its axes are oriented [2, 1, -3]")
     assert "unlike every training image ([[1, 2, 3]])" in warnings[0]
+
+
+def test_stored_label_maps_follow_their_raw_files_even_an_older_copy(dense_tiny):
+    preprocessed = dense_tiny["preprocessed"] / "Dataset001_Tiny"
+    plans = load_plans(preprocessed / "boxunet_plans.json")
+    configuration = plans.configuration("3d_fullres")
+    cases = PreprocessedCases(preprocessed / configuration.data_identifier, ["case_000", "case_001"])
+    files = {c: preprocessed / "gt_segmentations" / f"{c}.nii.gz" for c in cases.case_ids}
+    store = dense_tiny["preprocessed"] / "store"
+
+    def stored_now():
+        return store_raw_label_maps(store, cases, files, plans, configuration)
+    assert stored_now() == ["case_000", "case_001"] and stored_now() == []
+    before = files["case_001"].stat().st_mtime_ns
+    _rewrite(files["case_001"], lambda label: np.where(label == 2, 1, label).astype(label.dtype))
+    os.utime(files["case_001"], ns=(before - 10**9, before - 10**9))  # e.g. cp -p of an older version
+    assert stored_now() == ["case_001"]
+    assert not np.any(np.asarray(open_target(store, "case_001")[0]) == 2)
+    (cases.folder / "case_000.json").write_text((cases.folder / "case_000.json").read_text())  # preprocessed again
+    assert stored_now() == ["case_000"]
