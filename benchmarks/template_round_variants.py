@@ -9,13 +9,15 @@ and the share of the box grid they fill. A variant is JSON:
 - ``rounds`` (4): template rounds after round 0;
 - ``face_decay`` (0): the face term (boxunet.boxes.shape_templates.face_logits) added to the prior ...
 - ``decay_rounds`` (99): ... in the first this many rounds only (1: the first template, as boxunet does);
-- ``prior_scale`` (1): the template logits times this factor.
+- ``prior_scale`` (1): the template logits times this factor;
+- ``parameters`` ({}): fields of the ConvCRF's PseudoMaskParameters to change (e.g. ``{"appearance_weight": 0.5}``).
 
 Usage: python benchmarks/template_round_variants.py RAW_DATASET_FOLDER STAGE1_FOLDER '{"face_decay": 2, "decay_rounds": 1}'
 """
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,8 @@ GRID = templates_module.TemplateParameters().grid
 
 
 def _score_case(item):
-    case, reference_file, box_labels, templates = item
-    result, _ = templates_module.case_masks(case, box_labels, templates, PseudoMaskParameters())
+    case, reference_file, box_labels, templates, parameters = item
+    result, _ = templates_module.case_masks(case, box_labels, templates, parameters)
     reference = read_image(reference_file)[0]
     counts = {label: (float(((reference == label) & (result == label)).sum()), float((result == label).sum()),
                       float((reference == label).sum())) for label in box_labels}
@@ -68,12 +70,13 @@ def main() -> None:
     templates = {label: templates_module.standardized_logits(mean)
                  for label, mean in templates_module._mean_grids(grids, box_labels).items()}
     faces = templates_module.face_logits(GRID, variant.get("face_decay", 0.0))
+    crf = replace(PseudoMaskParameters(), **variant.get("parameters", {}))
     for round_index in range(variant.get("rounds", 4) + 1):
         started = time.time()
         with_faces = round_index < variant.get("decay_rounds", 99)
         prior = {label: t * variant.get("prior_scale", 1.0) + (faces if with_faces else 0.0)
                  for label, t in templates.items()}
-        results = map_in_processes(_score_case, [(c, r, box_labels, prior) for c, r in zip(cases, references)], 2,
+        results = map_in_processes(_score_case, [(c, r, box_labels, prior, crf) for c, r in zip(cases, references)], 2,
                                    f"round {round_index}", progress=False, worker_threads=1)
         row = {"round": round_index, "seconds": round(time.time() - started, 1)}
         for label in box_labels:
