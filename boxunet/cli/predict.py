@@ -72,8 +72,9 @@ def predict(arguments: argparse.Namespace) -> dict:
                                                       arguments.plans, arguments.configuration)
     folder = find_model_folder(arguments.dataset, arguments.configuration, trainer, arguments.plans)
     plans_json, dataset_json = read_model_files(folder)
+    plans = Plans.from_json(plans_json)
     check_prediction_inputs(dataset_json, str(folder / DATASET_JSON), arguments.input, arguments.output,
-                            Plans.from_json(plans_json).images_are_2d)
+                            plans.images_are_2d, plans.training_axis_codes)  # fail before any network is loaded
     model = _load_model(folder, arguments.folds, arguments.checkpoint, device)
     settings = PredictionSettings(step_size=arguments.step_size, mirroring=not arguments.disable_tta,
                                   precision=arguments.precision, save_probabilities=arguments.save_probabilities,

@@ -36,7 +36,8 @@ from boxunet.io.images import read_channels
 from boxunet.io.input_cases import check_output_folder, list_prediction_cases
 from boxunet.io.locks import exclusive_folder
 from boxunet.io.model_folder import write_model_files
-from boxunet.io.verification import dimension_problems, image_data_problems, orientation_warnings
+from boxunet.io.verification import (dimension_problems, first_channel_geometries, image_data_problems,
+                                     orientation_warnings)
 from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
@@ -158,18 +159,19 @@ def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSe
         resolve_precision(device, settings.precision))
 
 
-def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path,
-                            images_are_2d: bool) -> list[CaseFiles]:
+def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path, images_are_2d: bool,
+                            training_axis_codes: list[list[int]]) -> tuple[list[CaseFiles], list[str]]:
     """The cases of ``input_folder``, after every check that needs no voxel data (see list_prediction_cases; their
-    dimensionality must be the model's, ``images_are_2d``) and the output folder's position; raises before
-    anything is written."""
+    dimensionality must be the model's, ``images_are_2d``) and the output folder's position (raises before
+    anything is written), and warnings for cases oriented unlike every training image."""
     description = parse_dataset_json(dataset_json, source)
     cases = list_prediction_cases(input_folder, description)
-    problems = dimension_problems(cases, images_are_2d)
+    geometries = first_channel_geometries(cases)
+    problems = dimension_problems(geometries, images_are_2d)
     if problems:
         raise DatasetError(problems, header=f"input folder {input_folder} cannot be predicted")
     check_output_folder(input_folder, output_folder)
-    return cases
+    return cases, orientation_warnings(geometries, training_axis_codes)
 
 
 def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path, settings: PredictionSettings,
@@ -177,9 +179,9 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
     """Predict every case of ``input_folder`` into ``output_folder``; return the report (also written to
     ``prediction_report.json``). Raises a BoxunetError listing the failed cases after all others are written.
     A cascade model reads each case's previous-stage segmentation from ``previous_stage_folder``."""
-    cases = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder, output_folder,
-                                    model.plans.images_are_2d)
-    for warning in orientation_warnings(cases, model.plans.training_axis_codes):
+    cases, warnings = check_prediction_inputs(model.dataset_json, str(model.folder / DATASET_JSON), input_folder,
+                                              output_folder, model.plans.images_are_2d, model.plans.training_axis_codes)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     ending = model.dataset_json["file_ending"]
     previous_stage = previous_stage_inputs(model, cases, previous_stage_folder, ending)
@@ -192,11 +194,9 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
         todo = [c for c in cases if not (c.case_id in kept
                                          and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
         write_model_files(output_folder, model.plans.to_json(), model.folder / DATASET_JSON)
-        write_json({"model_folder": str(model.folder), "folds": model.folds, "configuration": model.configuration.name,
-                    "input_folder": str(input_folder), "settings": asdict(settings), "precision": precision,
+        write_json({**outputs_made_with, "input_folder": str(input_folder), "settings": asdict(settings),
                     "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
-                    "device": str(device), "postprocessing": postprocessing, "made_with": outputs_made_with,
-                    "inputs": inputs}, Path(output_folder) / SETTINGS_FILE)
+                    "device": str(device), "inputs": inputs}, Path(output_folder) / SETTINGS_FILE)
         skipped = sorted(c.case_id for c in cases if c not in todo)
         return _predict_cases(model, todo, skipped, output_folder, settings, device, previous_stage, postprocessing)
 

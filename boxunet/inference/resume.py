@@ -1,11 +1,11 @@
 """What the outputs of a prediction folder were made with, so that ``--continue`` keeps only what the same
 model and settings made from unchanged inputs.
 
-``prediction_settings.json`` records, when a prediction starts, ``made_with`` (model folder, configuration,
-folds, the stamps of their checkpoints, step size, mirroring, precision, postprocessing) and ``inputs`` (per
-case, the stamps of its image files and previous-stage segmentation; boxunet.io.stamps). ``--continue`` into a
-folder made with other settings is refused before anything is written (its outputs would mix two models);
-with the same settings, a finished case is kept unless its input files changed since.
+``prediction_settings.json`` records, when a prediction starts, what ``made_with`` returns (model folder,
+configuration, folds, the stamps of their checkpoints, step size, mirroring, precision, postprocessing) and
+``inputs`` (per case, the stamps of its image files and previous-stage segmentation; boxunet.io.stamps).
+``--continue`` into a folder made with other settings is refused before anything is written (its outputs would
+mix two models); with the same settings, a finished case is kept unless its input files changed since.
 """
 import json
 from pathlib import Path
@@ -47,10 +47,9 @@ def kept_cases(output_folder: Path, settings: dict, inputs: dict[str, dict]) -> 
     if not record_file.is_file():
         return set()
     stored = read_json(record_file)
-    before = stored.get("made_with")
-    if before is None:
+    if "checkpoints" not in stored:  # written before predictions recorded what they were made with
         return set()
-    differences = [_describe(key, before.get(key), value) for key, value in settings.items() if before.get(key) != value]
+    differences = [_describe(key, stored.get(key), value) for key, value in settings.items() if stored.get(key) != value]
     if differences:
         raise BoxunetError(f"--continue: the predictions in {output_folder} were made with other settings "
                            f"({'; '.join(differences)}); mixing them would mix two models. Predict into another "

@@ -10,6 +10,7 @@ import numpy as np
 
 from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_user_json, write_json
+from boxunet.io.dataset_json import is_int
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,8 @@ def parse_boxes(data, source: str) -> list[Box]:
         raise BoxunetError(f'file {source}: must be {{"boxes": [{{"label": L, "min": [z, y, x], "max": [z, y, x]}}]}}')
     boxes = []
     for index, entry in enumerate(data["boxes"]):
-        ok = (isinstance(entry, dict) and isinstance(entry.get("label"), int) and not isinstance(entry["label"], bool)
-              and all(isinstance(entry.get(key), list) and len(entry[key]) == 3
-                      and all(isinstance(v, int) and not isinstance(v, bool) for v in entry[key])
+        ok = (isinstance(entry, dict) and is_int(entry.get("label"))
+              and all(isinstance(entry.get(key), list) and len(entry[key]) == 3 and all(is_int(v) for v in entry[key])
                       for key in ("min", "max")))
         if not ok:
             raise BoxunetError(f"file {source}: box {index} must have an int label and 3 int min and max "

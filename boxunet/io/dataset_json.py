@@ -110,7 +110,7 @@ def file_ending_problem(value) -> str | None:
     return f'"file_ending" must be a plain file ending such as ".nii.gz" (no "/" or ".."); got {value!r}'
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     """An int that is not a bool (JSON true and false are ints to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -138,18 +138,17 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
     labels: dict[str, int | tuple[int, ...]] = {}
     for name, value in raw_labels.items():
         if isinstance(value, (list, tuple)):
-            if not value or not all(_is_int(v) for v in value):
+            if not value or not all(is_int(v) for v in value):
                 fail(f'label {name!r} region must be a non-empty list of ints; got {value!r}')
             labels[name] = tuple(value) if len(value) > 1 else value[0]
-        elif _is_int(value):
+        elif is_int(value):
             labels[name] = value
         else:
             fail(f"label {name!r} must be an int or a list of ints (a region); got {value!r}")
-    plain = [(name, value) for name, value in labels.items() if isinstance(value, int)]
-    for index, (name, value) in enumerate(plain):
-        twin = next((other for other, v in plain[:index] if v == value), None)
-        if twin is not None:
-            fail(f"labels {twin!r} and {name!r} both have the value {value}; give each label its own value")
+    named: dict[int, str] = {}
+    for name, value in labels.items():
+        if isinstance(value, int) and named.setdefault(value, name) != name:
+            fail(f"labels {named[value]!r} and {name!r} both have the value {value}; give each label its own value")
     if labels.get("background", 0) != 0:
         fail(f'"background" must have the value 0; got {labels["background"]!r}')
     description = DatasetDescription(channel_names, labels, 0, "")
@@ -158,14 +157,14 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
         fail(f"label values must be consecutive ints starting at 0 (background); got {values}")
 
     num_training = data.get("numTraining")
-    if not _is_int(num_training) or num_training < 0:
+    if not is_int(num_training) or num_training < 0:
         fail(f'"numTraining" must be a non-negative int; got {num_training!r}')
     file_ending = data.get("file_ending")
     if problem := file_ending_problem(file_ending):
         fail(problem)
 
     box_labels = data.get("box_labels", [])
-    if not isinstance(box_labels, list) or not all(_is_int(v) for v in box_labels):
+    if not isinstance(box_labels, list) or not all(is_int(v) for v in box_labels):
         fail(f'"box_labels" must be a list of label values; got {box_labels!r}')
     undeclared = [v for v in box_labels if v not in values or v == 0]
     if undeclared:
@@ -173,7 +172,7 @@ def parse_dataset_json(data: dict, source: str = "dataset.json") -> DatasetDescr
 
     box_margins = data.get("box_margins", {})
     if not isinstance(box_margins, dict) or not all(
-            str(k).isdigit() and int(k) in box_labels and _is_int(v) and v >= 0 for k, v in box_margins.items()):
+            str(k).isdigit() and int(k) in box_labels and is_int(v) and v >= 0 for k, v in box_margins.items()):
         fail(f'"box_margins" must map box labels to the voxels their boxes extend past the object (0: tight), '
              f'e.g. {{"2": 0}}; got {box_margins!r}')
 

@@ -12,7 +12,7 @@ from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.io.boxes import Box, box_problem, read_boxes
 from boxunet.io.cases import CaseFiles, list_training_cases
 from boxunet.io.dataset_json import DatasetDescription
-from boxunet.io.images import axis_codes, read_geometry
+from boxunet.io.images import Geometry, axis_codes, read_geometry
 
 
 def case_header_problems(case: CaseFiles, description: DatasetDescription) -> tuple[list[Problem], list[Box]]:
@@ -45,16 +45,22 @@ def case_header_problems(case: CaseFiles, description: DatasetDescription) -> tu
     return problems, boxes
 
 
-def dimension_problems(cases: list[CaseFiles], images_are_2d: bool | None = None) -> list[Problem]:
-    """Cases whose images are 2D in a 3D dataset or 3D in a 2D one. The dataset's kind is ``images_are_2d`` (a
-    trained model's) or, when None, that of most cases (3D on a tie). Unreadable headers are left to the header
-    checks."""
-    kinds = {}
+def first_channel_geometries(cases: list[CaseFiles]) -> dict[CaseFiles, Geometry]:
+    """The header geometry of each case's first image; unreadable headers are left out (the header checks report
+    them)."""
+    geometries = {}
     for case in cases:
         try:
-            kinds[case] = read_geometry(case.images[0]).is_2d
+            geometries[case] = read_geometry(case.images[0])
         except BoxunetError:
             continue
+    return geometries
+
+
+def dimension_problems(geometries: dict[CaseFiles, Geometry], images_are_2d: bool | None = None) -> list[Problem]:
+    """Cases whose images are 2D in a 3D dataset or 3D in a 2D one. The dataset's kind is ``images_are_2d`` (a
+    trained model's) or, when None, that of most cases (3D on a tie)."""
+    kinds = {case: geometry.is_2d for case, geometry in geometries.items()}
     if images_are_2d is None:
         images_are_2d = sum(kinds.values()) > len(kinds) / 2
         kind = "2D" if images_are_2d else "3D"
@@ -68,23 +74,17 @@ def dimension_problems(cases: list[CaseFiles], images_are_2d: bool | None = None
             for case, is_2d in kinds.items() if is_2d != images_are_2d]
 
 
-def orientation_warnings(cases: list[CaseFiles], training_axis_codes: list[list[int]]) -> list[str]:
+def orientation_warnings(geometries: dict[CaseFiles, Geometry], training_axis_codes: list[list[int]]) -> list[str]:
     """Cases whose axes point other ways (permuted or flipped, boxunet.io.images.axis_codes) than those of every
     training image: the network sees them in their own voxel order, as it never saw a training case."""
     if not training_axis_codes:
         return []
-    warnings = []
-    for case in cases:
-        try:
-            direction = read_geometry(case.images[0]).direction
-        except BoxunetError:
-            continue
-        if axis_codes(direction) not in training_axis_codes:
-            warnings.append(str(Problem(case.case_id, str(case.images[0]), (
-                f"its axes are oriented {axis_codes(direction)} (direction cosines {[round(d, 3) for d in direction]}) "
-                f"unlike every training image ({training_axis_codes}); the model sees it permuted or flipped, "
-                "so its segmentation may be poor: reorient it like the training images"))))
-    return warnings
+    return [str(Problem(case.case_id, str(case.images[0]), (
+                f"its axes are oriented {axis_codes(geometry.direction)} (direction cosines "
+                f"{[round(d, 3) for d in geometry.direction]}) unlike every training image ({training_axis_codes}); "
+                "the model sees it permuted or flipped, so its segmentation may be poor: reorient it like the "
+                "training images")))
+            for case, geometry in geometries.items() if axis_codes(geometry.direction) not in training_axis_codes]
 
 
 def verify_headers(dataset_folder: Path, description: DatasetDescription) -> list[CaseFiles]:
@@ -92,7 +92,7 @@ def verify_headers(dataset_folder: Path, description: DatasetDescription) -> lis
     cases, problems = list_training_cases(dataset_folder, description)
     for case in cases:
         problems += case_header_problems(case, description)[0]
-    problems += dimension_problems(cases)
+    problems += dimension_problems(first_channel_geometries(cases))
     if problems:
         raise DatasetError(problems)
     return cases

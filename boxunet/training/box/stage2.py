@@ -109,12 +109,13 @@ class Stage2:
         preprocessed data): stage-2 results stored with anything else are made anew."""
         cases = self.setup.train_cases + self.setup.val_cases
         previous = self.previous_stage_folder
+        data_folder = self.folders.preprocessed / self.configuration.data_identifier
         return {"group_networks": self.options.group_networks, "subsets": subsets,
                 "group_epochs": self.options.group_epochs, "seed": self.options.seed,
                 "group_loss": self.options.box_loss.removeprefix("v"),
                 "iterations_per_epoch": self.options.iterations_per_epoch,
                 "stage1_targets": {c: file_stamp(target_path(stage1, c)) for c in cases},
-                "preprocessed_cases": {c: file_stamp(self._cases(cases).folder / f"{c}.json") for c in cases},
+                "preprocessed_cases": {c: file_stamp(data_folder / f"{c}.json") for c in cases},
                 "previous_stage": None if previous is None else
                 {c: file_stamp(target_path(previous, c)) for c in cases}}
 
