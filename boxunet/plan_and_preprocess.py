@@ -14,6 +14,7 @@ from boxunet.io.dataset_json import DatasetDescription, load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.locks import exclusive_folder
 from boxunet.io.verification import verify_headers
+from boxunet.parallel import share_of
 from boxunet.paths import PLANS_FILE_NAME, checked_name, preprocessed_root, raw_root
 from boxunet.planning.planner import (DEFAULT_CONFIGURATIONS, DEFAULT_PLANS_NAME, plan_experiment, plans_file,
                                       plans_summary)
@@ -38,6 +39,8 @@ class PlanAndPreprocessOptions:
     clean: bool = False
     preprocess: bool = True
     progress: bool = True
+    num_parts: int = 1  # --num-parts: this run preprocesses every num_parts-th case (the plans must exist)
+    part_id: int = 0
 
     def __post_init__(self):
         checked_name(self.plans_name, "plans name")  # it names files and folders: refused before anything runs
@@ -68,6 +71,8 @@ def plan_and_preprocess(dataset: str | int, options: PlanAndPreprocessOptions) -
     _check_configuration_names(options.configurations, output_folder / PLANS_FILE_NAME)
     report = {"dataset": raw_folder.name, "cases": len(cases)}
 
+    if options.num_parts > 1:
+        return _preprocess_part(raw_folder, output_folder, description, cases, options, report, started)
     stored = fingerprint_path(output_folder)
     fingerprint = None
     if stored.is_file() and not options.clean and not options.verify_only:
@@ -113,6 +118,33 @@ def _plan_and_preprocess(raw_folder: Path, output_folder: Path, description: Dat
     report["preprocessing"] = preprocess_dataset(cases, plans, output_folder, requested, options.num_processes,
                                                  voxels, options.progress)
     report["reference_segmentations_copied"] = copy_reference_segmentations(cases, output_folder)
+    report["total_seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _preprocess_part(raw_folder: Path, output_folder: Path, description: DatasetDescription, cases: list[CaseFiles],
+                     options: PlanAndPreprocessOptions, report: dict, started: float) -> dict:
+    """Preprocess one part of the cases (``--num-parts``) with the plans a whole run wrote before; the parts
+    run side by side, e.g. on several machines sharing the preprocessed folder."""
+    share = share_of(cases, options.num_parts, options.part_id)
+    plans_path = plans_file(output_folder, options.plans_name)
+    stored = fingerprint_path(output_folder)
+    if options.clean or options.verify_only or not options.preprocess:
+        raise BoxunetError("--num-parts splits the preprocessing only: run --clean, --verify and --no-preprocess "
+                           "without it")
+    if not plans_path.is_file() or not stored.is_file() or not fingerprint_matches(read_json(stored), cases,
+                                                                                     description):
+        raise BoxunetError(f"--num-parts needs the fingerprint and plans of the current files in {output_folder}: run "
+                           f"boxunet_plan_and_preprocess -d {raw_folder.name} --no-preprocess once first")
+    plans = load_plans(plans_path)
+    part = f"part_{options.part_id}_of_{options.num_parts}"
+    with exclusive_folder(output_folder, "plan and preprocess run", part=part):
+        requested = [c for c in options.configurations if c in plans.configurations]
+        report["preprocessing"] = preprocess_dataset(share, plans, output_folder, requested, options.num_processes,
+                                                     None, options.progress)
+        report["reference_segmentations_copied"] = copy_reference_segmentations(share, output_folder)
+    _log(f"{raw_folder.name}: {part} ({len(share)} of {len(cases)} cases) preprocessed; a run without --num-parts "
+         "afterwards finds every case done", options)
     report["total_seconds"] = round(time.perf_counter() - started, 2)
     return report
 

@@ -12,7 +12,8 @@ ROOT = "boxunet"
 
 # top to bottom; a module may import from its own layer or any layer below it, never from one above
 LAYERS = (
-    ("boxunet.cli", "boxunet.trainers"),  # entry points, and the one module that knows every trainer
+    # entry points, the one module that knows every trainer, and the workflows that span stages
+    ("boxunet.cli", "boxunet.trainers", "boxunet.train_folds", "boxunet.prediction"),
     ("boxunet.training.box", "boxunet.kits"),  # the variants: box trainers (stage 2 as a job), KiTS trainers
     ("boxunet.training",),  # the engine: loop, data pipeline, losses, options, distributed, validation
     ("boxunet.ensembling",),  # cross-validation summaries, model selection

@@ -6,19 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_dataset
 
 from boxunet.cli.ensemble import main as ensemble_main
 from boxunet.cli.find_best_configuration import main as find_best_main
 from boxunet.cli.postprocessing import main_apply
 from boxunet.cli.predict import main as predict_main
-from boxunet.ensembling.find_best import validation_reference
+from boxunet.ensembling.find_best import checkpoint_stamps, validation_reference
 from boxunet.errors import BoxunetError
-from boxunet.io.images import read_geometry
+from boxunet.io.images import read_geometry, read_image
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
-from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.options import TrainingOptions
+from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import Trainer
+from conftest import write_tiny_dataset
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 COMMANDS = {"boxunet_predict": predict_main, "boxunet_ensemble": ensemble_main,
@@ -138,3 +138,39 @@ def test_models_are_compared_against_the_reference_their_validation_used(roots, 
     assert validation_reference([boxes], ["0", "1"], "Dataset001_Tiny") == local / "pseudo_labels" / "stage1"
     with pytest.raises(BoxunetError, match="validated against different references"):
         validation_reference([dense, boxes], ["0", "1"], "Dataset001_Tiny")
+
+
+def test_predict_without_a_configuration_runs_a_chosen_ensemble_in_one_command(trained, tmp_path):
+    """When an ensemble is the choice, ``boxunet_predict -d`` alone gives what its expanded commands give."""
+    find_best_main(["1", "-np", "1"])
+    results = trained["results"] / "Dataset001_Tiny"
+    information_file = results / "inference_information.json"
+    saved = information_file.read_bytes()
+    information = json.loads(saved)
+    names = [f"Trainer__boxunetPlans__{c}" for c in CONFIGURATIONS]
+    ensemble = f"ensemble___{names[0]}___{names[1]}___crossval_results_folds_0_1_2_3_4"
+    folds = ["0", "1", "2", "3", "4"]
+    information["best"].update(name=ensemble, members=names, postprocessing_steps=[],
+                               checkpoints={name: checkpoint_stamps(results / name, folds) for name in names})
+    information_file.write_text(json.dumps(information))  # as if the ensemble had won
+    inputs = tmp_path / "new"
+    inputs.mkdir()
+    for case in ("case_001",):
+        source = trained["raw"] / "Dataset001_Tiny" / "imagesTr" / f"{case}_0000.nii.gz"
+        (inputs / f"{case}_0000.nii.gz").write_bytes(source.read_bytes())
+    try:
+        predict_main(["-i", str(inputs), "-o", str(tmp_path / "chosen"), "-d", "1", "-np", "0", "--quiet",
+                      "--disable-tta"])
+    finally:
+        information_file.write_bytes(saved)
+    report = json.loads((tmp_path / "chosen" / "prediction_report.json").read_text())
+    assert report["model"]["members"] == names and report["model"]["folds"] == folds
+    assert not (tmp_path / "chosen" / "ensemble_members").exists()
+    for index, configuration in enumerate(CONFIGURATIONS):
+        predict_main(["-i", str(inputs), "-o", str(tmp_path / f"m{index}"), "-d", "1", "-c", configuration, "-np", "0",
+                      "--quiet", "--save-probabilities", "--no-postprocessing", "--disable-tta"])
+    ensemble_main(["-i", str(tmp_path / "m0"), str(tmp_path / "m1"), "-o", str(tmp_path / "expanded")])
+    for case in ("case_001",):
+        chosen, geometry = read_image(tmp_path / "chosen" / f"{case}.nii.gz")
+        assert np.array_equal(chosen, read_image(tmp_path / "expanded" / f"{case}.nii.gz")[0])
+        assert geometry.mismatch(read_geometry(inputs / f"{case}_0000.nii.gz")) is None

@@ -43,7 +43,7 @@ from boxunet.io.images import read_channels, read_image, write_image
 from boxunet.io.locks import exclusive_folder
 from boxunet.io.stamps import file_stamp, json_digest
 from boxunet.io.verification import case_header_problems, image_data_problems, verify_headers
-from boxunet.parallel import default_num_processes, map_in_processes
+from boxunet.parallel import default_num_processes, map_in_processes, share_of
 from boxunet.paths import raw_root
 
 STAGE1_FOLDER = Path("pseudo_labels") / "stage1"
@@ -64,6 +64,8 @@ class PseudoLabelRequest:
     mining: RegionMiningParameters = field(default_factory=RegionMiningParameters)
     templates: TemplateParameters = field(default_factory=TemplateParameters)
     folders: DatasetFolders | None = None  # the dataset's folders when the caller holds them (else found by name)
+    num_parts: int = 1  # --num-parts: this run makes the masks of every num_parts-th case, from part_id on
+    part_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -345,30 +347,40 @@ def generate_pseudo_labels(request: PseudoLabelRequest) -> dict:
     """Write the stage-1 pseudo label map of every training case and ``report.json``; return the report. The
     output folder is held for the run (boxunet.io.locks): a second run on the dataset is refused."""
     folders, jobs = plan_jobs(request)
+    mine = share_of(jobs, request.num_parts, request.part_id)
+    part = f"part_{request.part_id}_of_{request.num_parts}" if request.num_parts > 1 else None
     output_folder = stage1_folder(folders.preprocessed)
-    with exclusive_folder(output_folder, "pseudo-label run"):
-        return _generate(request, folders, jobs, output_folder)
+    with exclusive_folder(output_folder, "pseudo-label run", part=part):
+        report = _generate(request, folders, jobs, mine, output_folder)
+        write_json(report, output_folder / (f"report.{part}.json" if part else "report.json"))
+        if part is None:  # every case is in report.json now
+            for path in output_folder.glob("report.part_*_of_*.json"):
+                path.unlink()
+        return report
 
 
-def _generate(request: PseudoLabelRequest, folders: DatasetFolders, jobs: list[_CaseJob], output_folder: Path) -> dict:
+def _generate(request: PseudoLabelRequest, folders: DatasetFolders, all_jobs: list[_CaseJob], jobs: list[_CaseJob],
+              output_folder: Path) -> dict:
+    """The masks of ``jobs`` (the templates or region miners are learned from ``all_jobs``); the report."""
     if request.overwrite:
         for job in jobs:
             for path in _outputs(job):
                 if path.exists():
                     os.remove(path)
     start = time.perf_counter()
-    miners = prepare_region_miners(jobs, request.progress) if request.method == "acol" else None
-    templates = (prepare_shape_templates(jobs, request.num_processes, request.progress)
+    miners = prepare_region_miners(all_jobs, request.progress) if request.method == "acol" else None
+    templates = (prepare_shape_templates(all_jobs, request.num_processes, request.progress)
                  if request.method == "template" else None)
     records = map_in_processes(_run_case, jobs, request.num_processes, "pseudo labels", progress=request.progress,
                                worker_threads=max(1, default_num_processes() // max(1, request.num_processes)))
-    box_labels = jobs[0].box_labels
-    report = {"dataset": folders.name, "method": request.method, "parameters": jobs[0].parameters.to_json(),
+    box_labels = all_jobs[0].box_labels
+    report = {"dataset": folders.name, "method": request.method, "parameters": all_jobs[0].parameters.to_json(),
               "tuning": request.tuning, "device": request.device, "output_folder": str(output_folder),
               "mining": request.mining.to_json() if request.method == "acol" else None,
               "region_miners": miners,
               "templates": ({"parameters": request.templates.to_json(), **templates} if templates else None),
               "total_seconds": round(time.perf_counter() - start, 2), "mean": _means(records, box_labels),
               "cases": records}
-    write_json(report, output_folder / "report.json")
+    if request.num_parts > 1:
+        report["part"] = {"part_id": request.part_id, "num_parts": request.num_parts}
     return report

@@ -2,8 +2,9 @@
 import argparse
 
 from boxunet.cli.common import run_cli
-from boxunet.parallel import default_num_processes
-from boxunet.plan_and_preprocess import DEFAULT_PREPROCESSED_CONFIGURATIONS, PlanAndPreprocessOptions, plan_and_preprocess
+from boxunet.parallel import default_num_processes, share_of
+from boxunet.plan_and_preprocess import (DEFAULT_PREPROCESSED_CONFIGURATIONS, PlanAndPreprocessOptions,
+                                         plan_and_preprocess)
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 
 
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only verify the dataset (file names, geometry, labels, boxes, voxel values); write nothing")
     parser.add_argument("--clean", action="store_true", help="recompute the fingerprint even if one is stored")
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing the plans")
+    parser.add_argument("--num-parts", type=int, default=1,
+                        help="split the preprocessing of the cases into this many disjoint parts, e.g. one per "
+                             "machine; needs the plans (a run with --no-preprocess first; default: 1)")
+    parser.add_argument("--part-id", type=int, default=0,
+                        help="the part this run preprocesses, 0 to --num-parts - 1 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     return parser
 
@@ -46,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         ct_window=tuple(arguments.ct_window) if arguments.ct_window else None,
         target_spacing=arguments.target_spacing, plans_name=arguments.plans_name, force_cascade=arguments.cascade,
         verify_only=arguments.verify,
-        clean=arguments.clean, preprocess=not arguments.no_preprocess, progress=not arguments.quiet)
+        clean=arguments.clean, preprocess=not arguments.no_preprocess, progress=not arguments.quiet,
+        num_parts=arguments.num_parts, part_id=arguments.part_id)
+    run_cli(share_of, [], arguments.num_parts, arguments.part_id)  # a part id outside the parts is refused first
     for dataset in arguments.dataset:
         report = run_cli(plan_and_preprocess, dataset, options,
                          interrupted_hint="finished cases are kept; rerun the same command to resume")

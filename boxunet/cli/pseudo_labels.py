@@ -11,7 +11,7 @@ from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.boxes.tuning import tune_parameters
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.parallel import default_num_processes
+from boxunet.parallel import default_num_processes, share_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default: 1)")
     parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="recompute cases that are already written")
+    parser.add_argument("--num-parts", type=int, default=1,
+                        help="split the cases into this many disjoint parts, e.g. one per machine (default: 1)")
+    parser.add_argument("--part-id", type=int, default=0,
+                        help="the part this run makes, 0 to --num-parts - 1; afterwards one run without the two flags "
+                             "finds every case made and writes report.json (default: 0)")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -87,7 +92,9 @@ def _run(arguments) -> dict:
             raise BoxunetError(f"{flag} applies to --method {method} only")
     request = PseudoLabelRequest(arguments.dataset, arguments.method, parse_parameters(arguments.parameters),
                                  max(1, arguments.num_processes), arguments.device, arguments.overwrite,
-                                 not arguments.quiet, mining=mining, templates=templates)
+                                 not arguments.quiet, mining=mining, templates=templates,
+                                 num_parts=arguments.num_parts, part_id=arguments.part_id)
+    share_of([], request.num_parts, request.part_id)  # a part id outside the parts is refused before any work
     if arguments.tune:
         request = tune_parameters(request, arguments.tune_cases)
     return generate_pseudo_labels(request)

@@ -21,6 +21,7 @@ from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.ensemble import ensemble_folders
 from boxunet.io.atomic import copy_file, read_json, write_json
 from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.io.stamps import file_stamp
 from boxunet.io.model_folder import parse_model_folder_name, read_model_files
 from boxunet.paths import model_folder_name, preprocessed_root, results_root
 from boxunet.planning.plans import Plans
@@ -28,8 +29,10 @@ from boxunet.postprocessing.components import default_connectivity
 from boxunet.postprocessing.decision import POSTPROCESSING_FILE_NAME, determine_postprocessing
 
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+FINAL_CHECKPOINT = "checkpoint_final.pth"
 INSTRUCTIONS_FILE = "inference_instructions.txt"
 INFORMATION_FILE = "inference_information.json"
+ENSEMBLES_FOLDER = "ensembles"
 
 
 @dataclass
@@ -44,6 +47,7 @@ class SelectionRequest:
     folds: list[str] = field(default_factory=lambda: ["0", "1", "2", "3", "4"])
     ensembling: bool = True
     num_processes: int = 1
+    models: list[str] | None = None  # model folder names to compare instead of trainers x configurations
 
 
 def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple[list[Path], list[str]]:
@@ -51,6 +55,8 @@ def _candidate_models(request: SelectionRequest, dataset_results: Path) -> tuple
 
     A configuration named with ``-c`` must exist; of the default list, untrained ones are reported and left
     out. Any model with unfinished folds is an error naming the folds."""
+    if request.models is not None:
+        return [dataset_results / name for name in request.models], []
     models, untrained, problems = [], [], []
     trainers = request.trainers
     for trainer, configuration in itertools.product(trainers, request.configurations):
@@ -168,8 +174,9 @@ def find_best_configuration(request: SelectionRequest, log=print) -> dict:
         results[result.name] = (result, [model])
         log(f"{result.name}: foreground mean Dice {result.dice:.4f}")
     if request.ensembling and len(models) > 1:
-        ensembles_folder = dataset_results / "ensembles"
-        singles = [results[m.name][0] for m in models]
+        ensembles_folder = dataset_results / ENSEMBLES_FOLDER
+        # named models without probabilities were refused above; found ones (``models``) are only left out here
+        singles = [results[m.name][0] for m in models if not missing_probabilities(m, request.folds)]
         for first, second in itertools.combinations(singles, 2):
             result = _ensemble_cross_validations(first, second, ensembles_folder, request.folds, reference_folder,
                                                  request.num_processes)
@@ -191,12 +198,34 @@ def find_best_configuration(request: SelectionRequest, log=print) -> dict:
         "best": {"name": best_name, "members": [m.name for m in members], "foreground_mean_dice": best.dice,
                  "postprocessing_file": str(best.folder / POSTPROCESSING_FILE_NAME),
                  "postprocessing_steps": [step["name"] for step in decision["steps"]],
-                 "foreground_mean_dice_after_postprocessing": decision["dice_after"]},
+                 "foreground_mean_dice_after_postprocessing": decision["dice_after"],
+                 "checkpoints": {m.name: checkpoint_stamps(m, request.folds) for m in members}},
         "commands": _instructions(best, members, request.dataset, request.folds, decision),
     }
     write_json(information, dataset_results / INFORMATION_FILE)
     (dataset_results / INSTRUCTIONS_FILE).write_text(_instructions_text(information))
     return information
+
+
+def checkpoint_stamps(model_folder: Path, folds: list[str]) -> dict[str, list[int] | None]:
+    """{fold: stamp of its checkpoint_final.pth (None when missing)}: what a choice was made from, so that a
+    retrained or deleted fold makes it stale (boxunet.ensembling.choice)."""
+    stamps = {}
+    for fold in folds:
+        checkpoint = Path(model_folder) / f"fold_{fold}" / FINAL_CHECKPOINT
+        stamps[str(fold)] = file_stamp(checkpoint) if checkpoint.is_file() else None
+    return stamps
+
+
+def complete_models(dataset_results: Path, plans_name: str, folds: list[str]) -> list[str]:
+    """The model folders of ``dataset_results`` (``<trainer>__<plans_name>__<configuration>``) whose ``folds``
+    all finished their validation, sorted by name."""
+    found = []
+    for folder in sorted(Path(dataset_results).iterdir()) if Path(dataset_results).is_dir() else ():
+        parts = folder.name.split("__")
+        if folder.is_dir() and len(parts) == 3 and parts[1] == plans_name and not missing_validations(folder, folds):
+            found.append(folder.name)
+    return found
 
 
 def _instructions_text(information: dict) -> str:

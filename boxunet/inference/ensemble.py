@@ -27,10 +27,15 @@ def _cases_of(folder: Path) -> set[str]:
             if path.name.endswith(".npz") and not path.name.startswith(".")}
 
 
-def _common_cases(folders: list[Path]) -> list[str]:
-    """The cases every folder holds; cases missing from some folder raise an error naming them."""
+def _common_cases(folders: list[Path], case_ids: list[str] | None = None) -> list[str]:
+    """The cases every folder holds (of ``case_ids`` when given); cases missing from some folder raise an error
+    naming them."""
     cases = {folder: _cases_of(folder) for folder in folders}
-    every_case = set().union(*cases.values())
+    if case_ids is not None:
+        cases = {folder: found & set(case_ids) for folder, found in cases.items()}
+        every_case = set(case_ids)
+    else:
+        every_case = set().union(*cases.values())
     if not every_case:
         raise BoxunetError(f"no <case>.npz in {', '.join(map(str, folders))}; {SAVE_HINT}")
     missing = [f"{folder} lacks {', '.join(sorted(every_case - found))}"
@@ -80,17 +85,17 @@ def _ensemble_case(case_id: str, folders: list[Path], output_folder: Path, plans
 
 
 def ensemble_folders(input_folders: list[Path], output_folder: Path, save_probabilities: bool = False,
-                     num_processes: int = 1) -> list[str]:
-    """Average the probabilities of every case over ``input_folders`` and write ``<case><file_ending>``
-    label maps (argmax, or regions above 0.5 painted in ``regions_class_order``) in the geometry of the
-    case's properties to ``output_folder``, with copies of the plans and dataset.json; with
+                     num_processes: int = 1, case_ids: list[str] | None = None) -> list[str]:
+    """Average the probabilities of every case (or only ``case_ids``) over ``input_folders`` and write
+    ``<case><file_ending>`` label maps (argmax, or regions above 0.5 painted in ``regions_class_order``) in the
+    geometry of the case's properties to ``output_folder``, with copies of the plans and dataset.json; with
     ``save_probabilities`` also the averaged ``<case>.npz`` and ``<case>.json``. Return the case ids."""
     folders, output_folder = [Path(folder) for folder in input_folders], Path(output_folder)
     for folder in folders:
         if not folder.is_dir():
             raise BoxunetError(f"input folder {folder} does not exist")
         check_output_folder(folder, output_folder)
-    cases = _common_cases(folders)
+    cases = _common_cases(folders, case_ids)
     plans, dataset_json = _common_plans(folders)
     write_model_files(output_folder, plans.to_json(), folders[0] / DATASET_JSON)
     ensemble = functools.partial(_ensemble_case, folders=folders, output_folder=output_folder, plans=plans,

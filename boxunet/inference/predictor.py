@@ -24,11 +24,11 @@ import torch
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError, DatasetError, Problem
-from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.inference.export import export_prediction
 from boxunet.inference.model import TrainedModel
 from boxunet.inference.precision import resolve_precision
-from boxunet.inference.resume import SETTINGS_FILE, case_inputs, kept_cases, made_with
+from boxunet.inference.resume import (case_inputs, earlier_details, kept_cases, made_with, part_files, part_suffix,
+                                      report_file, settings_file)
 from boxunet.io.atomic import write_json
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import parse_dataset_json
@@ -38,6 +38,7 @@ from boxunet.io.locks import exclusive_folder
 from boxunet.io.model_folder import write_model_files
 from boxunet.io.verification import (dimension_problems, first_channel_geometries, image_data_problems,
                                      orientation_warnings)
+from boxunet.parallel import share_of
 from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.postprocessing.apply import load_postprocessing
@@ -58,6 +59,13 @@ class PredictionSettings:
     workers: int = 1
     continue_prediction: bool = False
     progress: bool = True
+    num_parts: int = 1  # --num-parts: this run predicts every num_parts-th case, from part_id on
+    part_id: int = 0
+
+    @property
+    def part(self) -> tuple[int, int] | None:
+        """(part id, number of parts) of a split prediction, else None."""
+        return (self.part_id, self.num_parts) if self.num_parts > 1 else None
 
 
 def read_and_preprocess(case: CaseFiles, plans: Plans, configuration: ConfigurationPlan,
@@ -183,22 +191,29 @@ def predict_folder(model: TrainedModel, input_folder: Path, output_folder: Path,
                                               output_folder, model.plans.images_are_2d, model.plans.training_axis_codes)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    cases = share_of(sorted(cases, key=lambda case: case.case_id), settings.num_parts, settings.part_id)
     ending = model.dataset_json["file_ending"]
     previous_stage = previous_stage_inputs(model, cases, previous_stage_folder, ending)
     postprocessing = model_postprocessing(model) if settings.postprocessing else None
     precision = resolve_precision(device, settings.precision)
     outputs_made_with = made_with(model, settings.step_size, settings.mirroring, precision, postprocessing)
     inputs = {c.case_id: case_inputs(c, previous_stage[c.case_id]) for c in cases}
-    with exclusive_folder(output_folder, "prediction"):
-        kept = kept_cases(output_folder, outputs_made_with, inputs) if settings.continue_prediction else set()
+    part = settings.part
+    with exclusive_folder(output_folder, "prediction", part=part_suffix(part)[1:] or None):
+        kept = kept_cases(output_folder, outputs_made_with, inputs, settings.continue_prediction)
         todo = [c for c in cases if not (c.case_id in kept
                                          and _finished(c.case_id, output_folder, ending, settings.save_probabilities))]
         write_model_files(output_folder, model.plans.to_json(), model.folder / DATASET_JSON)
-        write_json({**outputs_made_with, "input_folder": str(input_folder), "settings": asdict(settings),
-                    "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
-                    "device": str(device), "inputs": inputs}, Path(output_folder) / SETTINGS_FILE)
+        record = {**outputs_made_with, "input_folder": str(input_folder), "settings": asdict(settings),
+                  "previous_stage_folder": None if previous_stage_folder is None else str(previous_stage_folder),
+                  "device": str(device), "inputs": inputs}
+        write_json(record, settings_file(output_folder, part))
         skipped = sorted(c.case_id for c in cases if c not in todo)
-        return _predict_cases(model, todo, skipped, output_folder, settings, device, previous_stage, postprocessing)
+        report = _predict_cases(model, todo, skipped, output_folder, settings, device, previous_stage, postprocessing)
+        if part is None:  # the whole folder is recorded now: the parts' records and reports are merged into it
+            for path in part_files(output_folder):
+                path.unlink()
+        return report
 
 
 def _predict_cases(model: TrainedModel, todo: list[CaseFiles], skipped: list[str], output_folder: Path,
@@ -257,9 +272,10 @@ def _predict_cases(model: TrainedModel, todo: list[CaseFiles], skipped: list[str
     report = {"predicted": sorted(set(seconds) - failed_ids), "skipped": skipped,
               "failed": [{"case": p.case, "file": p.file, "error": p.message} for p in failed],
               "network_seconds": {case_id: value for case_id, value in seconds.items() if case_id not in failed_ids}}
+    details = {**earlier_details(output_folder, set(skipped)), **details}
     if details:
-        report["details"] = {case_id: value for case_id, value in details.items() if case_id not in failed_ids}
-    write_json(report, Path(output_folder) / REPORT_FILE)
+        report["details"] = {case_id: value for case_id, value in sorted(details.items()) if case_id not in failed_ids}
+    write_json(report, report_file(output_folder, settings.part))
     if failed:
         lines = "\n".join(f"  - {p}" for p in failed)
         raise BoxunetError(f"{len(failed)} of {len(todo)} case(s) failed (the others were written to {output_folder}; "

@@ -22,6 +22,7 @@ class ProcessGroupInfo:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1  # the processes of the group on this machine (they share its cores)
 
     @property
     def is_main(self) -> bool:
@@ -43,17 +44,20 @@ def init_process_group(rank: int, world_size: int, device_type: str, port: int) 
     """Join a process group of ``world_size`` processes on localhost."""
     backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    return ProcessGroupInfo(rank, world_size, _device_for(device_type, rank))
+    return ProcessGroupInfo(rank, world_size, _device_for(device_type, rank), world_size)
 
 
 def init_from_environment(device_type: str) -> ProcessGroupInfo | None:
-    """Join the group described by torchrun's environment variables, or return None when not under torchrun."""
+    """Join the group described by torchrun's environment variables (RANK, WORLD_SIZE, LOCAL_RANK,
+    LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; on one machine or several), or return None when not under
+    torchrun."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method="env://")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    return ProcessGroupInfo(rank, world_size, _device_for(device_type, local_rank))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method="env://")
+    return ProcessGroupInfo(rank, world_size, _device_for(device_type, local_rank), local_world_size)
 
 
 def _device_for(device_type: str, local_rank: int) -> torch.device:

@@ -15,6 +15,7 @@ Conventions shared by every loss:
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -56,14 +57,40 @@ def _valid_count(reference: torch.Tensor, ignore_mask: torch.Tensor | None) -> t
     return (~ignore_mask.bool()).sum().float().clamp_min(1.0)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over the ranks of the data-parallel group. Every rank's loss is the same function
+    of the sum, so the gradient each rank passes on is the sum of theirs; DDP's averaging then gives exactly
+    the gradient of a single process on the whole global batch."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.clone()
+        dist.all_reduce(summed)
+        return summed
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        summed = gradient.clone()
+        dist.all_reduce(summed)
+        return summed
+
+
+def _over_global_batch(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks of a data-parallel group (itself outside one)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _SumOverRanks.apply(tensor)
+    return tensor
+
+
 def soft_dice(probabilities: torch.Tensor, one_hot_target: torch.Tensor, batch_dice: bool, do_bg: bool = False,
               smooth: float = 1e-5, mask: torch.Tensor | None = None,
               weights: torch.Tensor | None = None) -> torch.Tensor:
     """Soft Dice per class, ``(2 tp + smooth) / (2 tp + fp + fn + smooth)``, shape ``(C,)`` (``(C - 1,)`` without bg).
 
     ``mask`` is an ignore mask (True = ignored, as ``ignore_mask`` elsewhere); ``weights`` are voxel weights.
-    With ``batch_dice`` tp/fp/fn are summed over batch and space (one Dice per class); otherwise Dice is
-    computed per sample and averaged over the batch. ``do_bg=False`` drops channel 0.
+    With ``batch_dice`` tp/fp/fn are summed over batch and space (one Dice per class), and in data-parallel
+    training over the global batch of every rank; otherwise Dice is computed per sample and averaged over the
+    batch. ``do_bg=False`` drops channel 0.
     """
     probabilities, one_hot_target = probabilities.float(), one_hot_target.float()
     if not do_bg:
@@ -74,6 +101,8 @@ def soft_dice(probabilities: torch.Tensor, one_hot_target: torch.Tensor, batch_d
     tp = (weighted * one_hot_target).sum(axes)
     fp = weighted.sum(axes) - tp
     fn = (one_hot_target if factor is None else one_hot_target * factor).sum(axes) - tp
+    if batch_dice:
+        tp, fp, fn = _over_global_batch(torch.stack([tp, fp, fn])).unbind(0)
     dice = (2 * tp + smooth) / (2 * tp + fp + fn + smooth).clamp_min(1e-8)
     return dice if batch_dice else dice.mean(0)
 

@@ -115,7 +115,7 @@ def prepare(request: TrainingRequest) -> TrainingSetup:
 
 def _train_in_process(group: ProcessGroupInfo, request: TrainingRequest, setup: TrainingSetup) -> None:
     if group.device.type == "cpu":  # the process's entry: the only place the thread count is set
-        torch.set_num_threads(max(1, default_num_processes() // group.world_size))
+        torch.set_num_threads(max(1, default_num_processes() // group.local_world_size))
     setup.output.mkdir(parents=True, exist_ok=True)
     if group.is_main:
         write_model_files(setup.output.parent, setup.plans.to_json(), setup.folders.preprocessed / DATASET_JSON)
@@ -170,18 +170,23 @@ def _spawned_worker(rank: int, world_size: int, port: int, request: TrainingRequ
         shutdown(group)
 
 
-def run_training(request: TrainingRequest) -> Path:
+def run_training(request: TrainingRequest, group: ProcessGroupInfo | None = None) -> Path:
     """Train (or resume, or only validate) one fold; return the fold's output folder. The fold folder is held
-    for the run (boxunet.io.locks): a second run of the same fold is refused."""
+    for the run (boxunet.io.locks): a second run of the same fold is refused.
+
+    Under torchrun the run joins the group its environment describes (and leaves it at the end), unless the
+    caller passes the ``group`` it already joined (several folds in one group: boxunet.train_folds)."""
     setup = prepare(request)
-    group = init_from_environment(request.device)
+    joined = group is None
+    group = init_from_environment(request.device) if group is None else group
     held = exclusive_folder(setup.output, "training") if group is None or group.is_main else contextlib.nullcontext()
     with held:
         if group is not None:
             try:
                 _train_in_process(group, request, setup)
             finally:
-                shutdown(group)
+                if joined:
+                    shutdown(group)
         elif request.num_gpus > 1:
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_num_processes() // request.num_gpus)))
             mp.spawn(_spawned_worker, args=(request.num_gpus, free_port(), request, setup), nprocs=request.num_gpus,
