@@ -83,9 +83,10 @@ def kept_cases(output_folder: Path, settings: dict, inputs: dict[str, dict], con
         differences = [_describe(key, stored.get(key), value) for key, value in settings.items()
                        if stored.get(key) != value]
         if differences and continuing:
-            raise BoxunetError(f"--continue: the predictions in {output_folder} ({record_file.name}) were made with "
-                               f"other settings ({'; '.join(differences)}); mixing them would mix two models. Predict "
-                               "into another folder, or drop --continue to predict every case anew")
+            raise BoxunetError(f"--continue: the predictions in {output_folder} were made with other settings "
+                               f"({'; '.join(differences)}; recorded in {record_file.name}); mixing them would mix "
+                               "two models. Predict into another folder, or drop --continue to predict every case "
+                               "anew")
         if not differences:
             stored_inputs = stored.get("inputs", {})
             kept |= {case_id for case_id, stamps in inputs.items() if stored_inputs.get(case_id) == stamps}
