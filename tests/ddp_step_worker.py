@@ -23,6 +23,7 @@ def fixed_batch(trainer: Trainer) -> dict:
     data = torch.randn(GLOBAL_BATCH, channels, *trainer.configuration.patch_size, generator=generator)
     labels = torch.randint(0, trainer.num_outputs, (GLOBAL_BATCH, 1, *trainer.configuration.patch_size),
                            generator=generator).float()
+    labels[GLOBAL_BATCH // 2:] = 0  # the second half holds no foreground: each rank's own batch Dice would differ
     with torch.no_grad():
         outputs = trainer.network(data[:1])
     targets = [F.interpolate(labels, size=output.shape[2:], mode="nearest") for output in outputs]
