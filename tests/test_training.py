@@ -62,6 +62,7 @@ def test_short_training_learns_and_writes_every_output(dense_tiny):
     assert debug["options"]["epochs"] == 3 and debug["val_cases"] == splits[0]["val"]
     log = (folder / "training_log.txt").read_text()
     assert log.count("pseudo Dice [kidney") == 3
+    assert "device cpu, fp32, world size 1" in log, "auto trains fp32 on a CPU"
     (folder / "validation" / "summary.json").unlink()
     run_training(request(epochs=3, iterations=6, validation_only=True))
     assert (folder / "validation" / "summary.json").is_file()
@@ -163,3 +164,14 @@ def test_region_training(roots):
     assert "pseudo Dice [kidney" in (output / "training_log.txt").read_text()
     summary = json.loads((output / "validation" / "summary.json").read_text())
     assert list(summary["mean"]) == ["(1, 2)", "2"]
+
+
+def test_bf16_steps_on_the_cpu(dense_tiny):
+    """``--precision bf16`` runs the steps' forward passes in bfloat16 (the losses in float32); auto stays fp32 on
+    the CPU."""
+    options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
+                              progress_bar=False, precision="bf16")
+    folder = run_training(TrainingRequest("1", "3d_fullres", "2", Trainer, device="cpu", options=options))
+    assert "device cpu, bf16, world size 1" in (folder / "training_log.txt").read_text()
+    state = load_checkpoint(folder / "checkpoint_final.pth")
+    assert state["options"]["precision"] == "bf16" and torch.isfinite(torch.tensor(state["progress"]["train_loss"])).all()

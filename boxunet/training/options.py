@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from boxunet.errors import BoxunetError
+from boxunet.inference.precision import PRECISIONS
 
 SCHEDULES = ("poly", "paper")
 
@@ -32,6 +33,7 @@ class TrainingOptions:
     save_probabilities: bool = False
     progress_bar: bool = True
     schedule: str = "poly"  # "poly": SGD + poly decay (nnU-Net); "paper": Adam 1e-3, exponential decay ([Yang 2020])
+    precision: str = "auto"  # autocast of the steps: auto = fp16 on CUDA, fp32 elsewhere (Trainer.precision)
 
     # options that change nothing in the result; a resumed run takes them from the command line
     RUNTIME: ClassVar[tuple[str, ...]] = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
@@ -61,6 +63,10 @@ class TrainingOptions:
         parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
         parser.add_argument("--npz", action="store_true", dest="save_probabilities",
                             help="also save validation probabilities (needed for ensembling)")
+        parser.add_argument("--precision", choices=PRECISIONS,
+                            help="autocast of the training and validation steps; auto: fp16 on CUDA, fp32 "
+                                 "elsewhere; bf16 on a CPU with native bfloat16 is about 2.6x faster per step "
+                                 "(default: auto)")
         parser.add_argument("--quiet", action="store_false", dest="progress_bar", help="no progress bars or log echo")
 
     @classmethod
