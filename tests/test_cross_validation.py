@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 from boxunet.cli.predict import main as predict_main
 from boxunet.cli.train import fold_command
@@ -17,7 +18,6 @@ from boxunet.cli.train import main as train_main
 from boxunet.errors import BoxunetError
 from boxunet.io.images import read_geometry, read_image
 from boxunet.train_folds import check_devices, check_folds, run_on_devices
-from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 MODEL = "Trainer__boxunetPlans__3d_fullres"
 TRAIN = ["1", "3d_fullres", "--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "1", "-np", "0", "--quiet"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tiny_dataset
 
 from boxunet.cli.ensemble import main as ensemble_main
 from boxunet.cli.find_best_configuration import main as find_best_main
@@ -18,7 +19,6 @@ from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_prepr
 from boxunet.training.options import TrainingOptions
 from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.trainer import Trainer
-from conftest import write_tiny_dataset
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 COMMANDS = {"boxunet_predict": predict_main, "boxunet_ensemble": ensemble_main,

@@ -60,8 +60,8 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
     import torch
 
     from boxunet.training.distributed import ProcessGroupInfo
-    from boxunet.training.run import TrainingRequest, prepare
     from boxunet.training.options import TrainingOptions
+    from boxunet.training.run import TrainingRequest, prepare
     from boxunet.training.trainer import Trainer
 
     options = TrainingOptions(augmentation_workers=0, progress_bar=False, precision=precision)

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import autocast, resolve_precision
+from boxunet.inference.precision import autocast, training_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
@@ -28,7 +28,7 @@ from boxunet.training.data.augmentation import augmentation_parameters
 from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.pipeline import default_augmentation_workers, make_batch_iterators
 from boxunet.training.distributed import (ProcessGroupInfo, all_reduce_sum, barrier, rank_share_of_batch,
-                                         training_network)
+                                          training_network)
 from boxunet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights,
                                      labels_to_regions)
 from boxunet.training.options import TrainingOptions
@@ -51,6 +51,7 @@ class Trainer:
         self.folders, self.output_folder = setup.folders, setup.output
         self.train_cases, self.val_cases = setup.train_cases, setup.val_cases
         self.labels = self.plans.label_set
+        self.precision = training_precision(self.device, options.precision)  # fp32, bf16 or fp16
         self.dataset_json = read_json(self.folders.preprocessed / "dataset.json")
         self.mirror_axes = tuple(augmentation_parameters(self.configuration.patch_size)["mirror_axes"])
         self.progress = TrainingProgress()
@@ -205,15 +206,6 @@ class Trainer:
         """The network as the training steps call it (compiled, data parallel)."""
         return training_network(self.network, self.group, self.options.compile)
 
-    @property
-    def precision(self) -> str:
-        """The concrete precision of the steps (fp32, bf16 or fp16) that ``options.precision`` gives here. ``auto``
-        trains fp16 on CUDA and fp32 elsewhere: bf16 on a CPU (2.6x faster per step where it is native) is
-        asked for with ``bf16`` until its accuracy is checked against fp32 (issue 24)."""
-        if self.options.precision == "auto":
-            return "fp16" if self.device.type == "cuda" else "fp32"
-        return resolve_precision(self.device, self.options.precision)
-
     def _autocast(self):
         """Mixed precision for the training and validation steps (``precision``; the losses run in float32)."""
         return autocast(self.device, self.precision)
@@ -349,21 +341,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict:
-        return {
-            "network_weights": self.network.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "progress": self.progress.values,
-            "best_ema": self.best_ema,
-            "current_epoch": self.current_epoch,
-            "trainer_name": type(self).__name__,
-            "options": asdict(self.options),
-            "configuration": self.configuration.name,
-            "plans_name": self.plans.plans_name,
-            "num_outputs": self.num_outputs,
-            "inference_allowed_mirroring_axes": list(self.mirror_axes),
-            **self.network_settings(),
-        }
+        return {"network_weights": self.network.state_dict(), "optimizer_state": self.optimizer.state_dict(),
+                "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+                "progress": self.progress.values, "best_ema": self.best_ema, "current_epoch": self.current_epoch,
+                "trainer_name": type(self).__name__, "options": asdict(self.options),
+                "configuration": self.configuration.name, "plans_name": self.plans.plans_name,
+                "num_outputs": self.num_outputs, "inference_allowed_mirroring_axes": list(self.mirror_axes),
+                **self.network_settings()}
 
     def save(self, name: str) -> None:
         save_checkpoint(self.state(), self.output_folder / name)
