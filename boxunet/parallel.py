@@ -59,10 +59,16 @@ def map_in_processes(function, items: list, num_processes: int, description: str
         bar.close()
 
 
+def check_part(num_parts: int, part_id: int) -> None:
+    """``--num-parts N --part-id I``: N must be at least 1 and I one of 0..N-1 (a BoxunetError otherwise)."""
+    if num_parts < 1:
+        raise BoxunetError(f"--num-parts {num_parts}: give 1 or more")
+    if not 0 <= part_id < num_parts:
+        raise BoxunetError(f"--num-parts {num_parts} --part-id {part_id}: the part id must be one of 0-{num_parts - 1}")
+
+
 def share_of(items: list, num_parts: int, part_id: int) -> list:
     """Part ``part_id`` of ``num_parts`` disjoint shares of ``items``: every ``num_parts``-th item from ``part_id``
     on, in the items' order (``--num-parts N --part-id I``: N runs on N machines cover every item once)."""
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise BoxunetError(f"--num-parts {num_parts} --part-id {part_id}: the part id must be one of 0-{num_parts - 1}"
-                           if num_parts >= 1 else f"--num-parts {num_parts}: give 1 or more")
+    check_part(num_parts, part_id)
     return list(items)[part_id::num_parts]

@@ -114,7 +114,7 @@ def predict_with_choice(request: PredictionRequest) -> dict:
         raise BoxunetError("-f, -tr and --prev-stage-predictions name parts of a model: give -c CONFIGURATION with "
                            "them, or none of them to predict with the cross-validated choice")
     choice = load_choice(request.dataset)
-    for member in choice.members:
+    for member in choice.members if choice.is_ensemble else ():  # all members before the first one predicts
         _check_inputs(member, request)
     request.log(f"predicting with the cross-validated choice: {choice.describe()}")
     if not choice.is_ensemble:

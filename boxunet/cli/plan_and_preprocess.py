@@ -2,7 +2,7 @@
 import argparse
 
 from boxunet.cli.common import run_cli
-from boxunet.parallel import default_num_processes, share_of
+from boxunet.parallel import check_part, default_num_processes
 from boxunet.plan_and_preprocess import (DEFAULT_PREPROCESSED_CONFIGURATIONS, PlanAndPreprocessOptions,
                                          plan_and_preprocess)
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         verify_only=arguments.verify,
         clean=arguments.clean, preprocess=not arguments.no_preprocess, progress=not arguments.quiet,
         num_parts=arguments.num_parts, part_id=arguments.part_id)
-    run_cli(share_of, [], arguments.num_parts, arguments.part_id)  # a part id outside the parts is refused first
+    run_cli(check_part, arguments.num_parts, arguments.part_id)  # before any work
     for dataset in arguments.dataset:
         report = run_cli(plan_and_preprocess, dataset, options,
                          interrupted_hint="finished cases are kept; rerun the same command to resume")

@@ -9,7 +9,7 @@ from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.inference.precision import PRECISIONS
 from boxunet.inference.predictor import PredictionSettings
-from boxunet.parallel import default_num_processes, share_of
+from boxunet.parallel import check_part, default_num_processes
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.prediction import PredictionRequest
 from boxunet.prediction import predict as run_prediction
@@ -67,7 +67,7 @@ def predict(arguments: argparse.Namespace) -> dict:
         raise BoxunetError(f"-np {arguments.num_processes}: give 0 (everything in this process) or more")
     if not 0 < arguments.step_size <= 1:
         raise BoxunetError(f"--step-size {arguments.step_size}: give a fraction of the patch in (0, 1]")
-    share_of([], arguments.num_parts, arguments.part_id)  # a part id outside the parts is refused here
+    check_part(arguments.num_parts, arguments.part_id)
     device = torch.device("cuda", 0) if arguments.device == "cuda" else torch.device(arguments.device)
     if device.type == "cpu":
         torch.set_num_threads(default_num_processes())

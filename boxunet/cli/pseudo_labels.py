@@ -11,7 +11,7 @@ from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.boxes.tuning import tune_parameters
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.parallel import default_num_processes, share_of
+from boxunet.parallel import check_part, default_num_processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def _run(arguments) -> dict:
                                  max(1, arguments.num_processes), arguments.device, arguments.overwrite,
                                  not arguments.quiet, mining=mining, templates=templates,
                                  num_parts=arguments.num_parts, part_id=arguments.part_id)
-    share_of([], request.num_parts, request.part_id)  # a part id outside the parts is refused before any work
+    check_part(request.num_parts, request.part_id)  # before any work
     if arguments.tune:
         request = tune_parameters(request, arguments.tune_cases)
     return generate_pseudo_labels(request)
