@@ -8,6 +8,7 @@ CONSOLE_SCRIPTS = {
     "boxunet_predict": "boxunet.cli.predict:main",
     "boxunet_pseudo_labels": "boxunet.cli.pseudo_labels:main",
     "boxunet_evaluate": "boxunet.cli.evaluate:main",
+    "boxunet_box_report": "boxunet.cli.box_report:main",
     "boxunet_determine_postprocessing": "boxunet.cli.postprocessing:main_determine",
     "boxunet_apply_postprocessing": "boxunet.cli.postprocessing:main_apply",
     "boxunet_ensemble": "boxunet.cli.ensemble:main",

@@ -140,7 +140,7 @@ def case_scores(trainer, stage2: Stage2, networks, stage1, reference, parameters
         logits = torch.from_numpy(np.load(cached)["logits"]).float()
     else:
         network_input = torch.from_numpy(trainer.network_input(case_id, image))
-        logits = torch.stack([torch.as_tensor(x).float() for x in stage2.group_logits(networks, network_input)])
+        logits = torch.stack([torch.as_tensor(x).float() for x in stage2.group_logits(networks, network_input, boxes)])
         if cached:
             np.savez_compressed(cached, logits=logits.half().numpy())
     for correction, suffix in ((True, ""), (False, "_uncorrected")):

@@ -10,10 +10,11 @@ import torch
 from conftest import plan_tiny_3d_fullres, two_intensity_volume, write_tiny_dataset
 
 from boxunet.boxes.convcrf import CRFParameters
-from boxunet.cli.train import main as train_main
 from boxunet.boxes.fusion import fusion_target, vote_counts, weight_map
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
+from boxunet.cli.box_report import main as box_report_main
+from boxunet.cli.train import main as train_main
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box, box_mask, boxes_from_label_map, read_boxes
 from boxunet.io.images import read_image, write_image
@@ -246,7 +247,7 @@ def _request(trainer: str, **options) -> TrainingRequest:
                            options=trainer_class.options_class(**settings))
 
 
-def test_three_stage_training_end_to_end(box_dataset):
+def test_three_stage_training_end_to_end(box_dataset, capsys):
     folder = run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1))
     for name in ("checkpoint_final.pth", "box_report.json", "validation/summary.json",
                  "stage2/group_0/checkpoint_final.pth", "stage2/group_1/checkpoint_final.pth"):
@@ -259,6 +260,14 @@ def test_three_stage_training_end_to_end(box_dataset):
     mean = report["mean"]["2"]
     assert mean["dice_stage1"] > mean["dice_boxes"], "pseudo masks beat the boxes"
     assert 0.0 <= mean["dice_fusion"] <= 1.0
+    # boxunet_box_report prints them, with the test Dice of an evaluation summary (here the validation's)
+    box_report_main(["-d", "1", "--test", str(folder / "validation")])
+    lines = capsys.readouterr().out.splitlines()
+    validation = json.loads((folder / "validation" / "summary.json").read_text())["mean"]["2"]["Dice"]
+    assert lines[0].split() == ["label", "boxes", "stage-1", "masks", "fusion", "masks", "test,", "trained", "model"]
+    assert lines[1].split() == ["tumor"] + [f"{v:.3f}" for v in (mean["dice_boxes"], mean["dice_stage1"],
+                                                                  mean["dice_fusion"], validation)]
+    assert lines[2].endswith(str(folder / "box_report.json")) and "4 training cases of fold 0" in lines[2]
     stage1 = box_dataset["preprocessed"] / "Dataset001_Tiny" / "pseudo_labels" / "stage1"
     assert (stage1 / "report.json").is_file(), "missing stage-1 pseudo labels are made on the way"
     fusion = sorted(p.name for p in (folder / "stage2" / "fusion").glob("*_target.b2nd"))
@@ -273,6 +282,7 @@ def test_three_stage_training_end_to_end(box_dataset):
         assert set(np.unique(weights).tolist()) <= {1, 2, 3}  # votes of the K + 1 = 3 masks; 3 where none says tumor
         boxes = box_mask(labels.shape, read_boxes(raw / "boxesTr" / f"{case_id}.json"), 2)
         assert (labels == 2).any() and not ((labels == 2) & ~boxes).any(), "fusion masks stay inside the boxes"
+        assert (folder / "stage2" / "fusion" / "pictures" / f"{case_id}.png").is_file()
     # resuming finds every stage done and only extends the final network
     stamp = (folder / "stage2" / "group_0" / "checkpoint_final.pth").stat().st_mtime_ns
     fusion_file = sorted((folder / "stage2" / "fusion").glob("*_target.b2nd"))[0]

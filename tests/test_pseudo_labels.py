@@ -114,6 +114,7 @@ def test_pseudo_labels_cli_writes_masks_with_raw_geometry_and_a_report(tiny_data
         labels = sitk.GetArrayFromImage(written)
         reference = read_image(tiny_dataset / "labelsTr" / f"case_{index:03d}.nii.gz")[0]
         assert np.array_equal(labels == 1, reference == 1), "the dense kidney labels are kept as given"
+    assert sorted(p.name for p in (folder / "pictures").iterdir()) == [f"case_{i:03d}.png" for i in range(4)]
     # rerunning resumes: nothing is recomputed; --overwrite recomputes
     stamp = (folder / "case_000.nii.gz").stat().st_mtime_ns
     pseudo_labels_main(["-d", "1", "--quiet"])
@@ -127,7 +128,8 @@ def test_pseudo_labels_cli_writes_masks_with_raw_geometry_and_a_report(tiny_data
 def test_boxes_with_a_margin_turn_the_tightness_rule_off(tiny_dataset, roots):
     labels_to_boxes(tiny_dataset, [2], margin=1)
     assert json.loads((tiny_dataset / "dataset.json").read_text())["box_margins"] == {"2": 1}
-    pseudo_labels_main(["-d", "1", "--quiet"])
+    pseudo_labels_main(["-d", "1", "--quiet", "--no-pictures"])
+    assert not (_stage1(roots) / "pictures").exists()
     report = json.loads((_stage1(roots) / "report.json").read_text())
     assert report["parameters"]["tightness"] is False
     assert report["mean"]["2"]["dice_pseudo_mask"] > report["mean"]["2"]["dice_boxes"]

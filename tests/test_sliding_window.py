@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from boxunet.inference.regions import OUTSIDE_LOGIT, box_regions, predict_box_regions
 from boxunet.inference.sliding_window import gaussian_importance_map, predict_sliding_window, sliding_window_steps
+from boxunet.io.boxes import Box
 
 
 def test_steps_are_evenly_spaced_with_half_patch_overlap():
@@ -120,3 +122,32 @@ def test_several_networks_are_averaged():
         expected = (first(data[None])[0] + second(data[None])[0]) / 2
     result = predict_sliding_window([first, second], data, (4, 6, 6), 2, mirror_axes=(0, 2))
     assert torch.allclose(result, expected, atol=1e-5)
+
+
+def test_box_regions_grow_to_a_patch_stay_inside_and_merge():
+    boxes = [Box(2, (5, 5, 5), (10, 10, 10)), Box(2, (12, 40, 40), (14, 44, 44)), Box(1, (60, 5, 5), (62, 6, 6)),
+             Box(2, (8, 8, 8), (20, 12, 12))]
+    regions = box_regions(boxes, (64, 64, 64), (16, 16, 16), (4, 4, 4))
+    # box 1 + 4 = [1, 14) grown evenly to 16 -> [0, 16); box 4 + 4 = [4, 24) x [4, 16) x [4, 16), grown to
+    # [4, 24) x [2, 18) x [2, 18), overlaps it: merged; box 2 + 4 = [8, 18) x [36, 48) grown to 16 -> [5, 21) x
+    # [34, 50); box 3 is pushed inside: [48, 64) x [0, 16)
+    assert regions == [(slice(0, 24), slice(0, 18), slice(0, 18)), (slice(5, 21), slice(34, 50), slice(34, 50)),
+                       (slice(48, 64), slice(0, 16), slice(0, 16))]
+    # 2D patches on 3D data: the leading axis keeps the box's slices; an image smaller than the patch: all of it
+    assert box_regions([Box(2, (5, 5, 5), (10, 10, 10))], (64, 12, 64), (32, 16), (4, 4)) == \
+        [(slice(5, 10), slice(0, 12), slice(0, 16))]
+    assert box_regions([], (64, 64, 64), (16, 16, 16), (4, 4, 4)) == []
+
+
+def test_box_region_prediction_equals_the_whole_image_inside_the_regions():
+    network = _pointwise_3d()
+    data = torch.randn(2, 30, 26, 28)
+    boxes = [Box(2, (3, 4, 5), (6, 8, 9)), Box(2, (22, 18, 20), (25, 21, 24))]
+    whole = predict_sliding_window(network, data, (8, 8, 8), 3)
+    logits = predict_box_regions(network, data, boxes, (8, 8, 8), 3, (2, 2, 2))
+    inside = torch.zeros(data.shape[1:], dtype=torch.bool)
+    for region in box_regions(boxes, data.shape[1:], (8, 8, 8), (2, 2, 2)):
+        inside[region] = True
+    assert inside.sum() == 2 * 8 ** 3  # each box + 2 is 7 or 8 voxels per axis, grown to the patch (8)
+    torch.testing.assert_close(logits[:, inside], whole[:, inside], rtol=1e-5, atol=1e-5)
+    assert (logits[0, ~inside] == OUTSIDE_LOGIT).all() and (logits[1:, ~inside] == -OUTSIDE_LOGIT).all()

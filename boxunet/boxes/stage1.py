@@ -34,6 +34,7 @@ from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_
 from boxunet.boxes.shape_templates import TemplateCase, TemplateParameters, learn_shape_templates, template_map
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.box_report import box_label_scores, mean_scores
+from boxunet.evaluation.pictures import picture_path, write_box_picture
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.boxes import Box, box_mask
 from boxunet.io.cases import CaseFiles
@@ -66,6 +67,7 @@ class PseudoLabelRequest:
     folders: DatasetFolders | None = None  # the dataset's folders when the caller holds them (else found by name)
     num_parts: int = 1  # --num-parts: this run makes the masks of every num_parts-th case, from part_id on
     part_id: int = 0
+    pictures: bool = True  # a PNG per case in pictures/ (boxunet.evaluation.pictures)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class _CaseJob:
     templates: TemplateParameters | None = None  # with method "template"
     template_file: str | None = None  # with method "template"
     template_digest: str | None = None  # digest of what the templates are learned from
+    label_names: tuple[tuple[int, str], ...] | None = None  # (box label, name): draw the case's picture
 
 
 def stage1_folder(preprocessed_dataset: Path) -> Path:
@@ -245,6 +248,9 @@ def _run_case(job: _CaseJob) -> dict:
     image_file, record_file = _outputs(job)
     write_image(result.astype(np.uint8), geometry, image_file)
     write_json(record, record_file)
+    if job.label_names is not None:
+        write_box_picture(picture_path(image_file.parent, job.case.case_id), image, geometry.spacing, list(job.boxes),
+                          {"stage 1": result}, reference if job.reference_labels else None, dict(job.label_names))
     return record
 
 
@@ -282,12 +288,13 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[DatasetFolders, list[_CaseJo
     if parameters.tightness and not description.tight_boxes:
         parameters = replace(parameters, tightness=False)  # the tightness prior holds for tight boxes only
     output_folder = stage1_folder(folders.preprocessed)
+    names = tuple((value, name) for name, value in description.labels.items() if value in description.box_labels)
     miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
                         for label in description.box_labels) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
                      stage1_mask_path(folders.preprocessed, case.case_id, description.file_ending), request.method,
                      parameters, request.device, request.mining if request.method == "acol" else None,
-                     miner_files)
+                     miner_files, label_names=names if request.pictures else None)
             for case, (_, boxes, present) in zip(cases, checks)]
     if request.method == "acol":
         digests = tuple((label, json_digest(miner_settings(jobs, label))) for label in description.box_labels)

@@ -1,6 +1,7 @@
 """``boxunet_pseudo_labels``: stage-1 pseudo masks from the boxes of a raw dataset (see documentation/box_supervision.md)."""
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--part-id", type=int, default=0,
                         help="the part this run makes, 0 to --num-parts - 1; afterwards one run without the two flags "
                              "finds every case made and writes report.json (default: 0)")
+    parser.add_argument("--no-pictures", action="store_false", dest="pictures",
+                        help="no PNG per case in pictures/ (image, boxes and masks on the slices through each box)")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -93,7 +96,7 @@ def _run(arguments) -> dict:
     request = PseudoLabelRequest(arguments.dataset, arguments.method, parse_parameters(arguments.parameters),
                                  max(1, arguments.num_processes), arguments.device, arguments.overwrite,
                                  not arguments.quiet, mining=mining, templates=templates,
-                                 num_parts=arguments.num_parts, part_id=arguments.part_id)
+                                 num_parts=arguments.num_parts, part_id=arguments.part_id, pictures=arguments.pictures)
     check_part(request.num_parts, request.part_id)  # before any work
     if arguments.tune:
         request = tune_parameters(request, arguments.tune_cases)
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             text = ", ".join(f"{key} {value}" for key, value in summary.items())
             print(f"label {label}: {text}")
         print(f"pseudo labels and report.json: {report['output_folder']}")
+        if arguments.pictures:
+            print(f"a picture per case (image, boxes, masks): {Path(report['output_folder']) / 'pictures'}")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,22 @@ def box_report(cases: Iterable[BoxMasks], box_labels: list[int], seconds: dict[s
     stage_seconds = {stage: round(float(np.mean([row["seconds"][stage] for row in rows if stage in row["seconds"]])), 3)
                      for stage in ("stage1", "fusion") if any(stage in row["seconds"] for row in rows)}
     return {"seconds_per_case": stage_seconds, "mean": means, "cases": rows}
+
+
+def box_table(report: dict, label_names: dict[int, str], test_summary: dict | None = None) -> list[str]:
+    """Lines of a table per box label: the mean Dice of the boxes, stage-1 and fusion masks of a box trainer's
+    ``report`` (``box_report``) and, given an evaluation ``test_summary`` (boxunet_evaluate), the test Dice of
+    the trained model; "-" where a figure is missing."""
+    def number(value) -> str:
+        return "-" if value is None or np.isnan(value) else f"{value:.3f}"
+
+    columns = ["boxes", "stage-1 masks", "fusion masks"] + (["test, trained model"] if test_summary else [])
+    names = {label: label_names.get(int(label), f"label {label}") for label in report["mean"]}
+    width = max([len("label")] + [len(name) for name in names.values()])
+    lines = [f"{'label':<{width}}  " + "  ".join(columns)]
+    for label, means in report["mean"].items():
+        values = [means.get("dice_boxes"), means.get("dice_stage1"), means.get("dice_fusion")]
+        if test_summary:
+            values.append(test_summary["mean"].get(label, {}).get("Dice"))
+        lines.append(f"{names[label]:<{width}}  " + "  ".join(f"{number(v):>{len(c)}}" for v, c in zip(values, columns)))
+    return lines

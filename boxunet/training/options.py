@@ -67,7 +67,8 @@ class TrainingOptions:
                             help="autocast of the training and validation steps; auto: fp16 on CUDA, fp32 "
                                  "elsewhere; bf16 on a CPU with native bfloat16 is about 2.6x faster per step "
                                  "(default: auto)")
-        parser.add_argument("--quiet", action="store_false", dest="progress_bar", help="no progress bars or log echo")
+        parser.add_argument("--quiet", action="store_false", dest="progress_bar", help="no progress bars (shown only on a terminal) and no echo of "
+                            "the log (one line per epoch)")
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace) -> tuple["TrainingOptions", tuple[str, ...]]:

@@ -1,5 +1,6 @@
 """Training progress: per-epoch values, the log file and ``progress.png``."""
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -39,13 +40,15 @@ class TrainingProgress:
         for key in self.KEYS:
             del self.values[key][epochs:]
 
-    def epoch_line(self, epoch: int, class_names: list[str]) -> str:
-        """One log line for ``epoch``."""
+    def epoch_line(self, epoch: int, epochs: int, class_names: list[str], later_epochs: int = 0) -> str:
+        """One log line for ``epoch`` of ``epochs``, ending with the training time left: the median epoch so far
+        times the epochs still to come, this network's and ``later_epochs`` of networks trained after it."""
         v = {key: values[epoch] for key, values in self.values.items()}
         dice = ", ".join(f"{name} {value:.4f}" for name, value in zip(class_names, v["pseudo_dice"]))
-        return (f"epoch {epoch}: train loss {v['train_loss']:.4f}, val loss {v['val_loss']:.4f}, "
+        left = statistics.median(self.values["epoch_seconds"]) * (epochs - epoch - 1 + later_epochs)
+        return (f"epoch {epoch + 1}/{epochs}: train loss {v['train_loss']:.4f}, val loss {v['val_loss']:.4f}, "
                 f"pseudo Dice [{dice}] (EMA {v['ema_pseudo_dice']:.4f}), lr {v['learning_rate']:.6f}, "
-                f"{v['epoch_seconds']:.1f} s")
+                f"{v['epoch_seconds']:.1f} s; {duration(left)} of training left")
 
     def plot(self, path: Path, class_names: list[str]) -> None:
         """Write progress.png: losses and pseudo Dice, learning rate, epoch time."""
@@ -73,15 +76,24 @@ class TrainingProgress:
         temporary.replace(path)
 
 
-class LogFile:
-    """Append timestamped lines to ``training_log.txt`` (and echo them when ``echo``)."""
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: "45 s", "12 min", "3.4 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
-    def __init__(self, path: Path, echo: bool = True):
+
+class LogFile:
+    """Append timestamped lines to ``training_log.txt`` (and echo them when ``echo``), each after ``prefix``
+    (which network of a multi-network run is speaking)."""
+
+    def __init__(self, path: Path, echo: bool = True, prefix: str = ""):
         self.path = Path(path)
         self.echo = echo
+        self.prefix = prefix
 
     def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {message}"
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {self.prefix}{message}"
         with self.path.open("a") as handle:
             handle.write(line + "\n")
         if self.echo:

@@ -5,6 +5,7 @@ Two-step construction: the constructor records a ``TrainingSetup`` and the optio
 by the run) builds network, optimizer and loss. Subclasses use the hooks below (documentation/training.md).
 """
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -57,6 +58,7 @@ class Trainer:
         self.progress = TrainingProgress()
         self.best_ema = -1.0
         self.current_epoch = 0
+        self.later_epochs = 0  # epochs of networks a multi-network run trains after this one (time estimates)
         self.log = LogFile(self.output_folder / "training_log.txt", echo=options.progress_bar) if group.is_main else None
         self.network = self.optimizer = self.loss = self.grad_scaler = self.training_network = None
         self.previous_stage_folder: Path | None = None
@@ -68,6 +70,11 @@ class Trainer:
         """The options must be of this trainer's ``options_class``."""
         if type(options) is not cls.options_class:
             raise BoxunetError(f"{cls.__name__} takes {cls.options_class.__name__}, not {type(options).__name__}")
+
+    @property
+    def shows_progress_bars(self) -> bool:
+        """Progress bars on the main process, unless ``--quiet``, when a terminal is attached."""
+        return self.options.progress_bar and self.group.is_main and sys.stderr.isatty()
 
     @property
     def num_outputs(self) -> int:
@@ -206,10 +213,6 @@ class Trainer:
         """The network as the training steps call it (compiled, data parallel)."""
         return training_network(self.network, self.group, self.options.compile)
 
-    def _autocast(self):
-        """Mixed precision for the training and validation steps (``precision``; the losses run in float32)."""
-        return autocast(self.device, self.precision)
-
     def _seed_epoch(self, epoch: int) -> None:
         """Derive every random stream of an epoch from (seed, epoch, rank), so a resumed run repeats it."""
         seed = self.options.seed + 1000 * epoch + self.group.rank
@@ -245,7 +248,7 @@ class Trainer:
         """One optimizer step on one batch; returns the loss."""
         data = self.batch_input(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
+        with autocast(self.device, self.precision):  # the losses run in float32
             loss, _ = self.compute_loss(self.training_network(data), batch)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -263,7 +266,7 @@ class Trainer:
     def validation_step(self, batch: dict) -> tuple[float, torch.Tensor]:
         """Loss and per-class (TP, FP, FN) counts of the full-resolution output on one batch."""
         data = self.batch_input(batch)
-        with self._autocast():
+        with autocast(self.device, self.precision):  # the losses run in float32
             outputs = self.training_network(data)
             loss, targets = self.compute_loss(outputs, batch)
         output, target = self.decision_logits(self.segmentation_outputs(outputs)[0].float(), 1), targets[0]
@@ -314,7 +317,7 @@ class Trainer:
         self.training_network.train()
         losses = [self.train_step(next(train_iterator))
                   for _ in tqdm(range(o.iterations_per_epoch), desc=f"epoch {epoch}", leave=False,
-                                disable=not (o.progress_bar and self.group.is_main))]
+                                disable=not self.shows_progress_bars)]
         self.training_network.eval()
         class_names = self.labels.class_names
         val_losses, counts = [], torch.zeros(3, len(class_names), dtype=torch.long, device=self.device)
@@ -332,7 +335,7 @@ class Trainer:
         ema = self.progress.record(float(summed[0] / summed[1]), val_loss, dice, learning_rate,
                                    time.perf_counter() - started)
         if self.group.is_main:
-            self.log(self.progress.epoch_line(epoch, class_names))
+            self.log(self.progress.epoch_line(epoch, o.epochs, class_names, self.later_epochs))
             self.progress.plot(self.output_folder / "progress.png", class_names)
             if ema > self.best_ema:
                 self.best_ema = ema

@@ -35,8 +35,7 @@ def validate_fold(trainer) -> dict | None:
     precision = resolve_precision(trainer.device)
     own_cases = trainer.val_cases[trainer.group.rank::trainer.group.world_size]
     details = {}
-    for case_id in tqdm(own_cases, desc="validation",
-                        disable=not (trainer.options.progress_bar and trainer.group.is_main)):
+    for case_id in tqdm(own_cases, desc="validation", disable=not trainer.shows_progress_bars):
         data, _, properties = cases.load(case_id)
         data = trainer.network_input(case_id, np.asarray(data[:]))
         logits, details[case_id] = trainer.predict_preprocessed(

@@ -10,8 +10,10 @@ Files in ``fold_X/stage2/``:
 * ``settings.json``: what the group networks depend on (``group_settings``); other settings remake stage 2;
 * ``group_<k>/``: each group network's training folder (an interrupted one resumes from its latest checkpoint);
 * ``fusion/``: ``settings.json``, per training case ``<case><ending>`` and ``<case>_weights<ending>`` (raw
-  geometry) and ``<case>_timing.json`` (ConvCRF seconds), and the target store on the grid.
+  geometry), ``<case>_timing.json`` (ConvCRF seconds) and ``pictures/<case>.png`` (boxes, stage-1 and fusion
+  masks on the slices through each box), and the target store on the grid.
 """
+import math
 import random
 import shutil
 import time
@@ -26,11 +28,12 @@ from torch import nn
 from boxunet.boxes.fusion import NETWORK_LOGIT, UNION_LOGIT, dense_label_map, fusion_target
 from boxunet.boxes.stage1 import stage1_mask_path, stage1_settings
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.pictures import picture_path, write_box_picture
 from boxunet.inference.export import logits_to_segmentation, revert_preprocessing
 from boxunet.inference.precision import resolve_precision
-from boxunet.inference.sliding_window import predict_sliding_window
+from boxunet.inference.regions import predict_box_regions
 from boxunet.io.atomic import read_json, write_json
-from boxunet.io.boxes import read_boxes
+from boxunet.io.boxes import Box, case_boxes, read_boxes
 from boxunet.io.cases import CaseFiles, list_training_cases
 from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_json import load_dataset_json
@@ -45,6 +48,7 @@ from boxunet.training.distributed import ProcessGroupInfo, barrier
 from boxunet.training.progress import LogFile
 from boxunet.training.setup import TrainingSetup
 
+REGION_MARGIN = 0.25  # context around a box the group networks predict, in patches per side
 GroupPredictor = Callable[[str], list[np.ndarray]]  # case id -> each group network's label map at the raw resolution
 
 
@@ -95,7 +99,9 @@ class Stage2:
         self.plans, self.configuration, self.folders = setup.plans, setup.configuration, setup.folders
         self.previous_stage_folder = previous_stage_folder
         self.folder = setup.output / "stage2"
-        self.file_ending = read_json(self.folders.preprocessed / "dataset.json")["file_ending"]
+        dataset_json = read_json(self.folders.preprocessed / "dataset.json")
+        self.file_ending = dataset_json["file_ending"]
+        self.label_names = {value: name for name, value in dataset_json["labels"].items() if isinstance(value, int)}
 
     def _cases(self, case_ids: list[str]) -> PreprocessedCases:
         return PreprocessedCases(self.folders.preprocessed / self.configuration.data_identifier, case_ids)
@@ -150,6 +156,10 @@ class Stage2:
                 if (folder / "checkpoint_latest.pth").is_file():
                     member.load(folder / "checkpoint_latest.pth")
                 self._log(f"group network {index + 1}/{len(subsets)} on {len(subset)} cases")
+                # its epoch lines say which network speaks, and the time left includes the networks after it
+                member.later_epochs = (len(subsets) - index - 1) * o.group_epochs + o.epochs
+                if member.log:
+                    member.log.prefix = f"stage 2, group network {index + 1}/{len(subsets)}: "
                 member.run_training()
                 del member
             networks.append(self.load_group_network(index))
@@ -167,14 +177,17 @@ class Stage2:
         network.set_deep_supervision(False)  # only the full-resolution output is used for prediction
         return network.eval()
 
-    def group_logits(self, networks: list[nn.Module], image: torch.Tensor):
-        """Logits of one preprocessed case's network input ``image`` (C, z, y, x) by each group network in turn
-        (sliding window, no mirroring), yielded one network at a time so that only one volume of logits is held."""
+    def group_logits(self, networks: list[nn.Module], image: torch.Tensor, boxes: list[Box]):
+        """Logits of one preprocessed case's network input ``image`` (C, z, y, x) by each group network in turn,
+        yielded one network at a time so that only one volume of logits is held. Only the regions around the
+        case's ``boxes`` (grid voxels) are predicted (sliding window, no mirroring): fusion reads the networks'
+        answers inside the boxes alone."""
         device = self.group.device
+        patch_size = self.configuration.patch_size
+        margin = [math.ceil(p * REGION_MARGIN) for p in patch_size]
         for network in networks:
-            yield predict_sliding_window(network, image, self.configuration.patch_size,
-                                         self.plans.label_set.num_outputs, mirror_axes=(), device=device,
-                                         precision=resolve_precision(device))
+            yield predict_box_regions(network, image, boxes, patch_size, self.plans.label_set.num_outputs, margin,
+                                      mirror_axes=(), device=device, precision=resolve_precision(device))
 
     def raw_prediction(self, logits: torch.Tensor, properties: dict) -> np.ndarray:
         """A group network's label map of one case at the raw resolution, from its logits on the grid: decided
@@ -192,23 +205,29 @@ class Stage2:
         def predict(case_id: str) -> list[np.ndarray]:
             data, _, properties = self._cases([case_id]).load(case_id)
             image = torch.from_numpy(network_input(case_id, np.asarray(data[:])))
-            return [self.raw_prediction(logits, properties) for logits in self.group_logits(networks, image)]
+            return [self.raw_prediction(logits, properties)
+                    for logits in self.group_logits(networks, image, case_boxes(properties))]
         return predict
 
-    def raw_fusion(self, case: CaseFiles, predictions: list[np.ndarray], parameters, stage1_method: str
-                   ) -> tuple[np.ndarray, np.ndarray, object, float]:
+    def raw_fusion(self, case: CaseFiles, predictions: list[np.ndarray], parameters, stage1_method: str,
+                   picture: Path) -> tuple[np.ndarray, np.ndarray, object, float]:
         """Eq. 5 and 6 at the raw resolution of one case: fusion label map, weight map, the raw geometry and the
         ConvCRF seconds; from the raw image, boxes, dense labels of the other classes and stage-1 mask (made with
-        ``stage1_method`` and ``parameters``)."""
+        ``stage1_method`` and ``parameters``). Draws the case's boxes, stage-1 and fusion masks into ``picture``."""
         image, geometry = read_channels(list(case.images))
         pseudo = read_image(stage1_mask_path(self.folders.preprocessed, case.case_id, self.file_ending))[0]
-        dense = (dense_label_map(read_image(case.label)[0], self.plans.box_labels) if case.label is not None
+        label_map = read_image(case.label)[0] if case.label is not None else None
+        dense = (dense_label_map(label_map, self.plans.box_labels) if label_map is not None
                  else np.zeros(pseudo.shape, np.int8))
         boxes = read_boxes(case.boxes) if case.boxes is not None else []
         start = time.perf_counter()
         labels, weights = fusion_target(image, geometry.spacing, dense, pseudo, predictions, boxes,
                                         self.plans.box_labels, parameters, str(self.group.device), stage1_method)
-        return labels, weights, geometry, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        reference = label_map if label_map is not None and np.isin(label_map, self.plans.box_labels).any() else None
+        write_box_picture(picture, image, geometry.spacing, boxes, {"stage 1": pseudo, "fusion": labels}, reference,
+                          self.label_names)
+        return labels, weights, geometry, seconds
 
     def fusion_store(self, stage1: Path, predict: GroupPredictor, raw_cases: dict[str, CaseFiles]) -> Path:
         """Fusion masks and weight maps (Eq. 5, 6) of every training case from the group networks' predictions
@@ -230,7 +249,7 @@ class Stage2:
                 continue
             properties = cases.load(case_id)[2]
             labels, weights, geometry, crf_seconds = self.raw_fusion(raw_cases[case_id], predict(case_id), parameters,
-                                                                     method)
+                                                                     method, picture_path(folder, case_id))
             seconds += crf_seconds
             write_image(labels.astype(np.uint8), geometry, folder / f"{case_id}{ending}")
             write_image(weights.astype(np.uint8), geometry, folder / f"{case_id}_weights{ending}")
