@@ -7,6 +7,7 @@ The dense variant (``--dense``) has no boxes: every label, tumor included, is tr
 """
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import boxes_from_label_map, write_boxes
-from boxunet.io.images import read_geometry, write_image
+from boxunet.io.images import Geometry, read_geometry, write_image
 from boxunet.parallel import map_in_processes
 from boxunet.paths import raw_root
 from dataset_conversion.common import new_dataset_folder, positive_int, replace_folder, write_dataset_json
@@ -36,9 +37,26 @@ def demo_dataset_json(num_training: int, file_ending: str, name: str, cysts: boo
             "reference": "synthetic"}
 
 
+def crop_to_labels(image: np.ndarray, label: np.ndarray, geometry: Geometry, margin_mm: float
+                   ) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """A case cropped to its labelled structures (kidneys, tumors, cysts) plus ``margin_mm`` per side, within the
+    volume; the origin moves with the crop, so every voxel keeps its physical position."""
+    where = np.argwhere(label > 0)
+    margin = np.ceil(margin_mm / np.asarray(geometry.spacing)).astype(int)
+    low = np.maximum(where.min(axis=0) - margin, 0)
+    high = np.minimum(where.max(axis=0) + 1 + margin, label.shape)
+    region = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    offset_xyz = low[::-1] * np.asarray(geometry.spacing[::-1])
+    origin = np.asarray(geometry.origin) + np.asarray(geometry.direction).reshape(3, 3) @ offset_xyz
+    return (np.ascontiguousarray(image[region]), np.ascontiguousarray(label[region]),
+            replace(geometry, origin=tuple(float(o) for o in origin), shape=tuple(int(n) for n in high - low)))
+
+
 def _write_case(job: tuple) -> None:
-    folder, case_id, seed, size_scale, file_ending, cysts, boxes, training = job
+    folder, case_id, seed, size_scale, file_ending, cysts, boxes, training, crop_margin = job
     image, label, geometry = generate_case(seed, size_scale, cysts)
+    if crop_margin is not None:
+        image, label, geometry = crop_to_labels(image, label, geometry, crop_margin)
     if not training:  # the test labels are references for boxunet_evaluate only
         write_image(label, geometry, folder / "labelsTs" / f"{case_id}{file_ending}")
         write_image(image, geometry, folder / "imagesTs" / f"{case_id}_0000{file_ending}")
@@ -51,12 +69,14 @@ def _write_case(job: tuple) -> None:
 
 def generate_demo_dataset(output_folder: Path, num_cases: int, seed: int = 0, size_scale: float = 1.0,
                           file_ending: str = ".nii.gz", num_test: int = 0, cysts: bool = True,
-                          num_processes: int = 2, overwrite: bool = False, boxes: bool = True) -> Path:
+                          num_processes: int = 2, overwrite: bool = False, boxes: bool = True,
+                          crop_margin: float | None = None) -> Path:
     """Write ``num_cases`` training and ``num_test`` test phantoms into the dataset folder ``output_folder``.
 
     Refused (nothing written) when the folder exists and is not empty, unless ``overwrite``, which
     replaces it. ``size_scale`` scales the voxel counts at constant physical extent; ``boxes=False`` writes the
-    dense variant (no boxesTr, no box_labels). Returns the folder.
+    dense variant (no boxesTr, no box_labels); with ``crop_margin`` (mm) every case is cropped to its kidneys,
+    tumors and cysts plus that margin (``crop_to_labels``). Returns the folder.
     """
     if num_cases < 1 or num_test < 0:
         raise BoxunetError(f"need at least 1 training case and >= 0 test cases; got {num_cases} and {num_test}")
@@ -72,8 +92,10 @@ def generate_demo_dataset(output_folder: Path, num_cases: int, seed: int = 0, si
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise BoxunetError(f"folder {folder}: exists and is not empty; use --overwrite to replace it")
     replace_folder(folder)
-    jobs = [(folder, f"case_{index:05d}", seed + index, size_scale, file_ending, cysts, boxes, index < num_cases)
-            for index in range(num_cases + num_test)]
+    if crop_margin is not None and crop_margin < 0:
+        raise BoxunetError(f"crop margin {crop_margin} mm: must be >= 0")
+    jobs = [(folder, f"case_{index:05d}", seed + index, size_scale, file_ending, cysts, boxes, index < num_cases,
+             crop_margin) for index in range(num_cases + num_test)]
     map_in_processes(_write_case, jobs, num_processes, "generate")
     write_dataset_json(demo_dataset_json(num_cases, file_ending, folder.name, cysts, boxes), folder)
     return folder
@@ -107,6 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--file-ending", choices=FILE_ENDINGS, default=".nii.gz", help="image format (default .nii.gz)")
     parser.add_argument("--num-test", type=int, default=0, help="extra test cases in imagesTs, their labels in labelsTs (default 0)")
     parser.add_argument("--no-cysts", action="store_true", help="no cysts and no cyst label")
+    parser.add_argument("--crop-margin", type=float, metavar="MM",
+                        help="crop every case to its kidneys, tumors and cysts plus this margin in mm (default: the "
+                             "whole abdomen)")
     parser.add_argument("--dense", action="store_true",
                         help="no boxes: the tumor is trained from its label maps like kidney and cyst")
     parser.add_argument("-np", "--num-processes", type=positive_int, default=2, help="worker processes (default 2)")
@@ -121,7 +146,8 @@ def _run(args: argparse.Namespace) -> None:
     folder = new_dataset_folder(root, dataset_id, name, args.overwrite)
     start = time.perf_counter()
     generate_demo_dataset(folder, args.num_cases, args.seed, args.size_scale, args.file_ending, args.num_test,
-                          not args.no_cysts, args.num_processes, args.overwrite, boxes=not args.dense)
+                          not args.no_cysts, args.num_processes, args.overwrite, boxes=not args.dense,
+                          crop_margin=args.crop_margin)
     print(f"wrote {args.num_cases} training and {args.num_test} test cases to {folder} "
           f"in {time.perf_counter() - start:.1f} s; {summarize(folder)}")
 

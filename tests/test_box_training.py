@@ -247,6 +247,7 @@ def _request(trainer: str, **options) -> TrainingRequest:
                            options=trainer_class.options_class(**settings))
 
 
+@pytest.mark.slow
 def test_three_stage_training_end_to_end(box_dataset, capsys):
     folder = run_training(_request("BoxThreeStage", group_networks=2, group_epochs=1))
     for name in ("checkpoint_final.pth", "box_report.json", "validation/summary.json",
@@ -303,6 +304,7 @@ def test_three_stage_training_end_to_end(box_dataset, capsys):
     assert fusion_file.stat().st_mtime_ns != fusion_stamp
 
 
+@pytest.mark.slow
 def test_stage2_needs_the_raw_dataset_and_says_so_before_training_group_networks(box_dataset):
     generate_pseudo_labels(PseudoLabelRequest("1", progress=False))
     raw = box_dataset["raw"] / "Dataset001_Tiny"
@@ -324,6 +326,7 @@ def _erase_dense_tumor_labels(roots) -> Path:
 
 
 @pytest.mark.parametrize("references", ["without tumor labels", "missing"])
+@pytest.mark.slow
 def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(box_dataset, references):
     if references == "missing":  # e.g. a boxes-only dataset without labelsTr
         dataset = box_dataset["preprocessed"] / "Dataset001_Tiny"
@@ -338,6 +341,7 @@ def test_without_dense_box_labels_validation_scores_agreement_with_stage1_masks(
     assert 0.0 <= summary["mean"]["2"]["Dice"] <= 1.0 or np.isnan(summary["mean"]["2"]["Dice"])
 
 
+@pytest.mark.slow
 def test_a_baseline_without_any_validation_reference_says_so_before_training(box_dataset):
     _erase_dense_tumor_labels(box_dataset)  # and no stage-1 masks: BoxFill does not make them
     with pytest.raises(BoxunetError, match=r"case_\d+.*run boxunet_pseudo_labels -d Dataset001_Tiny first"):
@@ -346,11 +350,13 @@ def test_a_baseline_without_any_validation_reference_says_so_before_training(box
 
 
 @pytest.mark.parametrize("trainer", ["BoxFill", "BoxIgnore", "FullySupervised", "PseudoMaskIgnoreBoxBackground"])
+@pytest.mark.slow
 def test_baseline_box_trainers_run(box_dataset, trainer):
     folder = run_training(_request(trainer))
     assert (folder / "validation" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
     from boxunet.training.run import dataset_plans, prepare
     trainer_class = trainer_for_dataset(None, dataset_plans("1", "boxunetPlans")[1].box_labels)

@@ -70,6 +70,7 @@ def cascade_dataset(roots):
     return _cascade_dataset(roots, with_boxes=False)
 
 
+@pytest.mark.slow
 def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
     roots = cascade_dataset
     plans = load_plans(roots["preprocessed"] / "Dataset001_Tiny" / "boxunet_plans.json")
@@ -152,6 +153,7 @@ def test_lowres_to_cascade_end_to_end(cascade_dataset, tmp_path):
     assert "previous-stage segmentation" in report["failed"][0]["error"] and "case_000" in report["failed"][0]["error"]
 
 
+@pytest.mark.slow
 def test_box_dataset_cascade_feeds_the_lowres_box_model_to_every_stage(roots):
     _cascade_dataset(roots, with_boxes=True)
     for fold in (0, 1):

@@ -68,6 +68,7 @@ def _new_images(roots, folder, cases=("case_000", "case_001", "case_003")):
     return folder
 
 
+@pytest.mark.slow
 def test_training_without_a_fold_resumes_and_chooses_the_model(cross_validated, capsys):
     roots, model, before = cross_validated
     train_main(TRAIN)
@@ -120,6 +121,7 @@ def _predict_fails(inputs, output) -> str:
     return str(refused.value)
 
 
+@pytest.mark.slow
 def test_a_stale_or_missing_choice_is_refused(cross_validated, tmp_path):
     roots, model, _ = cross_validated
     inputs = _new_images(roots, tmp_path / "new", cases=("case_000",))

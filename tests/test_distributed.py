@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from boxunet.training.distributed import free_port
@@ -19,6 +20,7 @@ def _environment(roots: dict) -> dict:
     return environment
 
 
+@pytest.mark.slow
 def test_two_nodes_update_like_one_process_on_the_global_batch(roots, tmp_path):
     write_tiny_dataset(roots["raw"], num_cases=5, with_boxes=False)
     plan_tiny_3d_fullres()

@@ -52,6 +52,7 @@ def _run(command: str, replacements: dict) -> None:
     COMMANDS[words[0]](words[1:] + (["--quiet"] if words[0] == "boxunet_predict" else []))
 
 
+@pytest.mark.slow
 def test_find_best_picks_the_best_candidate_and_its_commands_predict(trained, tmp_path, capsys):
     find_best_main(["1", "-np", "1"])
     results = trained["results"] / "Dataset001_Tiny"
@@ -88,6 +89,7 @@ def test_find_best_picks_the_best_candidate_and_its_commands_predict(trained, tm
         assert geometry.mismatch(read_geometry(inputs / f"{case}_0000.nii.gz")) is None
 
 
+@pytest.mark.slow
 def test_missing_folds_and_configurations_are_named(trained):
     results = trained["results"] / "Dataset001_Tiny"
     summary = results / "Trainer__boxunetPlans__2d" / "fold_3" / "validation" / "summary.json"
@@ -102,6 +104,7 @@ def test_missing_folds_and_configurations_are_named(trained):
         find_best_main(["1", "-c", "3d_fullres", "3d_lowres", "-np", "1"])
 
 
+@pytest.mark.slow
 def test_ensembling_needs_validation_probabilities(trained):
     results = trained["results"] / "Dataset001_Tiny"
     probabilities = results / "Trainer__boxunetPlans__2d" / "fold_0" / "validation"
@@ -140,6 +143,7 @@ def test_models_are_compared_against_the_reference_their_validation_used(roots, 
         validation_reference([dense, boxes], ["0", "1"], "Dataset001_Tiny")
 
 
+@pytest.mark.slow
 def test_predict_without_a_configuration_runs_a_chosen_ensemble_in_one_command(trained, tmp_path):
     """When an ensemble is the choice, ``boxunet_predict -d`` alone gives what its expanded commands give."""
     find_best_main(["1", "-np", "1"])

@@ -139,6 +139,26 @@ def test_flipped_direction_kept_on_disk_with_same_anatomy(tmp_path):
     assert spine[1] - centre[1] > 20
 
 
+def test_crop_keeps_every_label_at_its_physical_position(tmp_path):
+    image, label, geometry = generate_case(FLIPPED_SEED, SCALE)
+    folder = generate_demo_dataset(tmp_path / "Dataset900_KiTSDemo", 1, seed=FLIPPED_SEED, size_scale=SCALE,
+                                   num_processes=1, crop_margin=10.0)
+    cropped, cropped_geometry = read_image(folder / "labelsTr" / "case_00000.nii.gz")
+    for value in (1, 2, 3):  # every kidney, tumor and cyst voxel is kept
+        assert np.count_nonzero(cropped == value) == np.count_nonzero(label == value)
+    # the labelled box plus ceil(10 mm / spacing) voxels per side (the flipped axes too)
+    where = np.argwhere(label > 0)
+    margin = np.ceil(10.0 / np.asarray(geometry.spacing)).astype(int)
+    low = np.maximum(where.min(0) - margin, 0)
+    assert cropped_geometry.shape == tuple(np.minimum(where.max(0) + 1 + margin, label.shape) - low)
+    assert cropped_geometry.shape < geometry.shape
+    tumor = np.argwhere(cropped == 2)[0]
+    assert label[tuple(tumor + low)] == 2
+    np.testing.assert_allclose(physical_point(cropped_geometry, tumor), physical_point(geometry, tumor + low), atol=1e-4)
+    with pytest.raises(BoxunetError, match="crop margin"):
+        generate_demo_dataset(tmp_path / "Dataset901_KiTSDemo", 1, size_scale=SCALE, num_processes=1, crop_margin=-1)
+
+
 def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
     folder = tmp_path / "Dataset900_KiTSDemo"
     folder.mkdir()

@@ -280,6 +280,7 @@ def test_case_class_summary_votes_and_patch_targets():
                                                                               "cases": {"c1": "z"}}})
 
 
+@pytest.mark.slow
 def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(dense_tiny, tmp_path):
     folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSLocalizationEnsemble")
     stages = json.loads((folder / "stage_configurations.json").read_text())
@@ -433,6 +434,7 @@ def test_localization_ensemble_falls_back_to_the_landmark_box():
     assert details["roi"][2] == [0, 160]  # both kidneys (x 20..140) plus 50 mm, clipped
 
 
+@pytest.mark.slow
 def test_a_pipeline_trains_and_validates_on_two_gloo_processes(dense_tiny):
     options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)

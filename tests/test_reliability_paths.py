@@ -45,6 +45,7 @@ def test_a_dataset_json_symlink_is_replaced_not_written_through(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ".hidden", "", "x" * 101])
+@pytest.mark.slow
 def test_names_that_become_paths_must_be_safe(name, tiny_dataset, roots):
     with pytest.raises(BoxunetError, match="is not a safe name"):
         PlanAndPreprocessOptions(plans_name=name)  # boxunet_plan_and_preprocess -p NAME

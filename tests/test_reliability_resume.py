@@ -142,6 +142,7 @@ def test_a_2d_image_is_refused_by_a_3d_dataset_and_a_3d_model(constant_trainer, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_each_step_holds_its_output_folder(constant_trainer, tmp_path):
     _constant_model(constant_trainer, [[0.0, 1.0, 0.0]])
     _write_input(tmp_path / "in", "a", ODD_GEOMETRY)
@@ -163,6 +164,7 @@ def test_each_step_holds_its_output_folder(constant_trainer, tmp_path):
     assert sorted(p.name for p in fold.iterdir()) == [".boxunet.lock"]
 
 
+@pytest.mark.slow
 def test_continue_before_the_first_checkpoint_keeps_the_options_the_run_started_with(dense_tiny):
     started = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False, seed=5)

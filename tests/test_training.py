@@ -6,11 +6,13 @@ import torch
 from conftest import install_trainers, plan_tiny_3d_fullres, write_tiny_dataset
 
 from boxunet.errors import BoxunetError
+from boxunet.inference.precision import resolve_precision
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
 from boxunet.trainers import get_trainer
 from boxunet.training.distributed import rank_share_of_batch
 from boxunet.training.box.options import BoxThreeStageOptions
 from boxunet.training.options import TrainingOptions
+from boxunet.training.progress import TrainingProgress, WaitTimer, duration
 from boxunet.training.run import TrainingRequest, resume_checkpoint, run_training
 from boxunet.training.schedules import paper_learning_rate, poly_learning_rate
 from boxunet.training.splits import create_splits
@@ -35,6 +37,21 @@ def test_poly_learning_rate():
     assert poly_learning_rate(0.01, 1000, 1000) == 0.0
 
 
+def test_epoch_line_says_the_data_wait_and_the_training_time_left(monkeypatch):
+    progress = TrainingProgress()
+    for seconds in (10.0, 30.0, 20.0):
+        progress.record(0.5, 0.4, [0.81234, float("nan")], 0.01, seconds)
+    line = progress.epoch_line(2, 8, ["kidney", "tumor"], later_epochs=4, data_wait=5.0)
+    # the median epoch (20 s) x (8 - 3 epochs left of this network + 4 of later ones) = 180 s = 3 min
+    assert line == ("epoch 3/8: train loss 0.5000, val loss 0.4000, pseudo Dice [kidney 0.8123, tumor nan] "
+                    "(EMA 0.8123), lr 0.010000, 20.0 s (data wait 25%); 3 min of training left")
+    assert [duration(s) for s in (45, 89.6, 3000, 5400, 7560)] == ["45 s", "90 s", "50 min", "1.5 h", "2.1 h"]
+    clock = iter([0.0, 2.0, 5.0, 5.5])
+    monkeypatch.setattr("boxunet.training.progress.time.perf_counter", lambda: next(clock))
+    batches = WaitTimer(iter(["a", "b"]))
+    assert [next(batches), next(batches)] == ["a", "b"] and batches.seconds == 2.5
+
+
 def test_splits_are_kfold_over_sorted_ids():
     splits = create_splits([f"case_{i}" for i in (5, 3, 1, 0, 2, 4, 6, 7, 8, 9)])
     assert len(splits) == 5
@@ -44,6 +61,7 @@ def test_splits_are_kfold_over_sorted_ids():
         create_splits(["a", "b"])
 
 
+@pytest.mark.slow
 def test_short_training_learns_and_writes_every_output(dense_tiny):
     folder = run_training(request(epochs=3, iterations=6))
     for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth", "training_log.txt",
@@ -62,13 +80,15 @@ def test_short_training_learns_and_writes_every_output(dense_tiny):
     assert debug["options"]["epochs"] == 3 and debug["val_cases"] == splits[0]["val"]
     log = (folder / "training_log.txt").read_text()
     assert log.count("pseudo Dice [kidney") == 3
-    assert "device cpu, fp32, world size 1" in log, "auto trains fp32 on a CPU"
+    # auto: bf16 steps on a CPU with native bfloat16, else fp32 (like prediction)
+    assert f"device cpu, {resolve_precision(torch.device('cpu'))}, world size 1" in log
     (folder / "validation" / "summary.json").unlink()
     run_training(request(epochs=3, iterations=6, validation_only=True))
     assert (folder / "validation" / "summary.json").is_file()
     assert load_checkpoint(folder / "checkpoint_final.pth")["current_epoch"] == 3
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_training(dense_tiny, tmp_path, monkeypatch):
     uninterrupted = run_training(request(epochs=2))
     reference = load_checkpoint(uninterrupted / "checkpoint_final.pth")["network_weights"]
@@ -82,6 +102,7 @@ def test_resume_equals_uninterrupted_training(dense_tiny, tmp_path, monkeypatch)
         assert torch.allclose(tensor, state["network_weights"][name], atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training(dense_tiny):
     folder = run_training(request(fold="1", epochs=1, iterations=2, num_gpus=2))
     assert "world size 2" in (folder / "training_log.txt").read_text()
@@ -89,6 +110,7 @@ def test_two_process_gloo_training(dense_tiny):
     assert load_checkpoint(folder / "checkpoint_final.pth")["current_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_validation_only_and_bad_input(dense_tiny):
     with pytest.raises(BoxunetError, match="--val-only needs"):
         run_training(request(validation_only=True))
@@ -102,6 +124,7 @@ def test_validation_only_and_bad_input(dense_tiny):
         run_training(request(fold="x"))
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error(dense_tiny):
     folder = run_training(request(epochs=1, iterations=1))
     (folder / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
@@ -109,6 +132,7 @@ def test_corrupt_checkpoint_is_a_clear_error(dense_tiny):
         run_training(request(epochs=2, continue_training=True, explicit_options=("epochs",)))
 
 
+@pytest.mark.slow
 def test_external_trainer_from_an_entry_point(dense_tiny, tmp_path, monkeypatch):
     (tmp_path / "my_trainers.py").write_text("from boxunet.training.trainer import Trainer\n\n"
                                              "class TrainerHalfLR(Trainer):\n"
@@ -153,6 +177,7 @@ def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path
     assert TrainingOptions(epochs=500).resumed(saved, ("epochs",)).epochs == 500, "the engine's options resume too"
 
 
+@pytest.mark.slow
 def test_region_training(roots):
     """Labels given as regions (kidney = {1, 2}, tumor = {2}) train with sigmoid outputs and are evaluated per region."""
     folder = write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
@@ -166,9 +191,9 @@ def test_region_training(roots):
     assert list(summary["mean"]) == ["(1, 2)", "2"]
 
 
+@pytest.mark.slow
 def test_bf16_steps_on_the_cpu(dense_tiny):
-    """``--precision bf16`` runs the steps' forward passes in bfloat16 (the losses in float32); auto stays fp32 on
-    the CPU."""
+    """``--precision bf16`` runs the steps' forward passes in bfloat16 (the losses in float32)."""
     options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False, precision="bf16")
     folder = run_training(TrainingRequest("1", "3d_fullres", "2", Trainer, device="cpu", options=options))

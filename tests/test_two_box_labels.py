@@ -4,6 +4,7 @@ uint8 in some cases and float in others go through stage 1, the box trainer and 
 import json
 
 import numpy as np
+import pytest
 from conftest import plan_tiny_3d_fullres, write_tiny_dataset
 
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
@@ -33,6 +34,7 @@ def _two_box_label_dataset(raw_root):
     return folder
 
 
+@pytest.mark.slow
 def test_two_adjacent_box_labels_end_to_end(roots, tmp_path):
     folder = _two_box_label_dataset(roots["raw"])
     assert json.loads((folder / "dataset.json").read_text())["box_labels"] == [1, 2]

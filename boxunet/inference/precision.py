@@ -1,9 +1,10 @@
 """Numeric precision of forward passes (prediction, and the steps of training).
 
-``auto`` picks the fastest precision that keeps predictions faithful: float16 autocast on CUDA (as
-nnU-Net), bfloat16 autocast on CPUs whose oneDNN has native bfloat16 support (AVX512-BF16 or AMX, where
-convolutions run about 2.4x faster than float32), float32 elsewhere (older CPUs emulate bfloat16 slowly,
-MPS). Accumulation of the sliding-window logits is float32 in every case.
+``auto`` picks the fastest precision that keeps results faithful: float16 autocast on CUDA (as nnU-Net; training
+adds a gradient scaler), bfloat16 autocast on CPUs whose oneDNN has native bfloat16 support (AVX512-BF16 or AMX,
+where convolutions run about 2.4x faster than float32 in prediction and training steps 2.6x faster; the
+validation Dice of a training matches float32's, documentation/benchmarks.md), float32 elsewhere (older CPUs
+emulate bfloat16 slowly, MPS). Accumulation of the sliding-window logits and the losses are float32 in every case.
 """
 import contextlib
 
@@ -31,15 +32,6 @@ def resolve_precision(device: torch.device, requested: str = "auto") -> str:
     if device.type == "cpu" and cpu_has_native_bfloat16():
         return "bf16"
     return "fp32"
-
-
-def training_precision(device: torch.device, requested: str = "auto") -> str:
-    """The concrete precision of training steps: ``auto`` is fp16 on CUDA and fp32 elsewhere (bf16 on a CPU, about
-    2.6x faster per step where it is native, is asked for explicitly until its accuracy is checked against fp32);
-    an explicit one as ``resolve_precision``."""
-    if requested == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return resolve_precision(device, requested)
 
 
 def autocast(device: torch.device, precision: str):

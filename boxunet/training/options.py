@@ -33,7 +33,7 @@ class TrainingOptions:
     save_probabilities: bool = False
     progress_bar: bool = True
     schedule: str = "poly"  # "poly": SGD + poly decay (nnU-Net); "paper": Adam 1e-3, exponential decay ([Yang 2020])
-    precision: str = "auto"  # autocast of the steps: auto = fp16 on CUDA, fp32 elsewhere (training_precision)
+    precision: str = "auto"  # autocast of the steps (boxunet.inference.precision.resolve_precision)
 
     # options that change nothing in the result; a resumed run takes them from the command line
     RUNTIME: ClassVar[tuple[str, ...]] = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
@@ -64,11 +64,11 @@ class TrainingOptions:
         parser.add_argument("--npz", action="store_true", dest="save_probabilities",
                             help="also save validation probabilities (needed for ensembling)")
         parser.add_argument("--precision", choices=PRECISIONS,
-                            help="autocast of the training and validation steps; auto: fp16 on CUDA, fp32 "
-                                 "elsewhere; bf16 on a CPU with native bfloat16 is about 2.6x faster per step "
+                            help="autocast of the training and validation steps; auto: fp16 on CUDA, bf16 on a CPU "
+                                 "with native bfloat16 (about 2.6x faster per step than fp32), fp32 elsewhere "
                                  "(default: auto)")
-        parser.add_argument("--quiet", action="store_false", dest="progress_bar", help="no progress bars (shown only on a terminal) and no echo of "
-                            "the log (one line per epoch)")
+        parser.add_argument("--quiet", action="store_false", dest="progress_bar",
+                            help="no progress bars (shown only on a terminal) and no echo of the log (a line per epoch)")
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace) -> tuple["TrainingOptions", tuple[str, ...]]:

@@ -40,15 +40,18 @@ class TrainingProgress:
         for key in self.KEYS:
             del self.values[key][epochs:]
 
-    def epoch_line(self, epoch: int, epochs: int, class_names: list[str], later_epochs: int = 0) -> str:
-        """One log line for ``epoch`` of ``epochs``, ending with the training time left: the median epoch so far
-        times the epochs still to come, this network's and ``later_epochs`` of networks trained after it."""
+    def epoch_line(self, epoch: int, epochs: int, class_names: list[str], later_epochs: int = 0,
+                   data_wait: float = 0.0) -> str:
+        """One log line for ``epoch`` of ``epochs``: its values, the share of its time the training steps waited
+        for batches (``data_wait`` seconds), and the training time left: the median epoch so far times the epochs
+        still to come, this network's and ``later_epochs`` of networks trained after it."""
         v = {key: values[epoch] for key, values in self.values.items()}
         dice = ", ".join(f"{name} {value:.4f}" for name, value in zip(class_names, v["pseudo_dice"]))
         left = statistics.median(self.values["epoch_seconds"]) * (epochs - epoch - 1 + later_epochs)
         return (f"epoch {epoch + 1}/{epochs}: train loss {v['train_loss']:.4f}, val loss {v['val_loss']:.4f}, "
                 f"pseudo Dice [{dice}] (EMA {v['ema_pseudo_dice']:.4f}), lr {v['learning_rate']:.6f}, "
-                f"{v['epoch_seconds']:.1f} s; {duration(left)} of training left")
+                f"{v['epoch_seconds']:.1f} s (data wait {data_wait / max(v['epoch_seconds'], 1e-9):.0%}); "
+                f"{duration(left)} of training left")
 
     def plot(self, path: Path, class_names: list[str]) -> None:
         """Write progress.png: losses and pseudo Dice, learning rate, epoch time."""
@@ -74,6 +77,20 @@ class TrainingProgress:
         figure.savefig(temporary)
         plt.close(figure)
         temporary.replace(path)
+
+
+class WaitTimer:
+    """An iterator's items, with the seconds spent waiting for them summed in ``seconds``."""
+
+    def __init__(self, iterator):
+        self.iterator, self.seconds = iterator, 0.0
+
+    def __next__(self):
+        started = time.perf_counter()
+        try:
+            return next(self.iterator)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def duration(seconds: float) -> str:

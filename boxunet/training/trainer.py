@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import autocast, training_precision
+from boxunet.inference.precision import autocast, resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
@@ -34,7 +34,7 @@ from boxunet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELos
                                      labels_to_regions)
 from boxunet.training.options import TrainingOptions
 from boxunet.training.previous_stage import previous_stage_store
-from boxunet.training.progress import LogFile, TrainingProgress
+from boxunet.training.progress import LogFile, TrainingProgress, WaitTimer
 from boxunet.training.schedules import PAPER_LEARNING_RATE, paper_learning_rate, poly_learning_rate
 from boxunet.training.setup import TrainingSetup
 from boxunet.training.validation import validate_fold
@@ -52,7 +52,7 @@ class Trainer:
         self.folders, self.output_folder = setup.folders, setup.output
         self.train_cases, self.val_cases = setup.train_cases, setup.val_cases
         self.labels = self.plans.label_set
-        self.precision = training_precision(self.device, options.precision)  # fp32, bf16 or fp16
+        self.precision = resolve_precision(self.device, options.precision)  # fp32, bf16 or fp16
         self.dataset_json = read_json(self.folders.preprocessed / "dataset.json")
         self.mirror_axes = tuple(augmentation_parameters(self.configuration.patch_size)["mirror_axes"])
         self.progress = TrainingProgress()
@@ -314,8 +314,9 @@ class Trainer:
             group["lr"] = learning_rate
         self._seed_epoch(epoch)
         train_iterator, val_iterator = self._iterators_for(epoch)
+        batches = WaitTimer(train_iterator)
         self.training_network.train()
-        losses = [self.train_step(next(train_iterator))
+        losses = [self.train_step(next(batches))
                   for _ in tqdm(range(o.iterations_per_epoch), desc=f"epoch {epoch}", leave=False,
                                 disable=not self.shows_progress_bars)]
         self.training_network.eval()
@@ -335,7 +336,7 @@ class Trainer:
         ema = self.progress.record(float(summed[0] / summed[1]), val_loss, dice, learning_rate,
                                    time.perf_counter() - started)
         if self.group.is_main:
-            self.log(self.progress.epoch_line(epoch, o.epochs, class_names, self.later_epochs))
+            self.log(self.progress.epoch_line(epoch, o.epochs, class_names, self.later_epochs, batches.seconds))
             self.progress.plot(self.output_folder / "progress.png", class_names)
             if ema > self.best_ema:
                 self.best_ema = ema
