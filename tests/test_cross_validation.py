@@ -89,6 +89,7 @@ def test_training_without_a_fold_resumes_and_chooses_the_model(cross_validated, 
     assert capsys.readouterr().out.count("finished before, skipped") == 5
 
 
+@pytest.mark.slow
 def test_predict_without_a_configuration_uses_the_choice_and_parts_split_it(cross_validated, tmp_path, capsys):
     roots, model, _ = cross_validated
     inputs = _new_images(roots, tmp_path / "new")

@@ -240,11 +240,13 @@ def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
     return folder, json.loads((output / "prediction_report.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_step_attention_trains_validates_and_predicts(dense_tiny, tmp_path):
     folder, _ = _train_and_predict(dense_tiny, tmp_path / "out", "TwoStepAttention")
     assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_case_classification_is_learnt_voted_reported_and_evaluated(roots, tmp_path, capsys):
     folder = write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
     description = json.loads((folder / "dataset.json").read_text())
@@ -319,6 +321,7 @@ def test_localization_ensemble_reads_kits19_and_kits23_labels():
         kits_label_values({"background": 0, "liver": 1, "tumor": 2})
 
 
+@pytest.mark.slow
 def test_coarse_to_fine_trains_every_stage_and_reports_the_kidney_check(dense_tiny, tmp_path):
     folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSCoarseToFine")
     stages = json.loads((folder / "stage_configurations.json").read_text())
