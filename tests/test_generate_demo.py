@@ -154,7 +154,8 @@ def test_crop_keeps_every_label_at_its_physical_position(tmp_path):
     assert cropped_geometry.shape < geometry.shape
     tumor = np.argwhere(cropped == 2)[0]
     assert label[tuple(tumor + low)] == 2
-    np.testing.assert_allclose(physical_point(cropped_geometry, tumor), physical_point(geometry, tumor + low), atol=1e-4)
+    np.testing.assert_allclose(physical_point(cropped_geometry, tumor), physical_point(geometry, tumor + low),
+                               atol=1e-4)
     with pytest.raises(BoxunetError, match="crop margin"):
         generate_demo_dataset(tmp_path / "Dataset901_KiTSDemo", 1, size_scale=SCALE, num_processes=1, crop_margin=-1)
 

@@ -288,7 +288,8 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[DatasetFolders, list[_CaseJo
     if parameters.tightness and not description.tight_boxes:
         parameters = replace(parameters, tightness=False)  # the tightness prior holds for tight boxes only
     output_folder = stage1_folder(folders.preprocessed)
-    names = tuple((value, name) for name, value in description.labels.items() if value in description.box_labels)
+    names = tuple((label, description.label_set.value_names.get(label, f"label {label}"))
+                  for label in description.box_labels)
     miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
                         for label in description.box_labels) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),

@@ -6,6 +6,7 @@ from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.box_report import box_table
 from boxunet.io.atomic import read_json
+from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.model_folder import find_model_folder
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 
@@ -41,8 +42,7 @@ def report_lines(arguments: argparse.Namespace) -> list[str]:
         if not summary_file.is_file():
             raise BoxunetError(f"{summary_file} is missing: run boxunet_evaluate on the test predictions first")
     report = read_json(report_file)
-    names = {value: name for name, value in read_json(fold_folder.parent / "dataset.json")["labels"].items()
-             if isinstance(value, int)}
+    names = load_dataset_json(fold_folder.parent).label_set.value_names
     lines = box_table(report, names, read_json(summary_file) if summary_file else None)
     cases = len(report["cases"])
     lines.append(f"boxes, stage-1 and fusion masks: the {cases} training cases of fold {arguments.fold}, {report_file}")

@@ -77,5 +77,6 @@ def box_table(report: dict, label_names: dict[int, str], test_summary: dict | No
         values = [means.get("dice_boxes"), means.get("dice_stage1"), means.get("dice_fusion")]
         if test_summary:
             values.append(test_summary["mean"].get(label, {}).get("Dice"))
-        lines.append(f"{names[label]:<{width}}  " + "  ".join(f"{number(v):>{len(c)}}" for v, c in zip(values, columns)))
+        cells = [f"{number(value):>{len(column)}}" for value, column in zip(values, columns)]
+        lines.append(f"{names[label]:<{width}}  " + "  ".join(cells))
     return lines

@@ -77,12 +77,16 @@ class Labels:
         return [list(r) if isinstance(r, tuple) else [r] for r in self.regions or self.values]
 
     @property
+    def value_names(self) -> dict[int, str]:
+        """The name of every label value that has one of its own (regions left out)."""
+        return {value: name for name, value in self.names if isinstance(value, int)}
+
+    @property
     def class_names(self) -> list[str]:
         """The names of the foreground outputs (the training log's pseudo Dice columns)."""
         if self.regions:
             return [name for name, _ in self.foreground_entries]
-        by_value = {value: name for name, value in self.names if isinstance(value, int)}
-        return [by_value.get(value, str(value)) for value in self.foreground_values]
+        return [self.value_names.get(value, str(value)) for value in self.foreground_values]
 
     @property
     def evaluation_targets(self) -> list[Region]:

@@ -68,7 +68,8 @@ class TrainingOptions:
                                  "with native bfloat16 (about 2.6x faster per step than fp32), fp32 elsewhere "
                                  "(default: auto)")
         parser.add_argument("--quiet", action="store_false", dest="progress_bar",
-                            help="no progress bars (shown only on a terminal) and no echo of the log (a line per epoch)")
+                            help="no progress bars (shown only on a terminal) and no echo of the log (a line per "
+                                 "epoch)")
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace) -> tuple["TrainingOptions", tuple[str, ...]]:

@@ -99,9 +99,7 @@ class Stage2:
         self.plans, self.configuration, self.folders = setup.plans, setup.configuration, setup.folders
         self.previous_stage_folder = previous_stage_folder
         self.folder = setup.output / "stage2"
-        dataset_json = read_json(self.folders.preprocessed / "dataset.json")
-        self.file_ending = dataset_json["file_ending"]
-        self.label_names = {value: name for name, value in dataset_json["labels"].items() if isinstance(value, int)}
+        self.file_ending = read_json(self.folders.preprocessed / "dataset.json")["file_ending"]
 
     def _cases(self, case_ids: list[str]) -> PreprocessedCases:
         return PreprocessedCases(self.folders.preprocessed / self.configuration.data_identifier, case_ids)
@@ -226,7 +224,7 @@ class Stage2:
         seconds = time.perf_counter() - start
         reference = label_map if label_map is not None and np.isin(label_map, self.plans.box_labels).any() else None
         write_box_picture(picture, image, geometry.spacing, boxes, {"stage 1": pseudo, "fusion": labels}, reference,
-                          self.label_names)
+                          self.plans.label_set.value_names)
         return labels, weights, geometry, seconds
 
     def fusion_store(self, stage1: Path, predict: GroupPredictor, raw_cases: dict[str, CaseFiles]) -> Path:

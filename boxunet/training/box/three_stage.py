@@ -67,8 +67,9 @@ class BoxThreeStage(ClassWeightedDecision, StoredTargetTrainer):
             del networks
         if self.group.is_main:
             self._write_box_report(stage1, reference, raw_cases)
-            self.log(f"stage 3: the final network on the {'fusion' if self.options.group_networks > 0 else 'stage-1'} masks "
-                     f"({self.loss_name}); box_report.json: Dice of the boxes and masks")
+            masks = "fusion" if self.options.group_networks > 0 else "stage-1"
+            self.log(f"stage 3: the final network on the {masks} masks ({self.loss_name}); box_report.json: Dice of "
+                     "the boxes and masks")
         return targets
 
     # ------------------------------------------------------------------------------------ report
