@@ -1,5 +1,5 @@
 """Data-parallel training across machines: torchrun with two "nodes" of one process each (gloo over the
-loopback interface) updates the parameters exactly as one process does on the same global batch."""
+loopback interface) updates the parameters exactly as one process does on the same global batch; ``--compile`` works on the CPU."""
 import os
 import subprocess
 import sys
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from boxunet.training.distributed import free_port
 from conftest import plan_tiny_3d_fullres, write_tiny_dataset
+
+from boxunet.training.distributed import ProcessGroupInfo, free_port, training_network
 
 WORKER = Path(__file__).with_name("ddp_step_worker.py")
 
@@ -41,3 +41,14 @@ def test_two_nodes_update_like_one_process_on_the_global_batch(roots, tmp_path):
         assert torch.allclose(update_one, update_two, atol=1e-6, rtol=1e-3), name
         moved += int(update_one.abs().max() > 1e-6)
     assert moved > len(one["parameters"]) // 2, "the step changed most parameters"
+
+
+@pytest.mark.slow
+def test_compiled_network_on_the_cpu_computes_what_the_eager_network_computes():
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.LeakyReLU(), torch.nn.Conv3d(4, 2, 1))
+    batch = torch.randn(2, 1, 8, 12, 10)
+    eager = network(batch)
+    compiled = training_network(network, ProcessGroupInfo(), compile_network=True)
+    assert compiled is not network  # the torch.compile wrapper, on the CPU as on CUDA
+    assert torch.allclose(compiled(batch), eager, atol=1e-5)

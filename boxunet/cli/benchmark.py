@@ -52,9 +52,9 @@ def benchmark_preprocess(dataset: str, repeats: int, num_processes: int, gpu_mem
 
 
 def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: int, device: str,
-                    plans_name: str, precision: str = "auto") -> dict:
+                    plans_name: str, precision: str = "auto", compile_network: bool = False) -> dict:
     """Median seconds per training iteration (the standard ``Trainer.train_step`` on real batches of fold 0, with
-    the steps' autocast ``precision``) and peak memory."""
+    the steps' autocast ``precision``, the network compiled with ``compile_network``) and peak memory."""
     import resource
 
     import torch
@@ -64,7 +64,8 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
     from boxunet.training.run import TrainingRequest, prepare
     from boxunet.training.trainer import Trainer
 
-    options = TrainingOptions(augmentation_workers=0, progress_bar=False, precision=precision)
+    options = TrainingOptions(augmentation_workers=0, progress_bar=False, precision=precision,
+                              compile=compile_network)
     setup = prepare(TrainingRequest(dataset, configuration, "0", Trainer, plans_name=plans_name, device=device,
                                     options=options))
     torch_device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
@@ -86,7 +87,8 @@ def benchmark_train(dataset: str, configuration: str, iterations: int, warmup: i
     median = statistics.median(seconds)
     summary = {"task": "train_step", "dataset": setup.folders.name, "configuration": configuration,
                "patch_size": setup.configuration.patch_size, "batch_size": setup.configuration.batch_size,
-               "device": device, "precision": trainer.precision, "threads": torch.get_num_threads(),
+               "device": device, "precision": trainer.precision, "compiled": compile_network,
+               "threads": torch.get_num_threads(),
                "median_seconds_per_iteration": round(median, 3),
                "iterations_per_second": round(1 / median, 4), "all_seconds": [round(s, 3) for s in seconds],
                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--warmup", type=int, default=1)
     train.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda", "mps"])
     train.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast of the step (default: auto)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the network (the warm-up steps "
+                       "include the compilation)")
     train.add_argument("-o", "--output", type=Path)
     predict = tasks.add_parser("predict", help="seconds per case and peak memory of boxunet_predict, with and "
                                                "without TTA")
@@ -260,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                           arguments.gpu_memory_gb, arguments.configurations)
     elif arguments.task == "train":
         summary = run_cli(benchmark_train, arguments.dataset, arguments.configuration, arguments.iterations,
-                          arguments.warmup, arguments.device, arguments.plans, arguments.precision)
+                          arguments.warmup, arguments.device, arguments.plans, arguments.precision,
+                          arguments.compile)
     elif arguments.task == "predict":
         extra = ["--precision", arguments.precision] if arguments.precision else []
         summary = run_cli(benchmark_predict, arguments.dataset, arguments.configuration, arguments.trainer,

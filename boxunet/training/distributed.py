@@ -113,10 +113,11 @@ def shutdown(info: ProcessGroupInfo) -> None:
 
 
 def training_network(network: nn.Module, group: ProcessGroupInfo, compile_network: bool) -> nn.Module:
-    """``network`` as a training step calls it: compiled when asked (CUDA only), and wrapped for data-parallel
-    training in a group of several processes (synchronized batch norm on CUDA)."""
+    """``network`` as a training step calls it: compiled when asked (``torch.compile``, any device; on a CPU it
+    needs a C++ compiler), and wrapped for data-parallel training in a group of several processes (synchronized
+    batch norm on CUDA)."""
     device = group.device
-    if compile_network and device.type == "cuda":
+    if compile_network:
         network = torch.compile(network)
     if group.distributed:
         if device.type == "cuda":

@@ -60,7 +60,8 @@ class TrainingOptions:
         parser.add_argument("-np", "--augmentation-workers", type=int, dest="augmentation_workers",
                             help="background augmentation processes (0 = in the main process, for debugging; "
                                  "default: env boxunet_n_proc_DA or the number of CPU cores)")
-        parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
+        parser.add_argument("--compile", action="store_true", help="torch.compile the network (off by default: on a "
+                            "CPU it measured no faster, documentation/benchmarks.md)")
         parser.add_argument("--npz", action="store_true", dest="save_probabilities",
                             help="also save validation probabilities (needed for ensembling)")
         parser.add_argument("--precision", choices=PRECISIONS,
