@@ -13,21 +13,20 @@ from typing import Callable
 
 import torch
 
+from boxunet.api import Predictor
 from boxunet.ensembling.choice import ChosenModel, load_choice
 from boxunet.errors import BoxunetError
 from boxunet.inference.ensemble import ensemble_folders
-from boxunet.inference.model import TrainedModel, load_trained_model
-from boxunet.inference.predictor import (PredictionSettings, check_prediction_inputs, model_postprocessing,
-                                         predict_folder)
+from boxunet.inference.predictor import PredictionSettings, check_prediction_inputs
 from boxunet.inference.resume import part_files, part_suffix, report_file
 from boxunet.io.atomic import write_json
 from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.locks import exclusive_folder
-from boxunet.io.model_folder import find_model_folder, parse_model_folder_name, read_model_files
+from boxunet.io.model_folder import find_model_folder, read_model_files
 from boxunet.paths import DATASET_JSON, results_root
 from boxunet.planning.plans import Plans
 from boxunet.postprocessing.apply import load_postprocessing, postprocess_files
-from boxunet.trainers import default_trainer_of, get_trainer
+from boxunet.trainers import default_trainer_of
 
 MEMBERS_FOLDER = "ensemble_members"
 
@@ -74,38 +73,19 @@ def _check_inputs(folder: Path, request: PredictionRequest) -> None:
                             plans.images_are_2d, plans.training_axis_codes)
 
 
-def _load_model(folder: Path, folds: list[str] | None, request: PredictionRequest) -> TrainedModel:
-    """The model of ``folder``, its networks rebuilt by the trainer its name gives."""
-    return load_trained_model(folder, folds, request.checkpoint, request.device,
-                              get_trainer(parse_model_folder_name(folder)[0]))
-
-
 def predict_with_model(request: PredictionRequest, folder: Path, folds: list[str] | None) -> dict:
-    """Predict with the model in ``folder`` (every fold with the checkpoint when ``folds`` is None)."""
+    """Predict with the model in ``folder`` (every fold with the checkpoint when ``folds`` is None) through the
+    Python API's ``Predictor``."""
     _check_inputs(folder, request)  # fail before any network is loaded
-    model = _load_model(folder, folds, request)
-    previous_stage = request.previous_stage
-    if request.settings.postprocessing:
-        model_postprocessing(model)  # a broken postprocessing.json fails now, not after the previous stage ran
-    if model.configuration.previous_stage and previous_stage is None:
-        previous_stage = _predict_previous_stage(request, model)
-    request.log(f"model {folder}, folds {' '.join(model.folds)}")
-    report = predict_folder(model, request.input, request.output, request.settings, request.device, previous_stage)
-    return {**report, "model": {"folder": str(folder), "folds": model.folds}}
-
-
-def _predict_previous_stage(request: PredictionRequest, model: TrainedModel) -> Path:
-    """Run the cascade's previous stage (same trainer, plans, folds and checkpoint) into
-    ``OUT/previous_stage_<configuration>/``, without postprocessing, as its cross-validation predictions
-    that the cascade trained on; return that folder."""
-    name = model.configuration.previous_stage
-    folder = find_model_folder(request.dataset, name, model.trainer_class.__name__, request.plans_name)
-    previous = _load_model(folder, model.folds, request)
-    output = Path(request.output) / f"previous_stage_{name}"
-    request.log(f"previous stage: model {folder}, folds {' '.join(previous.folds)} -> {output}")
-    predict_folder(previous, request.input, output,
-                   replace(request.settings, postprocessing=False, save_probabilities=False), request.device)
-    return output
+    settings = request.settings
+    predictor = Predictor(folder, folds, request.checkpoint, request.device, step_size=settings.step_size,
+                          mirroring=settings.mirroring, precision=settings.precision,
+                          postprocessing=settings.postprocessing)
+    return predictor.predict_folder(request.input, request.output, save_probabilities=settings.save_probabilities,
+                                    workers=settings.workers, continue_prediction=settings.continue_prediction,
+                                    progress=settings.progress, num_parts=settings.num_parts,
+                                    part_id=settings.part_id, previous_stage_folder=request.previous_stage,
+                                    log=request.log)
 
 
 def predict_with_choice(request: PredictionRequest) -> dict:

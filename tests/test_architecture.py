@@ -13,7 +13,8 @@ ROOT = "boxunet"
 # top to bottom; a module may import from its own layer or any layer below it, never from one above
 LAYERS = (
     # entry points, the one module that knows every trainer, and the workflows that span stages
-    ("boxunet.cli", "boxunet.trainers", "boxunet.train_folds", "boxunet.prediction"),
+    # (the package root re-exports the Python API of boxunet.api)
+    ("boxunet.cli", "boxunet.trainers", "boxunet.train_folds", "boxunet.prediction", "boxunet.api", ROOT),
     ("boxunet.training.box", "boxunet.kits"),  # the variants: box trainers (stage 2 as a job), KiTS trainers
     ("boxunet.training",),  # the engine: loop, data pipeline, losses, options, distributed, validation
     ("boxunet.ensembling",),  # cross-validation summaries, model selection
@@ -23,7 +24,7 @@ LAYERS = (
     ("boxunet.plan_and_preprocess", "boxunet.fingerprint", "boxunet.preprocessing", "boxunet.nets"),
     ("boxunet.planning",),  # plans
     ("boxunet.io", "boxunet.paths", "boxunet.errors", "boxunet.parallel", "boxunet.cropping",
-     "boxunet.benchmarking", ROOT),  # files, labels, folders, errors, small utilities
+     "boxunet.benchmarking", "boxunet.version"),  # files, labels, folders, errors, small utilities
 )
 
 

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
-from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, load_region_miner, normalize_channels,
-                                         save_region_miner, stored_region_miner, train_region_miner, training_slices)
-from boxunet.boxes.shape_templates import TemplateCase, TemplateParameters, learn_shape_templates, template_map
+from boxunet.boxes.case_masks import case_pseudo_masks
+from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters
+from boxunet.boxes.region_mining import (RegionMiningParameters, normalize_channels, save_region_miner,
+                                         stored_region_miner, train_region_miner, training_slices)
+from boxunet.boxes.shape_templates import TemplateCase, TemplateParameters, learn_shape_templates
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.evaluation.box_report import box_label_scores, mean_scores
 from boxunet.evaluation.pictures import picture_path, write_box_picture
@@ -169,23 +170,6 @@ def _case_metrics(result: np.ndarray, reference: np.ndarray | None, boxes: tuple
     return metrics
 
 
-def _localization_maps(job: "_CaseJob", image: np.ndarray) -> tuple[list[np.ndarray], dict[str, dict[int, np.ndarray]]]:
-    """The fused ACoL map of every box of a case (``image`` raw), and per box label the masks of its boxes' CAM
-    and fused maps thresholded at 0.5 (for the report)."""
-    miners = {label: load_region_miner(Path(path), image.shape[0], torch.device(job.device))
-              for label, path in job.miner_files}
-    normalized = normalize_channels(image)
-    fused_maps = []
-    thresholded = {name: {label: np.zeros(image.shape[1:], bool) for label in job.box_labels}
-                   for name in ("cam", "acol")}
-    for box in job.boxes:
-        maps = box_maps(miners[box.label], normalized, box, torch.device(job.device))
-        fused_maps.append(maps["fused"])
-        for name, key in (("cam", "cam"), ("acol", "fused")):
-            thresholded[name][box.label][box.slices] |= maps[key] > 0.5
-    return fused_maps, thresholded
-
-
 def _outputs(job: _CaseJob) -> tuple[Path, Path]:
     return job.output, job.output.parent / f"{job.case.case_id}.json"
 
@@ -236,12 +220,8 @@ def _run_case(job: _CaseJob) -> dict:
     image, geometry = read_channels(list(job.case.images))
     reference = read_image(job.case.label)[0] if job.case.label is not None else None
     start = time.perf_counter()
-    maps, map_masks = _localization_maps(job, image) if job.method == "acol" else (None, None)
-    if job.method == "template":
-        templates = read_json(Path(job.template_file))["templates"]
-        maps = [template_map(np.asarray(templates[str(box.label)], np.float32), box) for box in job.boxes]
-    result = pseudo_masks(image, geometry.spacing, list(job.boxes), list(job.box_labels), reference, job.method,
-                          job.parameters, job.device, maps)
+    result, map_masks = case_pseudo_masks(image, geometry.spacing, job.boxes, job.box_labels, reference, job.method,
+                                          job.parameters, job.device, job.template_file, job.miner_files)
     seconds = time.perf_counter() - start
     record = {"case_id": job.case.case_id, "settings": _settings(job), "seconds": round(seconds, 3),
               "labels": _case_metrics(result, reference, job.boxes, job.box_labels, map_masks)}

@@ -160,34 +160,46 @@ def _case_stem(output_file: Path) -> str:
     return name[:-len(".nii.gz")] if name.endswith(".nii.gz") else output_file.stem
 
 
-def export_prediction(logits, properties: dict, plans: Plans, configuration: ConfigurationPlan, output_file: Path,
-                      save_probabilities: bool = False, postprocessing: dict | None = None) -> Path:
-    """Write the label map of (K, *shape_after_resampling) logits to ``output_file`` (uint8, the raw
-    image's geometry) and return its path.
-
-    With ``save_probabilities`` also ``<case>.npz`` (key ``probabilities``: float16, (K, *raw shape) in raw
-    array order) and ``<case>.json`` (the properties) are written next to it, where ``<case>`` is the file
-    name without its ending (``.nii.gz`` or the last suffix). Every file is written atomically.
-    ``postprocessing`` (a decision of boxunet.postprocessing) is applied to the label map only.
-    """
+def prediction_at_raw_geometry(logits, properties: dict, plans: Plans, configuration: ConfigurationPlan,
+                               with_probabilities: bool = False,
+                               postprocessing: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The label map (uint8 or uint16, raw shape and array order) of (K, *shape_after_resampling) ``logits``, and
+    with ``with_probabilities`` the float16 (K, *raw shape) probabilities (else None). ``postprocessing`` (a
+    decision of boxunet.postprocessing) is applied to the label map only."""
     logits = _as_numpy(logits)
     _check_shape(logits, properties)
-    output_file = Path(output_file)
     order = configuration.resampling.probabilities_order
     cropped, best = _segmentation_in_crop(logits, properties, plans, configuration, order)
     # Any per-voxel shift leaves the softmax unchanged; the maximum logit in float16 is close enough to
     # prevent overflow and takes half the memory of the float32 one.
-    shift = np.clip(best, -6e4, 6e4).astype(np.float16) if save_probabilities and best is not None else None
+    shift = np.clip(best, -6e4, 6e4).astype(np.float16) if with_probabilities and best is not None else None
     del best
     segmentation = np.zeros(_raw_shape(properties), dtype=cropped.dtype)
     _transposed(segmentation, plans)[_crop(properties)] = cropped
     del cropped
-    if save_probabilities:
+    probabilities = None
+    if with_probabilities:
         probabilities = _probabilities(logits, shift, properties, plans, configuration, order)
         del shift
-        write_probabilities(probabilities, properties, output_file.parent / _case_stem(output_file))
-        del probabilities
     if postprocessing:
         segmentation = apply_postprocessing(segmentation, postprocessing)
+    return segmentation, probabilities
+
+
+def export_prediction(logits, properties: dict, plans: Plans, configuration: ConfigurationPlan, output_file: Path,
+                      save_probabilities: bool = False, postprocessing: dict | None = None) -> Path:
+    """Write the label map of (K, *shape_after_resampling) logits to ``output_file`` (uint8, the raw
+    image's geometry; ``prediction_at_raw_geometry``) and return its path.
+
+    With ``save_probabilities`` also ``<case>.npz`` (key ``probabilities``: float16, (K, *raw shape) in raw
+    array order) and ``<case>.json`` (the properties) are written next to it, where ``<case>`` is the file
+    name without its ending (``.nii.gz`` or the last suffix). Every file is written atomically.
+    """
+    output_file = Path(output_file)
+    segmentation, probabilities = prediction_at_raw_geometry(logits, properties, plans, configuration,
+                                                             save_probabilities, postprocessing)
+    if probabilities is not None:
+        write_probabilities(probabilities, properties, output_file.parent / _case_stem(output_file))
+        del probabilities
     write_image(segmentation, Geometry.from_json(properties["geometry"]), output_file)
     return output_file

@@ -32,7 +32,7 @@ from boxunet.inference.resume import (case_inputs, earlier_details, kept_cases, 
 from boxunet.io.atomic import write_json
 from boxunet.io.cases import CaseFiles
 from boxunet.io.dataset_json import parse_dataset_json
-from boxunet.io.images import read_channels
+from boxunet.io.images import Geometry, read_channels
 from boxunet.io.input_cases import check_output_folder, list_prediction_cases
 from boxunet.io.locks import exclusive_folder
 from boxunet.io.model_folder import write_model_files
@@ -68,16 +68,24 @@ class PredictionSettings:
         return (self.part_id, self.num_parts) if self.num_parts > 1 else None
 
 
+def preprocess_image(data: np.ndarray, geometry: Geometry, plans: Plans, configuration: ConfigurationPlan,
+                     case_id: str = "") -> tuple[np.ndarray, dict]:
+    """Preprocess one image held in memory for ``configuration`` exactly as in training: ``data`` (C, *raw shape)
+    in raw array order with its ``geometry``; (C, *shape) float32 data and properties. A cascade's network also
+    needs the previous stage's channels (``append_previous_stage``)."""
+    (_, preprocessed, _, properties), = preprocess_case(data, geometry, plans, [configuration], case_id=case_id)
+    return preprocessed.astype(np.float32, copy=False), properties
+
+
 def read_and_preprocess(case: CaseFiles, plans: Plans, configuration: ConfigurationPlan,
                         previous_stage_file: Path | None = None) -> tuple[np.ndarray, dict]:
-    """Read one raw case and preprocess it for ``configuration``: (C, *shape) float32 data and properties.
-    A cascade's ``previous_stage_file`` (the lower stage's segmentation of the case) adds its one-hot channels."""
+    """Read one raw case and preprocess it for ``configuration`` (``preprocess_image``). A cascade's
+    ``previous_stage_file`` (the lower stage's segmentation of the case) adds its one-hot channels."""
     data, geometry = read_channels(list(case.images))
     problems = [p for path, channel in zip(case.images, data) for p in image_data_problems(case.case_id, path, channel)]
     if problems:
         raise BoxunetError("; ".join(str(p) for p in problems))
-    (_, preprocessed, _, properties), = preprocess_case(data, geometry, plans, [configuration], case_id=case.case_id)
-    preprocessed = preprocessed.astype(np.float32, copy=False)
+    preprocessed, properties = preprocess_image(data, geometry, plans, configuration, case.case_id)
     if previous_stage_file is not None:
         segmentation = read_previous_stage(previous_stage_file, properties, plans, configuration)
         preprocessed = append_previous_stage(preprocessed, segmentation, plans)
@@ -120,7 +128,7 @@ def model_postprocessing(model: TrainedModel) -> dict | None:
     return load_postprocessing(path) if path.is_file() else None
 
 
-class _Background:
+class BackgroundPool:
     """A pool of spawned worker processes, or this process when ``workers`` is 0 or there is one job.
     If a worker dies (e.g. killed for lack of memory), its jobs fail with their case and the remaining
     jobs run in this process."""
@@ -157,14 +165,16 @@ def _failure(case: CaseFiles, error: BaseException) -> Problem:
     return Problem(case.case_id, str(case.images[0]), message.splitlines()[0] if message else type(error).__name__)
 
 
-def predict_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSettings,
-                   device: torch.device) -> tuple[torch.Tensor, dict]:
+def case_logits(model: TrainedModel, data: np.ndarray, settings: PredictionSettings,
+                device: torch.device) -> tuple[np.ndarray, dict]:
     """Logits (K, *shape) of preprocessed ``data`` (C, *shape) by the model's trainer (fold-averaged sliding
-    window for most), and the case's details for the prediction report."""
-    return model.trainer_class.predict_preprocessed(
+    window for most), as float16 (clamped to its range: half what export receives; export resamples in float32),
+    and the case's details for the prediction report."""
+    logits, details = model.trainer_class.predict_preprocessed(
         model.networks, torch.from_numpy(data), model.configuration, model.num_outputs,
         model.mirror_axes if settings.mirroring else (), settings.step_size, device,
         resolve_precision(device, settings.precision))
+    return logits.clamp_(-6e4, 6e4).half().numpy(), details
 
 
 def check_prediction_inputs(dataset_json: dict, source: str, input_folder: Path, output_folder: Path, images_are_2d: bool,
@@ -223,7 +233,7 @@ def _predict_cases(model: TrainedModel, todo: list[CaseFiles], skipped: list[str
     (``skipped``: the cases kept from before)."""
     ending = model.dataset_json["file_ending"]
     failed, seconds, details = [], {}, {}
-    preprocessing, exporting = _Background(settings.workers, len(todo)), _Background(settings.workers, len(todo))
+    preprocessing, exporting = BackgroundPool(settings.workers, len(todo)), BackgroundPool(settings.workers, len(todo))
     try:
         queued = deque()
         waiting_exports: deque[tuple[CaseFiles, Future]] = deque()
@@ -245,9 +255,7 @@ def _predict_cases(model: TrainedModel, todo: list[CaseFiles], skipped: list[str
             try:
                 data, properties = future.result()
                 start = time.perf_counter()
-                # float16 halves what the export worker receives; export resamples in float32
-                logits, case_details = predict_logits(model, data, settings, device)
-                logits = logits.clamp_(-6e4, 6e4).half().numpy()
+                logits, case_details = case_logits(model, data, settings, device)
                 if case_details:
                     details[case.case_id] = case_details
                 seconds[case.case_id] = round(time.perf_counter() - start, 2)

@@ -97,11 +97,19 @@ def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise BoxunetError(f"file {path}: cannot be read as an image ({_first_line(error)})") from None
+    return image_to_array(image, f"file {path}")
+
+
+def image_to_array(image: sitk.Image, name: str = "image") -> tuple[np.ndarray, Geometry]:
+    """A 2D or 3D scalar SimpleITK image held in memory as a (z, y, x) array and its geometry; ``name`` says in an
+    error which image it is."""
+    if not isinstance(image, sitk.Image):
+        raise BoxunetError(f"{name}: is a {type(image).__name__}, not a SimpleITK.Image")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise BoxunetError(f"file {path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                           "boxunet expects one file per channel with scalar voxels")
+        raise BoxunetError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                           "boxunet expects one image per channel with scalar voxels")
     if image.GetDimension() not in (2, 3):
-        raise BoxunetError(f"file {path}: is {image.GetDimension()}D; boxunet reads 2D and 3D images")
+        raise BoxunetError(f"{name}: is {image.GetDimension()}D; boxunet reads 2D and 3D images")
     array = sitk.GetArrayFromImage(image)
     geometry = _geometry_of(image, tuple(image.GetSize()))
     return array.reshape(geometry.shape), geometry
@@ -125,8 +133,8 @@ def read_channels(paths: list[Path]) -> tuple[np.ndarray, Geometry]:
     return np.stack(channels), geometry
 
 
-def write_image(array: np.ndarray, geometry: Geometry, path: Path, compress: bool = True) -> None:
-    """Write a (z, y, x) array with ``geometry``; atomic (temporary file, then rename)."""
+def array_to_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """A (z, y, x) array as a SimpleITK image with ``geometry`` (2D when the geometry is)."""
     array = np.asarray(array)
     if tuple(array.shape) != tuple(geometry.shape):
         raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
@@ -135,6 +143,12 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path, compress: boo
     image.SetSpacing([float(s) for s in spacing[::-1]])
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
+    return image
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: Path, compress: bool = True) -> None:
+    """Write a (z, y, x) array with ``geometry``; atomic (temporary file, then rename)."""
+    image = array_to_image(array, geometry)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".tmp_{os.getpid()}_{path.name}")

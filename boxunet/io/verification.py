@@ -77,14 +77,18 @@ def dimension_problems(geometries: dict[CaseFiles, Geometry], images_are_2d: boo
 def orientation_warnings(geometries: dict[CaseFiles, Geometry], training_axis_codes: list[list[int]]) -> list[str]:
     """Cases whose axes point other ways (permuted or flipped, boxunet.io.images.axis_codes) than those of every
     training image: the network sees them in their own voxel order, as it never saw a training case."""
-    if not training_axis_codes:
-        return []
-    return [str(Problem(case.case_id, str(case.images[0]), (
-                f"its axes are oriented {axis_codes(geometry.direction)} (direction cosines "
-                f"{[round(d, 3) for d in geometry.direction]}) unlike every training image ({training_axis_codes}); "
-                "the model sees it permuted or flipped, so its segmentation may be poor: reorient it like the "
-                "training images")))
-            for case, geometry in geometries.items() if axis_codes(geometry.direction) not in training_axis_codes]
+    return [str(Problem(case.case_id, str(case.images[0]), warning)) for case, geometry in geometries.items()
+            if (warning := orientation_warning(geometry, training_axis_codes))]
+
+
+def orientation_warning(geometry: Geometry, training_axis_codes: list[list[int]]) -> str | None:
+    """What is odd about an image oriented unlike every training image (``orientation_warnings``), or None."""
+    if not training_axis_codes or axis_codes(geometry.direction) in training_axis_codes:
+        return None
+    return (f"its axes are oriented {axis_codes(geometry.direction)} (direction cosines "
+            f"{[round(d, 3) for d in geometry.direction]}) unlike every training image ({training_axis_codes}); "
+            "the model sees it permuted or flipped, so its segmentation may be poor: reorient it like the "
+            "training images")
 
 
 def verify_headers(dataset_folder: Path, description: DatasetDescription) -> list[CaseFiles]:

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from boxunet import __version__
+from boxunet.version import __version__
 from boxunet.cropping import OUTSIDE_NONZERO, crop_to_nonzero
 from boxunet.io.boxes import Box, box_mask
 from boxunet.io.images import Geometry

@@ -38,17 +38,25 @@ def read_previous_stage(path: Path, properties: dict, plans: Plans, configuratio
     Raises a BoxunetError naming the case and the file when it is missing, is not the case's geometry, or
     holds values that are not labels of the dataset.
     """
-    case_id = properties.get("case_id")
     if not Path(path).is_file():
-        raise BoxunetError(f"case {case_id}: previous-stage ({configuration.previous_stage}) segmentation {path} "
-                           "does not exist")
+        raise BoxunetError(f"case {properties.get('case_id')}: previous-stage ({configuration.previous_stage}) "
+                           f"segmentation {path} does not exist")
     segmentation, geometry = read_image(path)
+    return previous_stage_to_grid(segmentation, geometry, f"segmentation {path}", properties, plans, configuration)
+
+
+def previous_stage_to_grid(segmentation: np.ndarray, geometry: Geometry, source: str, properties: dict, plans: Plans,
+                           configuration: ConfigurationPlan) -> np.ndarray:
+    """A previous stage's label map (``source`` names it in errors) at ``geometry``, the raw geometry of the case
+    that ``properties`` describe, on ``configuration``'s grid; a BoxunetError when it is not the case's geometry
+    or holds values that are not labels of the dataset."""
+    case_id = properties.get("case_id")
     mismatch = Geometry.from_json(properties["geometry"]).mismatch(geometry)
     if mismatch:
-        raise BoxunetError(f"case {case_id}: previous-stage segmentation {path} does not match the image: {mismatch}")
+        raise BoxunetError(f"case {case_id}: previous-stage {source} does not match the image: {mismatch}")
     unknown = sorted(set(np.unique(segmentation).tolist()) - set(plans.label_set.values))
     if unknown:
-        raise BoxunetError(f"case {case_id}: previous-stage segmentation {path} holds values {unknown} that are not "
+        raise BoxunetError(f"case {case_id}: previous-stage {source} holds values {unknown} that are not "
                            f"labels of the dataset ({plans.label_set.values})")
     return raw_labels_to_grid(segmentation, properties, plans, configuration)
 

@@ -1,0 +1,2 @@
+"""The package version (recorded in preprocessed data and plans)."""
+__version__ = "0.1.0"
