@@ -6,6 +6,7 @@ CONSOLE_SCRIPTS = {
     "boxunet_train": "boxunet.cli.train:main",
     "boxunet_benchmark": "boxunet.cli.benchmark:main",
     "boxunet_predict": "boxunet.cli.predict:main",
+    "boxunet_export_onnx": "boxunet.cli.export_onnx:main",
     "boxunet_pseudo_labels": "boxunet.cli.pseudo_labels:main",
     "boxunet_evaluate": "boxunet.cli.evaluate:main",
     "boxunet_box_report": "boxunet.cli.box_report:main",
@@ -41,7 +42,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
+                    "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"]},
     # boxunet's own trainers are listed in boxunet/trainers.py; other packages add theirs to the
     # "boxunet.trainers" entry-point group of their own setup.py (documentation/training.md)
     entry_points={"console_scripts": [f"{name}={target}" for name, target in CONSOLE_SCRIPTS.items()]},

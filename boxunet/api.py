@@ -24,6 +24,7 @@ from boxunet.errors import BoxunetError
 from boxunet.inference.export import probabilities_to_segmentation
 from boxunet.inference.in_memory import check_image_data, predict_preprocessed_case, preprocess_with_previous_stage
 from boxunet.inference.model import TrainedModel, load_trained_model
+from boxunet.inference.onnx_model import ONNX_FILE_NAME, load_onnx_model
 from boxunet.inference.predictor import BackgroundPool, PredictionSettings, model_postprocessing, predict_folder
 from boxunet.io.boxes import Box, box_problem, parse_boxes
 from boxunet.io.dataset_json import load_dataset_json
@@ -37,6 +38,7 @@ from boxunet.trainers import default_trainer_of, get_trainer
 from boxunet.training.run import check_device
 
 CHECKPOINT = "checkpoint_final.pth"
+BACKENDS = ("torch", "onnxruntime")
 
 
 def _torch_device(device) -> torch.device:
@@ -92,19 +94,38 @@ class Predictor:
     held in memory with how it predicts. See the module docstring and documentation/python_api.md."""
 
     def __init__(self, model_folder, folds=None, checkpoint: str = CHECKPOINT, device="cpu", *,
-                 step_size: float = 0.5, mirroring: bool = True, precision: str = "auto", postprocessing: bool = True):
+                 step_size: float = 0.5, mirroring: bool = True, precision: str = "auto", postprocessing: bool = True,
+                 backend: str = "torch", onnx_file=None):
         if not 0 < step_size <= 1:
             raise BoxunetError(f"step size {step_size}: give a fraction of the patch in (0, 1]")
+        if backend not in BACKENDS:
+            raise BoxunetError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime" and precision not in ("auto", "fp32"):
+            raise BoxunetError(f"precision {precision}: an exported graph runs in fp32 (give auto or fp32)")
         self.device = _torch_device(device)
-        self.settings = PredictionSettings(step_size=step_size, mirroring=mirroring, precision=precision,
+        self.settings = PredictionSettings(step_size=step_size, mirroring=mirroring,
+                                           precision="fp32" if backend == "onnxruntime" else precision,
                                            postprocessing=postprocessing)
-        self.checkpoint = checkpoint
+        self.checkpoint, self.backend = checkpoint, backend
         self.folders = [Path(folder) for folder in
                         (model_folder if isinstance(model_folder, (list, tuple)) else [model_folder])]
+        if onnx_file is not None and (backend != "onnxruntime" or len(self.folders) > 1):
+            raise BoxunetError("an ONNX file is for backend onnxruntime with a single model (an ensemble's members "
+                               f"use the {ONNX_FILE_NAME} of their folders)")
         folds = None if folds is None else [str(fold) for fold in folds]
-        self.models = [load_model(folder, folds, checkpoint, self.device) for folder in self.folders]
+        self.models = [self._load(folder, folds, onnx_file) for folder in self.folders]
         self.ensemble_postprocessing = None
         self._previous_stage = None
+
+    def _load(self, folder: Path, folds: list[str] | None, onnx_file) -> TrainedModel:
+        if self.backend == "torch":
+            return load_model(folder, folds, self.checkpoint, self.device)
+        trainer_class = get_trainer(parse_model_folder_name(folder)[0])
+        model = load_onnx_model(Path(onnx_file or folder / ONNX_FILE_NAME), folder, trainer_class, self.device)
+        if folds is not None and sorted(folds) != sorted(model.folds):
+            raise BoxunetError(f"the ONNX graph of {folder.name} averages folds {' '.join(model.folds)}, not "
+                               f"{' '.join(folds)}; export those folds (boxunet_export_onnx -f ...)")
+        return model
 
     @classmethod
     def from_dataset(cls, dataset, configuration: str | None = None, trainer: str | None = None,
@@ -152,7 +173,8 @@ class Predictor:
 
     def _options(self) -> dict:
         return {"step_size": self.settings.step_size, "mirroring": self.settings.mirroring,
-                "precision": self.settings.precision, "postprocessing": self.settings.postprocessing}
+                "precision": self.settings.precision, "postprocessing": self.settings.postprocessing,
+                "backend": self.backend}
 
     def predict(self, image, return_probabilities: bool = False):
         """The label map of a SimpleITK image (or a list of one image per channel) as a SimpleITK image with the

@@ -47,6 +47,8 @@ class PredictionRequest:
     checkpoint: str = "checkpoint_final.pth"
     previous_stage: Path | None = None
     log: Callable[[str], None] = print
+    backend: str = "torch"  # or "onnxruntime": the graph of boxunet_export_onnx in place of the networks
+    onnx_file: Path | None = None  # default: the model folder's model.onnx
 
 
 def predict(request: PredictionRequest) -> dict:
@@ -80,7 +82,8 @@ def predict_with_model(request: PredictionRequest, folder: Path, folds: list[str
     settings = request.settings
     predictor = Predictor(folder, folds, request.checkpoint, request.device, step_size=settings.step_size,
                           mirroring=settings.mirroring, precision=settings.precision,
-                          postprocessing=settings.postprocessing)
+                          postprocessing=settings.postprocessing, backend=request.backend,
+                          onnx_file=request.onnx_file)
     return predictor.predict_folder(request.input, request.output, save_probabilities=settings.save_probabilities,
                                     workers=settings.workers, continue_prediction=settings.continue_prediction,
                                     progress=settings.progress, num_parts=settings.num_parts,
@@ -90,9 +93,9 @@ def predict_with_model(request: PredictionRequest, folder: Path, folds: list[str
 
 def predict_with_choice(request: PredictionRequest) -> dict:
     """Predict with the dataset's cross-validated choice: a single model or an ensemble of models."""
-    if request.folds or request.trainer or request.previous_stage:
-        raise BoxunetError("-f, -tr and --prev-stage-predictions name parts of a model: give -c CONFIGURATION with "
-                           "them, or none of them to predict with the cross-validated choice")
+    if request.folds or request.trainer or request.previous_stage or request.onnx_file:
+        raise BoxunetError("-f, -tr, --prev-stage-predictions and --onnx-file name parts of a model: give -c "
+                           "CONFIGURATION with them, or none of them to predict with the cross-validated choice")
     choice = load_choice(request.dataset)
     for member in choice.members if choice.is_ensemble else ():  # all members before the first one predicts
         _check_inputs(member, request)

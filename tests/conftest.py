@@ -4,10 +4,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from boxunet.io.boxes import boxes_from_label_map, write_boxes
 from boxunet.io.images import Geometry, write_image
+from boxunet.io.model_folder import write_model_files
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
+from boxunet.planning.plans import load_plans
+from boxunet.training.trainer import Trainer
 
 
 def pytest_configure(config):
@@ -103,3 +107,33 @@ def two_intensity_volume(seed=0, shape=(20, 40, 40), spacing=(2.0, 1.0, 1.0)):
     inner = ((z - 20) / 12) ** 2 + ((y - 20) / 11) ** 2 + ((x - 19) / 9) ** 2 < 1
     image = inner + np.random.default_rng(seed).normal(0, 0.15, shape)
     return image[None].astype(np.float32), inner, spacing
+
+
+ODD_GEOMETRY = Geometry((2.7, 0.9, 1.1), (12.5, -30.25, 7.0), (0, 1, 0, 1, 0, 0, 0, 0, -1), (11, 37, 29))
+
+
+def random_unet_model(roots, num_folds: int = 2):
+    """A Trainer model folder of the tiny dense dataset whose folds are He-initialized U-Nets (seeded): every
+    voxel's label depends on the image and the folds' weights, as with a trained model."""
+    dataset = write_tiny_dataset(roots["raw"], num_cases=4, with_boxes=False)
+    plan_tiny_3d_fullres()
+    plans = load_plans(roots["preprocessed"] / "Dataset001_Tiny" / "boxunet_plans.json")
+    configuration = plans.configuration("3d_fullres")
+    folder = roots["results"] / "Dataset001_Tiny" / "Trainer__boxunetPlans__3d_fullres"
+    write_model_files(folder, plans.to_json(), dataset / "dataset.json")
+    for fold in range(num_folds):
+        torch.manual_seed(fold)
+        network = Trainer.build_network(plans, configuration, 3, {})
+        (folder / f"fold_{fold}").mkdir()
+        torch.save({"network_weights": network.state_dict(), "optimizer_state": {}, "current_epoch": 1,
+                    "trainer_name": "Trainer", "options": {}, "configuration": "3d_fullres", "num_outputs": 3,
+                    "inference_allowed_mirroring_axes": [0, 1, 2]}, folder / f"fold_{fold}" / "checkpoint_final.pth")
+    return folder
+
+
+def odd_input_image(folder, case_id: str, seed: int = 7):
+    """Write a tiny CT-like input image with ``ODD_GEOMETRY`` (permuted, flipped, odd spacing) and return its path."""
+    image, _ = make_case_arrays(seed, ODD_GEOMETRY.shape)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(image, ODD_GEOMETRY, folder / f"{case_id}_0000.nii.gz")
+    return folder / f"{case_id}_0000.nii.gz"

@@ -1,57 +1,29 @@
 """The Python API (boxunet.Predictor, boxunet.pseudo_masks): images held in memory give exactly the label maps,
 probabilities and stage-1 masks the command-line tools write; bad input is refused with a clear error."""
+import shutil
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_case_arrays, plan_tiny_3d_fullres, write_tiny_dataset
+from conftest import ODD_GEOMETRY, odd_input_image, random_unet_model, write_tiny_dataset
 
 import boxunet
+from boxunet.cli.ensemble import main as ensemble_main
 from boxunet.cli.predict import main as predict_main
 from boxunet.cli.pseudo_labels import main as pseudo_labels_main
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import read_boxes
-from boxunet.io.images import Geometry, read_image, write_image
-from boxunet.io.model_folder import write_model_files
-from boxunet.planning.plans import load_plans
-from boxunet.training.trainer import Trainer
-
-ODD_GEOMETRY = Geometry((2.7, 0.9, 1.1), (12.5, -30.25, 7.0), (0, 1, 0, 1, 0, 0, 0, 0, -1), (11, 37, 29))
-
-
-def _random_unet_model(roots, num_folds: int = 2):
-    """A Trainer model folder of the tiny dense dataset whose folds are He-initialized U-Nets (seeded): every
-    voxel's label depends on the image and the folds' weights, as with a trained model."""
-    dataset = write_tiny_dataset(roots["raw"], num_cases=4, with_boxes=False)
-    plan_tiny_3d_fullres()
-    plans = load_plans(roots["preprocessed"] / "Dataset001_Tiny" / "boxunet_plans.json")
-    configuration = plans.configuration("3d_fullres")
-    folder = roots["results"] / "Dataset001_Tiny" / "Trainer__boxunetPlans__3d_fullres"
-    write_model_files(folder, plans.to_json(), dataset / "dataset.json")
-    for fold in range(num_folds):
-        torch.manual_seed(fold)
-        network = Trainer.build_network(plans, configuration, 3, {})
-        (folder / f"fold_{fold}").mkdir()
-        torch.save({"network_weights": network.state_dict(), "optimizer_state": {}, "current_epoch": 1,
-                    "trainer_name": "Trainer", "options": {}, "configuration": "3d_fullres", "num_outputs": 3,
-                    "inference_allowed_mirroring_axes": [0, 1, 2]}, folder / f"fold_{fold}" / "checkpoint_final.pth")
-    return folder
-
-
-def _input_image(folder, case_id: str, seed: int = 7):
-    image, _ = make_case_arrays(seed, ODD_GEOMETRY.shape)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_image(image, ODD_GEOMETRY, folder / f"{case_id}_0000.nii.gz")
-    return folder / f"{case_id}_0000.nii.gz"
+from boxunet.io.images import read_image
 
 
 @pytest.fixture
 def random_model(roots):
-    return _random_unet_model(roots)
+    return random_unet_model(roots)
 
 
 def test_predict_in_memory_gives_the_cli_label_map_and_probabilities_voxel_for_voxel(random_model, tmp_path):
-    files = [_input_image(tmp_path / "in", f"new_{seed}", seed) for seed in (7, 8)]
+    files = [odd_input_image(tmp_path / "in", f"new_{seed}", seed) for seed in (7, 8)]
     predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-d", "1", "-c", "3d_fullres",
                   "--quiet", "-np", "0", "--save-probabilities", "--precision", "fp32", "-device", "cpu"])
     predictor = boxunet.Predictor(random_model, device="cpu", precision="fp32")
@@ -73,7 +45,7 @@ def test_predict_in_memory_gives_the_cli_label_map_and_probabilities_voxel_for_v
 
 @pytest.mark.filterwarnings("ignore:.*unlike every training image")
 def test_predict_array_and_predict_many_match_predict(random_model, tmp_path):
-    images = [sitk.ReadImage(str(_input_image(tmp_path / "in", f"new_{seed}", seed))) for seed in (7, 8, 9)]
+    images = [sitk.ReadImage(str(odd_input_image(tmp_path / "in", f"new_{seed}", seed))) for seed in (7, 8, 9)]
     predictor = boxunet.Predictor.from_dataset(1, "3d_fullres", precision="fp32", mirroring=False)
     single = [sitk.GetArrayFromImage(predictor.predict(image)) for image in images]
     array = sitk.GetArrayFromImage(images[0])
@@ -85,9 +57,33 @@ def test_predict_array_and_predict_many_match_predict(random_model, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:.*unlike every training image")
+def test_an_ensemble_in_memory_averages_probabilities_as_boxunet_ensemble_does(random_model, tmp_path):
+    other = random_model.parent / "FullySupervised__boxunetPlans__3d_fullres"
+    shutil.copytree(random_model, other)
+    for fold in (0, 1):  # other weights: another seed
+        state = torch.load(other / f"fold_{fold}" / "checkpoint_final.pth", weights_only=True)
+        torch.manual_seed(10 + fold)
+        state["network_weights"] = {k: torch.randn_like(v) * 0.1 if v.is_floating_point() else v
+                                    for k, v in state["network_weights"].items()}
+        torch.save(state, other / f"fold_{fold}" / "checkpoint_final.pth")
+    odd_input_image(tmp_path / "in", "new")
+    for trainer in ("Trainer", "FullySupervised"):
+        predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / trainer), "-d", "1", "-c", "3d_fullres", "-tr",
+                      trainer, "--quiet", "-np", "0", "--save-probabilities", "--precision", "fp32"])
+    ensemble_main(["-i", str(tmp_path / "Trainer"), str(tmp_path / "FullySupervised"), "-o", str(tmp_path / "both"),
+                   "-np", "1"])
+    predictor = boxunet.Predictor([random_model, other], precision="fp32")
+    labels = predictor.predict(sitk.ReadImage(str(tmp_path / "in" / "new_0000.nii.gz")))
+    written, _ = read_image(tmp_path / "both" / "new.nii.gz")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), written)
+    single, _ = read_image(tmp_path / "Trainer" / "new.nii.gz")
+    assert not np.array_equal(single, written)  # the second member changed the result
+
+
+@pytest.mark.filterwarnings("ignore:.*unlike every training image")
 def test_bad_inputs_are_refused_with_a_clear_error(random_model, tmp_path):
     predictor = boxunet.Predictor(random_model, folds=[0], precision="fp32")
-    image = sitk.ReadImage(str(_input_image(tmp_path / "in", "new")))
+    image = sitk.ReadImage(str(odd_input_image(tmp_path / "in", "new")))
     with pytest.raises(BoxunetError, match="2 channel.*expects 1 channel"):
         predictor.predict([image, image])
     with pytest.raises(BoxunetError, match="spacing .* positive"):

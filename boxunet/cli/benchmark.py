@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--repeats", type=int, default=3)
     predict.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda", "mps"])
     predict.add_argument("--precision", default=None, help="passed to boxunet_predict (default: its own)")
+    predict.add_argument("--backend", default=None, choices=["torch", "onnxruntime"],
+                         help="passed to boxunet_predict (onnxruntime: the model's exported model.onnx)")
     predict.add_argument("-o", "--output", type=Path)
     convcrf = tasks.add_parser("convcrf", help="voxels per second of the 3D ConvCRF on one region")
     convcrf.add_argument("--shape", type=int, nargs=3, default=[64, 128, 128], help="z y x (default: %(default)s)")
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
                           arguments.warmup, arguments.device, arguments.plans, arguments.precision,
                           arguments.compile)
     elif arguments.task == "predict":
-        extra = ["--precision", arguments.precision] if arguments.precision else []
+        extra = (["--precision", arguments.precision] if arguments.precision else []) + \
+            (["--backend", arguments.backend] if arguments.backend else [])
         summary = run_cli(benchmark_predict, arguments.dataset, arguments.configuration, arguments.trainer,
                           arguments.plans, arguments.folds, arguments.input, arguments.num_cases, arguments.repeats,
                           arguments.device, extra)

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--part-id", type=int, default=0,
                         help="the part this run predicts, 0 to --num-parts - 1; afterwards one run without the two "
                              "flags completes the folder and writes its report (default: 0)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                        help="onnxruntime: run the graph boxunet_export_onnx wrote (fp32) in place of the PyTorch "
+                             "networks, with the same preprocessing, sliding window, TTA and export (default: torch)")
+    parser.add_argument("--onnx-file", type=Path, default=None,
+                        help="with --backend onnxruntime and -c: the exported graph (default: model.onnx in the model "
+                             "folder; its description <name>.json beside it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -79,7 +85,8 @@ def predict(arguments: argparse.Namespace) -> dict:
     request = PredictionRequest(arguments.input, arguments.output, arguments.dataset, settings, device,
                                 arguments.configuration, arguments.folds, arguments.trainer, arguments.plans,
                                 arguments.checkpoint, arguments.prev_stage_predictions,
-                                log=(lambda message: None) if arguments.quiet else print)
+                                log=(lambda message: None) if arguments.quiet else print, backend=arguments.backend,
+                                onnx_file=arguments.onnx_file)
     return run_prediction(request)
 
 
