@@ -76,9 +76,9 @@ def main() -> None:
     for which in ("expert", "learned"):
         items = []
         for case, reference, own in zip(cases, references, grids):
+            others = {label: (sums[label] - sum(own[label])) / (counts[label] - len(own[label])) for label in box_labels}
             templates = learned if which == "learned" else {
-                label: templates_module.share_logits((sums[label] - sum(own[label])) / (counts[label] - len(own[label])))
-                for label in box_labels}
+                label: templates_module.share_logits(share) for label, share in others.items()}
             items.append((case, reference, box_labels, templates, crf))
         results = map_in_processes(_score_case, items, 2, which, progress=False, worker_threads=1)
         row = {"template": which, "variant": json.loads(arguments.variant)}

@@ -301,11 +301,12 @@ def pseudo_masks(image, boxes, dense_labels=None, *, dataset=None, box_labels=No
 
     ``image``: a SimpleITK image, a list of one per channel, or a numpy (z, y, x) / (C, z, y, x) array with
     ``spacing`` (z, y, x). ``boxes``: ``boxunet.io.boxes.Box`` objects or dicts ``{"label": L, "min": [z, y, x],
-    "max": [z, y, x]}`` in voxel indices (max exclusive). ``dense_labels``: the labels of other classes (a SimpleITK image or
-    an array of the image's shape, 0 where unknown) or None. With ``dataset`` (id or name) the method, parameters, box labels, tightness and
-    learned models (shape templates, region miners) are that dataset's from its ``boxunet_pseudo_labels`` run;
-    otherwise ``method`` (default ``convcrf``), ``parameters`` (default ``PseudoMaskParameters()``), ``box_labels``
-    (default: the boxes' labels) and ``tight_boxes``. Returns a SimpleITK image for a SimpleITK input, else numpy.
+    "max": [z, y, x]}`` in voxel indices (max exclusive). ``dense_labels``: the labels of other classes (a SimpleITK
+    image or an array of the image's shape, 0 where unknown) or None. With ``dataset`` (id or name) the method,
+    parameters, box labels, tightness and learned models (shape templates, region miners) are that dataset's from its
+    ``boxunet_pseudo_labels`` run; otherwise ``method`` (default ``convcrf``), ``parameters`` (default
+    ``PseudoMaskParameters()``), ``box_labels`` (default: the boxes' labels) and ``tight_boxes``. Returns a SimpleITK
+    image for a SimpleITK input, else numpy.
     """
     is_image = not isinstance(image, np.ndarray)
     if is_image:
@@ -350,7 +351,8 @@ def pseudo_masks(image, boxes, dense_labels=None, *, dataset=None, box_labels=No
         dense = (np.asarray(dense_labels) if isinstance(dense_labels, np.ndarray)
                  else image_to_array(dense_labels, "dense labels")[0])
         if tuple(dense.shape) != tuple(geometry.shape):
-            raise BoxunetError(f"dense labels of shape {list(dense.shape)} differ from the image's {list(geometry.shape)}")
+            raise BoxunetError(f"dense labels of shape {list(dense.shape)} differ from the image's "
+                               f"{list(geometry.shape)}")
     result, _ = case_pseudo_masks(data, geometry.spacing, boxes, tuple(box_labels), dense, method, parameters, device,
                                   template_file, miner_files)
     result = result.astype(np.uint8)

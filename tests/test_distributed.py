@@ -1,5 +1,6 @@
 """Data-parallel training across machines: torchrun with two "nodes" of one process each (gloo over the
-loopback interface) updates the parameters exactly as one process does on the same global batch; ``--compile`` works on the CPU."""
+loopback interface) updates the parameters exactly as one process does on the same global batch; ``--compile`` works on the
+CPU."""
 import os
 import subprocess
 import sys

@@ -69,10 +69,10 @@ def test_an_ensemble_in_memory_averages_probabilities_as_boxunet_ensemble_does(r
     odd_input_image(tmp_path / "in", "new")
     for trainer in ("Trainer", "FullySupervised"):
         predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / trainer), "-d", "1", "-c", "3d_fullres", "-tr",
-                      trainer, "--quiet", "-np", "0", "--save-probabilities", "--precision", "fp32"])
+                      trainer, "--quiet", "-np", "0", "--save-probabilities", "--precision", "fp32", "--disable-tta"])
     ensemble_main(["-i", str(tmp_path / "Trainer"), str(tmp_path / "FullySupervised"), "-o", str(tmp_path / "both"),
                    "-np", "1"])
-    predictor = boxunet.Predictor([random_model, other], precision="fp32")
+    predictor = boxunet.Predictor([random_model, other], precision="fp32", mirroring=False)
     labels = predictor.predict(sitk.ReadImage(str(tmp_path / "in" / "new_0000.nii.gz")))
     written, _ = read_image(tmp_path / "both" / "new.nii.gz")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), written)
