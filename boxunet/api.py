@@ -22,10 +22,12 @@ from boxunet.boxes.stage1 import stage1_folder, stage1_settings
 from boxunet.ensembling.choice import load_choice
 from boxunet.errors import BoxunetError
 from boxunet.inference.export import probabilities_to_segmentation
-from boxunet.inference.in_memory import check_image_data, predict_preprocessed_case, preprocess_with_previous_stage
+from boxunet.inference.in_memory import check_image_data, predict_preprocessed_case, preprocess_for, with_previous_stage
 from boxunet.inference.model import TrainedModel, load_trained_model
 from boxunet.inference.onnx_model import ONNX_FILE_NAME, load_onnx_model
-from boxunet.inference.predictor import BackgroundPool, PredictionSettings, model_postprocessing, predict_folder
+from boxunet.inference.precision import PRECISIONS
+from boxunet.inference.predictor import (BackgroundPool, PredictionSettings, model_postprocessing, predict_folder,
+                                         preprocess_image)
 from boxunet.io.boxes import Box, box_problem, parse_boxes
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
@@ -42,12 +44,21 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def _torch_device(device) -> torch.device:
-    """``device`` ("cpu", "cuda", "mps" or a torch.device), checked to exist here."""
-    if isinstance(device, torch.device):
-        check_device(device.type)
-        return device
-    check_device(str(device))
-    return torch.device("cuda", 0) if device == "cuda" else torch.device(device)
+    """``device`` ("cpu", "cuda", "cuda:1", "mps" or a torch.device), checked to exist here."""
+    try:
+        device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BoxunetError(f"device {device!r}: give cpu, cuda, cuda:N or mps") from None
+    check_device(device.type)
+    return device
+
+
+def model_folder_of(dataset, configuration: str, trainer: str | None = None, plans: str = DEFAULT_PLANS_NAME) -> Path:
+    """The model folder of ``dataset`` and ``configuration`` trained by ``trainer`` (default: the one boxunet_train
+    uses for the dataset), which must exist."""
+    dataset = str(dataset)
+    trainer = trainer or default_trainer_of(find_dataset_folder(dataset, results_root()), plans, configuration)
+    return find_model_folder(dataset, configuration, trainer, plans)
 
 
 def load_model(folder: Path, folds: list[str] | None, checkpoint: str, device: torch.device) -> TrainedModel:
@@ -79,6 +90,8 @@ def _array_geometry(array, spacing, origin=None, direction=None) -> tuple[np.nda
         array = array[None]
     if array.ndim != 4:
         raise BoxunetError(f"array of shape {list(array.shape)}: give (z, y, x) or (channels, z, y, x)")
+    if spacing is None:
+        raise BoxunetError("a numpy image needs its spacing (z, y, x)")
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise BoxunetError(f"spacing {list(spacing)}: give three positive values in (z, y, x) order")
@@ -100,6 +113,8 @@ class Predictor:
             raise BoxunetError(f"step size {step_size}: give a fraction of the patch in (0, 1]")
         if backend not in BACKENDS:
             raise BoxunetError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise BoxunetError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         if backend == "onnxruntime" and precision not in ("auto", "fp32"):
             raise BoxunetError(f"precision {precision}: an exported graph runs in fp32 (give auto or fp32)")
         self.device = _torch_device(device)
@@ -114,8 +129,26 @@ class Predictor:
                                f"use the {ONNX_FILE_NAME} of their folders)")
         folds = None if folds is None else [str(fold) for fold in folds]
         self.models = [self._load(folder, folds, onnx_file) for folder in self.folders]
-        self.ensemble_postprocessing = None
+        self._check_members()
+        single = len(self.models) == 1
+        # a single model's own postprocessing, read now so that a broken file fails before any prediction
+        self.postprocessing = model_postprocessing(self.model) if postprocessing and single else None
+        self.ensemble_postprocessing = None  # an ensemble's, set by from_dataset
         self._previous_stage = None
+
+    def _check_members(self) -> None:
+        """An ensemble's members must predict the same labels and need no previous stage."""
+        first = self.model
+        for folder, model in zip(self.folders[1:], self.models[1:]):
+            if (model.plans.labels, model.plans.regions_class_order) != (first.plans.labels,
+                                                                         first.plans.regions_class_order):
+                raise BoxunetError(f"ensemble members {self.folders[0].name} and {folder.name} have different labels "
+                                   f"({first.plans.labels} vs {model.plans.labels}); only models of the same labels "
+                                   "ensemble")
+        cascades = [f.name for f, m in zip(self.folders, self.models) if m.configuration.previous_stage]
+        if cascades and len(self.models) > 1:
+            raise BoxunetError(f"ensemble member(s) {', '.join(cascades)} are cascades: an ensemble with a cascade "
+                               "predicts through boxunet_predict (without -c) only")
 
     def _load(self, folder: Path, folds: list[str] | None, onnx_file) -> TrainedModel:
         if self.backend == "torch":
@@ -140,11 +173,10 @@ class Predictor:
                                    "none of them for the cross-validated choice")
             choice = load_choice(dataset)
             predictor = cls(list(choice.members), list(choice.folds), **options)
-            if choice.postprocessing_file is not None and predictor.settings.postprocessing:
+            if choice.is_ensemble and choice.postprocessing_file is not None and predictor.settings.postprocessing:
                 predictor.ensemble_postprocessing = load_postprocessing(choice.postprocessing_file)
             return predictor
-        trainer = trainer or default_trainer_of(find_dataset_folder(dataset, results_root()), plans, configuration)
-        return cls(find_model_folder(dataset, configuration, trainer, plans), folds, **options)
+        return cls(model_folder_of(dataset, configuration, trainer, plans), folds, **options)
 
     @property
     def model(self) -> TrainedModel:
@@ -158,8 +190,6 @@ class Predictor:
         name = self.model.configuration.previous_stage
         if name is None:
             return None
-        if len(self.models) > 1:
-            raise BoxunetError("an ensemble with a cascade member predicts through boxunet_predict only")
         if self._previous_stage is None:
             trainer, plans, _ = parse_model_folder_name(self.folders[0])
             folder = self.folders[0].parent / model_folder_name(trainer, plans, name)
@@ -195,57 +225,63 @@ class Predictor:
     def predict_many(self, images, return_probabilities: bool = False, workers: int = 1) -> list:
         """``predict`` for a list of inputs (SimpleITK images or lists of channel images); ``workers`` background
         processes preprocess the next images while one is predicted, as ``boxunet_predict`` does."""
+        if workers < 0:
+            raise BoxunetError(f"workers {workers}: give 0 (everything in this process) or more")
         inputs = [_channels_of(image, f"image {index}") for index, image in enumerate(images)]
-        previous = self._previous_segmentations(inputs)
         for index, (data, geometry) in enumerate(inputs):
-            for model in self.models:
-                check_image_data(data, geometry, model, f"image {index}")
-        pool = BackgroundPool(workers, len(inputs))
-        results = []
+            self._check(data, geometry, f"image {index}")
+        previous = self._previous_segmentations(inputs)
+        plans, configuration = self.model.plans, self.model.configuration
+        pool, queued, results = BackgroundPool(workers, len(inputs)), [], []
         try:
-            queued = [pool.submit(preprocess_with_previous_stage, data, geometry, self.model, f"image {index}",
-                                  previous[index]) for index, (data, geometry) in enumerate(inputs[:workers + 1])]
             for index, (data, geometry) in enumerate(inputs):
-                preprocessed = queued.pop(0).result()
-                if index + workers + 1 < len(inputs):
-                    ahead = index + workers + 1
-                    queued.append(pool.submit(preprocess_with_previous_stage, *inputs[ahead], self.model,
-                                              f"image {ahead}", previous[ahead]))
-                segmentation, probabilities = self._from_preprocessed(data, geometry, preprocessed, f"image {index}",
-                                                                      return_probabilities, previous[index])
+                while len(queued) < workers + 1 and len(queued) + index < len(inputs):
+                    ahead = index + len(queued)  # plain arrays and plans go to the workers, never the networks
+                    queued.append(pool.submit(preprocess_image, *inputs[ahead], plans, configuration, f"image {ahead}"))
+                preprocessed, properties = queued.pop(0).result()
+                preprocessed = with_previous_stage(preprocessed, properties, geometry, self.model, previous[index])
+                segmentation, probabilities = self._from_preprocessed(data, geometry, (preprocessed, properties),
+                                                                      f"image {index}", return_probabilities,
+                                                                      previous[index])
                 label_image = array_to_image(segmentation, geometry)
                 results.append((label_image, probabilities) if return_probabilities else label_image)
         finally:
             pool.close()
         return results
 
+    def _check(self, data: np.ndarray, geometry: Geometry, name: str) -> None:
+        for model in self.models:
+            check_image_data(data, geometry, model, name)
+
     def _previous_segmentations(self, inputs: list[tuple[np.ndarray, Geometry]]) -> list[np.ndarray | None]:
+        """A cascade's previous-stage label maps of checked ``inputs`` (None each for other models)."""
         previous = self.previous_stage
         if previous is None:
             return [None] * len(inputs)
-        return [previous._predict_data(data, geometry, f"image {index}", False)[0]
+        return [previous._predict_checked(data, geometry, f"image {index}", False)[0]
                 for index, (data, geometry) in enumerate(inputs)]
 
     def _predict_data(self, data: np.ndarray, geometry: Geometry, name: str, with_probabilities: bool):
-        for model in self.models:
-            check_image_data(data, geometry, model, name)
+        self._check(data, geometry, name)
+        return self._predict_checked(data, geometry, name, with_probabilities)
+
+    def _predict_checked(self, data: np.ndarray, geometry: Geometry, name: str, with_probabilities: bool):
         previous = self._previous_segmentations([(data, geometry)])[0]
-        preprocessed = preprocess_with_previous_stage(data, geometry, self.model, name, previous)
+        preprocessed = preprocess_for(self.model, data, geometry, name, previous)
         return self._from_preprocessed(data, geometry, preprocessed, name, with_probabilities, previous)
 
     def _from_preprocessed(self, data, geometry, preprocessed, name, with_probabilities, previous):
         """Label map and probabilities from the first model's preprocessed data; an ensemble's other members
         preprocess with their own plans and the probabilities are averaged, as boxunet_predict does."""
-        postprocess = self.settings.postprocessing
         if len(self.models) == 1:
-            decision = model_postprocessing(self.model) if postprocess else None
             segmentation, probabilities, _ = predict_preprocessed_case(self.model, *preprocessed, self.settings,
-                                                                       self.device, decision, with_probabilities)
+                                                                       self.device, self.postprocessing,
+                                                                       with_probabilities)
             return segmentation, probabilities
         total = None
         for index, model in enumerate(self.models):
             if index:
-                preprocessed = preprocess_with_previous_stage(data, geometry, model, name, previous)
+                preprocessed = preprocess_for(model, data, geometry, name, previous)
             _, probabilities, _ = predict_preprocessed_case(model, *preprocessed, self.settings, self.device, None,
                                                             True)
             total = probabilities.astype(np.float32) if total is None else total + probabilities
@@ -253,7 +289,7 @@ class Predictor:
         segmentation = probabilities_to_segmentation(total, self.model.plans)
         if self.ensemble_postprocessing:
             segmentation = apply_postprocessing(segmentation, self.ensemble_postprocessing)
-        return segmentation, total if with_probabilities else None
+        return segmentation, total.astype(np.float16) if with_probabilities else None
 
     def predict_folder(self, input_folder, output_folder, *, save_probabilities: bool = False, workers: int = 1,
                        continue_prediction: bool = False, progress: bool = True, num_parts: int = 1,
@@ -267,10 +303,8 @@ class Predictor:
         settings = replace(self.settings, save_probabilities=save_probabilities, workers=workers,
                            continue_prediction=continue_prediction, progress=progress, num_parts=num_parts,
                            part_id=part_id)
-        if settings.postprocessing:
-            model_postprocessing(self.model)  # a broken postprocessing.json fails now, not after the previous stage
-        previous = self.previous_stage
-        if previous is not None and previous_stage_folder is None:
+        if self.model.configuration.previous_stage and previous_stage_folder is None:
+            previous = self.previous_stage
             previous_stage_folder = Path(output_folder) / f"previous_stage_{self.model.configuration.previous_stage}"
             log(f"previous stage: model {previous.folders[0]}, folds {' '.join(previous.model.folds)} -> "
                 f"{previous_stage_folder}")

@@ -13,20 +13,18 @@ from typing import Callable
 
 import torch
 
-from boxunet.api import Predictor
+from boxunet.api import Predictor, model_folder_of
 from boxunet.ensembling.choice import ChosenModel, load_choice
 from boxunet.errors import BoxunetError
 from boxunet.inference.ensemble import ensemble_folders
 from boxunet.inference.predictor import PredictionSettings, check_prediction_inputs
 from boxunet.inference.resume import part_files, part_suffix, report_file
 from boxunet.io.atomic import write_json
-from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.locks import exclusive_folder
-from boxunet.io.model_folder import find_model_folder, read_model_files
-from boxunet.paths import DATASET_JSON, results_root
+from boxunet.io.model_folder import read_model_files
+from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import Plans
 from boxunet.postprocessing.apply import load_postprocessing, postprocess_files
-from boxunet.trainers import default_trainer_of
 
 MEMBERS_FOLDER = "ensemble_members"
 
@@ -55,9 +53,7 @@ def predict(request: PredictionRequest) -> dict:
     """Predict ``request.input`` into ``request.output``; return the report (which names the model)."""
     if request.configuration is None:
         return predict_with_choice(request)
-    trainer = request.trainer or default_trainer_of(find_dataset_folder(request.dataset, results_root()),
-                                                    request.plans_name, request.configuration)
-    folder = find_model_folder(request.dataset, request.configuration, trainer, request.plans_name)
+    folder = model_folder_of(request.dataset, request.configuration, request.trainer, request.plans_name)
     report = predict_with_model(request, folder, request.folds)
     _write_report(report, request)
     return report

@@ -4,8 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from conftest import odd_input_image, random_unet_model
 
+import boxunet
 from boxunet.cli.export_onnx import main as export_main
 from boxunet.cli.predict import main as predict_main
 from boxunet.errors import BoxunetError
@@ -43,6 +45,9 @@ def test_exported_graph_predicts_the_pytorch_label_maps(roots, tmp_path, capsys)
         np.testing.assert_array_equal(exported, reference)
     record = json.loads((tmp_path / "onnx" / "prediction_settings.json").read_text())
     assert "model.onnx" in record["checkpoints"] and record["precision"] == "fp32"
+    image = sitk.ReadImage(str(tmp_path / "in" / "new_7_0000.nii.gz"))  # the graph stays here; workers get arrays
+    for labels in boxunet.Predictor(folder, backend="onnxruntime").predict_many([image, image], workers=1):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), reference)
 
 
 def test_a_description_that_does_not_match_the_model_is_refused(roots, tmp_path):

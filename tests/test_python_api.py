@@ -102,6 +102,10 @@ def test_bad_inputs_are_refused_with_a_clear_error(random_model, tmp_path):
     nan[0, 0, 0] = np.nan
     with pytest.raises(BoxunetError, match="NaN"):
         predictor.predict_array(nan, ODD_GEOMETRY.spacing)
+    with pytest.raises(BoxunetError, match="workers -1"):
+        predictor.predict_many([image], workers=-1)
+    with pytest.raises(BoxunetError, match="precision 'fp64'"):
+        boxunet.Predictor(random_model, precision="fp64")
     with pytest.raises(BoxunetError, match="missing checkpoint"):
         boxunet.Predictor(random_model, folds=[3])
     with pytest.raises(BoxunetError, match="not a model folder"):

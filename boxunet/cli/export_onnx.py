@@ -6,14 +6,10 @@ from pathlib import Path
 
 import torch
 
-from boxunet.api import load_model
+from boxunet.api import load_model, model_folder_of
 from boxunet.cli.common import run_cli
 from boxunet.inference.onnx_model import ONNX_FILE_NAME, export_onnx
-from boxunet.io.dataset_locator import find_dataset_folder
-from boxunet.io.model_folder import find_model_folder
-from boxunet.paths import results_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
-from boxunet.trainers import default_trainer_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export(arguments: argparse.Namespace) -> tuple[Path, Path]:
     """Load the model's folds on the CPU and export them."""
-    trainer = arguments.trainer or default_trainer_of(find_dataset_folder(arguments.dataset, results_root()),
-                                                      arguments.plans, arguments.configuration)
-    folder = find_model_folder(arguments.dataset, arguments.configuration, trainer, arguments.plans)
+    folder = model_folder_of(arguments.dataset, arguments.configuration, arguments.trainer, arguments.plans)
     model = load_model(folder, arguments.folds, arguments.checkpoint, torch.device("cpu"))
     return export_onnx(model, arguments.output or folder / ONNX_FILE_NAME)
 

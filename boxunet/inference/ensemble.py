@@ -11,12 +11,12 @@ import numpy as np
 
 from boxunet.errors import BoxunetError
 from boxunet.inference.export import probabilities_to_segmentation
-from boxunet.io.model_folder import read_model_files, write_model_files
-from boxunet.paths import DATASET_JSON
 from boxunet.io.images import Geometry, write_image
 from boxunet.io.input_cases import check_output_folder
+from boxunet.io.model_folder import read_model_files, write_model_files
 from boxunet.io.probabilities import read_probabilities, read_properties, write_probabilities
 from boxunet.parallel import map_in_processes
+from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import Plans
 
 SAVE_HINT = "probabilities are saved by boxunet_predict --save-probabilities and boxunet_train --npz"

@@ -18,8 +18,8 @@ import torch
 
 from boxunet.io.images import Geometry, write_image
 from boxunet.io.probabilities import write_probabilities
-from boxunet.postprocessing.apply import apply_postprocessing
 from boxunet.planning.plans import ConfigurationPlan, Plans
+from boxunet.postprocessing.apply import apply_postprocessing
 from boxunet.preprocessing.resampling import resample_volume, separate_z_axis
 
 BACKGROUND_LOGIT = -1e4  # exp and sigmoid give exactly 0 in float32; representable in float16

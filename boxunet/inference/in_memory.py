@@ -51,16 +51,23 @@ def predict_preprocessed_case(model: TrainedModel, data: np.ndarray, properties:
     return segmentation, probabilities, details
 
 
-def preprocess_with_previous_stage(data: np.ndarray, geometry: Geometry, model: TrainedModel, case_id: str = "",
-                                   previous_stage: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """``preprocess_image`` for ``model``, with a cascade's ``previous_stage`` label map (raw geometry) appended as
-    its one-hot channels; a cascade without one is refused."""
-    if model.configuration.previous_stage and previous_stage is None:
+def preprocess_for(model: TrainedModel, data: np.ndarray, geometry: Geometry, case_id: str = "",
+                   previous_stage: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """``preprocess_image`` for ``model``, with a cascade's ``previous_stage`` label map appended
+    (``with_previous_stage``)."""
+    preprocessed, properties = preprocess_image(data, geometry, model.plans, model.configuration, case_id)
+    return with_previous_stage(preprocessed, properties, geometry, model, previous_stage), properties
+
+
+def with_previous_stage(preprocessed: np.ndarray, properties: dict, geometry: Geometry, model: TrainedModel,
+                        previous_stage: np.ndarray | None) -> np.ndarray:
+    """Preprocessed data with a cascade's ``previous_stage`` label map (raw geometry) appended as its one-hot channels;
+    the data unchanged for other models; a cascade without one is refused."""
+    if not model.configuration.previous_stage:
+        return preprocessed
+    if previous_stage is None:
         raise BoxunetError(f"configuration {model.configuration.name} needs the {model.configuration.previous_stage} "
                            "prediction of the same image")
-    preprocessed, properties = preprocess_image(data, geometry, model.plans, model.configuration, case_id)
-    if model.configuration.previous_stage:
-        grid = previous_stage_to_grid(np.asarray(previous_stage), geometry, "label map", properties, model.plans,
-                                      model.configuration)
-        preprocessed = append_previous_stage(preprocessed, grid, model.plans)
-    return preprocessed, properties
+    grid = previous_stage_to_grid(np.asarray(previous_stage), geometry, "label map", properties, model.plans,
+                                  model.configuration)
+    return append_previous_stage(preprocessed, grid, model.plans)

@@ -30,8 +30,9 @@ from boxunet.errors import BoxunetError
 from boxunet.inference.model import TrainedModel
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.model_folder import parse_model_folder_name, read_model_files
-from boxunet.io.stamps import file_stamp
+from boxunet.io.stamps import file_digest, file_stamp
 from boxunet.planning.plans import Plans
+from boxunet.preprocessing.previous_stage import network_input_channels
 
 FORMAT = "boxunet-onnx/1"
 ONNX_FILE_NAME = "model.onnx"  # in the model folder, the default of export and prediction
@@ -53,7 +54,10 @@ class FoldAverage(nn.Module):
         self.networks = nn.ModuleList(networks)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.stack([network(image) for network in self.networks]).mean(0)
+        outputs = [network(image) for network in self.networks]
+        # a network with extra heads returns a tuple: the segmentation logits come first, as the sliding window takes
+        outputs = [output[0] if isinstance(output, (list, tuple)) else output for output in outputs]
+        return torch.stack(outputs).mean(0)
 
 
 def check_exportable(model: TrainedModel) -> None:
@@ -75,7 +79,7 @@ def export_onnx(model: TrainedModel, output_file: Path) -> tuple[Path, Path]:
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     graph = FoldAverage([network.cpu().float() for network in model.networks]).eval()
-    example = torch.zeros((1, model.plans.num_input_channels + _extra_channels(model), *model.configuration.patch_size))
+    example = torch.zeros((1, network_input_channels(model.plans, model.configuration), *model.configuration.patch_size))
     temporary = output_file.with_name(f".tmp_{os.getpid()}_{output_file.name}")
     try:
         with torch.no_grad(), _quiet_exporter():
@@ -86,11 +90,12 @@ def export_onnx(model: TrainedModel, output_file: Path) -> tuple[Path, Path]:
     finally:
         temporary.unlink(missing_ok=True)
     plans_json, dataset_json = read_model_files(model.folder)
+    checkpoints = {key: file_digest(model.folder / key) for key in model.checkpoints}
     description = {"format": FORMAT, "model": model.folder.name, "dataset": model.folder.parent.name,
-                   "configuration": model.configuration.name, "folds": model.folds, "checkpoints": model.checkpoints,
+                   "configuration": model.configuration.name, "folds": model.folds, "checkpoints": checkpoints,
                    "num_outputs": model.num_outputs, "mirror_axes": list(model.mirror_axes),
                    "input_channels": int(example.shape[1]), "patch_size": list(model.configuration.patch_size),
-                   "onnx_file": output_file.name, "onnx_stamp": file_stamp(output_file),
+                   "onnx_file": output_file.name, "onnx_sha256": file_digest(output_file),
                    "plans": plans_json, "dataset_json": dataset_json}
     write_json(description, description_file(output_file))
     return output_file, description_file(output_file)
@@ -109,11 +114,6 @@ def _quiet_exporter():
             yield
     finally:
         logger.setLevel(level)
-
-
-def _extra_channels(model: TrainedModel) -> int:
-    """A cascade's previous-stage channels (one per foreground label)."""
-    return len(model.plans.label_set.foreground_values) if model.configuration.previous_stage else 0
 
 
 class OnnxNetwork(nn.Module):
@@ -159,7 +159,8 @@ def load_onnx_model(onnx_file: Path, model_folder: Path, trainer_class: type, de
     plans = Plans.from_json(plans_json)
     configuration = plans.configuration(description["configuration"])
     network = OnnxNetwork(onnx_file, device)
-    checkpoints = {**description["checkpoints"], onnx_file.name: file_stamp(onnx_file)}
+    checkpoints = {**{key: file_stamp(model_folder / key) for key in description["checkpoints"]},
+                   onnx_file.name: file_stamp(onnx_file)}
     return TrainedModel(model_folder, plans, configuration, dataset_json, trainer_class, list(description["folds"]),
                         [network], tuple(description["mirror_axes"]), int(description["num_outputs"]), checkpoints)
 
@@ -174,16 +175,18 @@ def _mismatch(description: dict, onnx_file: Path, model_folder: Path, plans_json
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         return f"it is not a boxunet ONNX description (format {FORMAT!r})"
     configuration = parse_model_folder_name(model_folder)[2]
+    if description.get("dataset") != model_folder.parent.name:
+        return f"it was exported from dataset {description.get('dataset')}, not {model_folder.parent.name}"
     if description.get("model") != model_folder.name or description.get("configuration") != configuration:
         return f"it describes model {description.get('model')}"
     if not _same(description.get("plans"), plans_json):
         return "its plans differ from the model's"
     if not _same(description.get("dataset_json"), dataset_json):
         return "its dataset.json (labels, channels) differs from the model's"
-    for key, stamp in description.get("checkpoints", {}).items():
+    for key, digest in description.get("checkpoints", {}).items():
         path = model_folder / key
-        if not path.is_file() or file_stamp(path) != stamp:
+        if not path.is_file() or file_digest(path) != digest:
             return f"{key} changed since the export (retrained or deleted)"
-    if description.get("onnx_stamp") != file_stamp(onnx_file):
+    if description.get("onnx_sha256") != file_digest(onnx_file):
         return f"{onnx_file.name} is not the graph this description was written with"
     return None

@@ -17,6 +17,15 @@ def file_stamp(path: Path | str | None) -> list[int] | None:
     return [status.st_size, status.st_mtime_ns]
 
 
+def file_digest(path: Path | str) -> str:
+    """The sha256 of a file's bytes (what it holds, wherever it was copied to)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def json_digest(record) -> str:
     """A short digest of a JSON-serialisable record (stamps, settings)."""
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
