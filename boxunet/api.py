@@ -10,6 +10,7 @@ The networks are loaded once. Every prediction runs the functions a case of ``bo
 ``boxunet_predict`` itself predicts through ``Predictor.predict_folder``. documentation/python_api.md has the whole
 interface.
 """
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 
@@ -238,7 +239,12 @@ class Predictor:
                 while len(queued) < workers + 1 and len(queued) + index < len(inputs):
                     ahead = index + len(queued)  # plain arrays and plans go to the workers, never the networks
                     queued.append(pool.submit(preprocess_image, *inputs[ahead], plans, configuration, f"image {ahead}"))
-                preprocessed, properties = queued.pop(0).result()
+                try:
+                    preprocessed, properties = queued.pop(0).result()
+                except BrokenProcessPool:  # a worker died (memory; a main module workers cannot import): go on here
+                    pool.close()
+                    pool, queued = BackgroundPool(0, 0), []
+                    preprocessed, properties = preprocess_image(data, geometry, plans, configuration, f"image {index}")
                 preprocessed = with_previous_stage(preprocessed, properties, geometry, self.model, previous[index])
                 segmentation, probabilities = self._from_preprocessed(data, geometry, (preprocessed, properties),
                                                                       f"image {index}", return_probabilities,
