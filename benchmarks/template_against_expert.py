@@ -19,10 +19,10 @@ import numpy as np
 
 from boxunet.boxes import shape_templates as templates_module
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
-from boxunet.io.boxes import read_boxes
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_image
 from boxunet.parallel import map_in_processes
+from template_round_variants import boxed_cases  # this script's folder
 
 GRID = templates_module.TemplateParameters().grid
 
@@ -60,13 +60,7 @@ def main() -> None:
     description = load_dataset_json(arguments.raw)
     box_labels = tuple(description.box_labels)
     crf = replace(PseudoMaskParameters(), **json.loads(arguments.variant))
-    cases, references = [], []
-    for box_file in sorted((arguments.raw / "boxesTr").glob("*.json")):
-        case_id = box_file.name[:-len(".json")]
-        images = tuple(str(arguments.raw / "imagesTr" / f"{case_id}_{c:04d}{description.file_ending}")
-                       for c in range(description.num_channels))
-        cases.append(templates_module.TemplateCase(images, tuple(read_boxes(box_file))))
-        references.append(str(arguments.raw / "labelsTr" / f"{case_id}{description.file_ending}"))
+    cases, references = boxed_cases(arguments.raw, description)
     grids = map_in_processes(_expert_grids, [(r, c, box_labels) for r, c in zip(references, cases)], 2,
                              "expert grids", progress=False, worker_threads=1)
     sums = {label: np.sum([g for case in grids for g in case[label]], 0) for label in box_labels}

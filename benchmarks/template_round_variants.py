@@ -45,6 +45,18 @@ def _score_case(item):
     return counts, grids
 
 
+def boxed_cases(raw: Path, description) -> tuple[list, list[str]]:
+    """The template cases of every box file of a raw dataset and the paths of their dense reference labels."""
+    cases, references = [], []
+    for box_file in sorted((raw / "boxesTr").glob("*.json")):
+        case_id = box_file.name[:-len(".json")]
+        images = tuple(str(raw / "imagesTr" / f"{case_id}_{c:04d}{description.file_ending}")
+                       for c in range(description.num_channels))
+        cases.append(templates_module.TemplateCase(images, tuple(read_boxes(box_file))))
+        references.append(str(raw / "labelsTr" / f"{case_id}{description.file_ending}"))
+    return cases, references
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raw", type=Path)
@@ -54,13 +66,7 @@ def main() -> None:
     variant = json.loads(arguments.variant)
     description = load_dataset_json(arguments.raw)
     box_labels = tuple(description.box_labels)
-    cases, references = [], []
-    for box_file in sorted((arguments.raw / "boxesTr").glob("*.json")):
-        case_id = box_file.name[:-len(".json")]
-        images = tuple(str(arguments.raw / "imagesTr" / f"{case_id}_{c:04d}{description.file_ending}")
-                       for c in range(description.num_channels))
-        cases.append(templates_module.TemplateCase(images, tuple(read_boxes(box_file))))
-        references.append(str(arguments.raw / "labelsTr" / f"{case_id}{description.file_ending}"))
+    cases, references = boxed_cases(arguments.raw, description)
     parameters = templates_module.TemplateParameters()
     network = new_box_network(description.num_channels, box_labels, parameters.network)
     network.load_state_dict(torch.load(arguments.stage1 / "box_network.pth", weights_only=True)["network_weights"])

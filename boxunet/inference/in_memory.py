@@ -20,11 +20,9 @@ def check_image_data(data: np.ndarray, geometry: Geometry, model: TrainedModel, 
     """Refuse an image the model cannot predict: another number of channels or dimensions, a spacing that is not
     positive, NaN or infinite voxels (``name`` says which image in the error); warn when it is oriented unlike every
     training image."""
-    expected = model.plans.num_input_channels
-    if data.ndim != 4 or len(data) != expected:
-        raise BoxunetError(f"{name}: {len(data) if data.ndim == 4 else 'an array of ' + str(data.ndim - 1)} "
-                           f"channel(s) of {data.ndim - 1}D data, the model expects {expected} channel(s) of 3D "
-                           "images (2D images as one slice)")
+    expected = model.plans.num_input_channels  # ``data`` is (C, z, y, x): the callers stack the channels
+    if len(data) != expected:
+        raise BoxunetError(f"{name}: {len(data)} channel(s), the model expects {expected} channel(s)")
     if geometry.is_2d != model.plans.images_are_2d:
         kind = "2D" if model.plans.images_are_2d else "3D"
         raise BoxunetError(f"{name}: is {'2D' if geometry.is_2d else '3D'}, the model was trained on {kind} images")
