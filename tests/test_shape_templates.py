@@ -9,8 +9,9 @@ import torch
 from boxunet.boxes.box_network import (BoxedCase, BoxNetworkParameters, box_loss, box_network_probabilities,
                                        patch_origin, patch_shape, slice_log_maxima, tile_origins, whole_slices)
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters
-from boxunet.boxes.shape_templates import (CLIP, TemplateCase, TemplateParameters, face_logits, learn_shape_templates,
-                                           share_logits, standardized_logits, template_map, to_box_grid)
+from boxunet.boxes.shape_templates import (CLIP, TemplateCase, TemplateParameters, face_cover, face_logits,
+                                           learn_shape_templates, share_logits, standardized_logits, template_map,
+                                           to_box_grid)
 from boxunet.boxes.stage1 import PseudoLabelRequest, generate_pseudo_labels
 from boxunet.cli.pseudo_labels import parse_template_parameters
 from boxunet.errors import BoxunetError
@@ -96,6 +97,21 @@ def test_box_grid_templates():
     assert logits[1] == 0 and logits[2] == pytest.approx(np.log((1 - CLIP) / CLIP)) and logits[0] == -logits[2]
 
 
+def test_faces_another_label_meets_are_not_lowered():
+    box = Box(1, (0, 10, 0), (10, 20, 10))
+    beside = Box(2, (0, 2, 0), (5, 10, 10))  # touches the low face of axis 1 from outside, over half of axis 0
+    cover = face_cover(box, [box, beside, Box(1, (0, 0, 0), (10, 10, 10))], 4)  # the same label's box: no meeting
+    assert np.array_equal(cover[2], [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert not np.delete(cover, 2, axis=0).any()
+    enclosing = Box(2, (0, 0, 0), (30, 30, 30))  # a kidney box around a tumor's: no face is where they meet
+    assert not face_cover(box, [enclosing], 4).any()
+    overlapping = Box(2, (2, 16, 0), (7, 30, 10))  # reaches into the box through the high face of axis 1
+    assert face_cover(box, [overlapping], 4)[3, :, 0].tolist() == pytest.approx([0.2, 1, 0.8, 0])
+    faces = face_logits(7, 2.0, face_cover(Box(1, (0, 7, 0), (7, 14, 7)), [Box(2, (0, 0, 0), (7, 7, 7))], 7))
+    assert faces[3, 0, 3] == pytest.approx(-2 * np.exp(-3)) and faces[3, 6, 3] == pytest.approx(-2.0)
+    assert faces[0, 0, 3] == pytest.approx(-2.0), "the box's other faces stay lowered"
+
+
 def test_template_parameters_from_the_command_line():
     parameters = parse_template_parameters('{"rounds": 2, "network": {"iterations": 30}}')
     assert parameters.rounds == 2 and parameters.network.iterations == 30 and parameters.grid == 24
@@ -105,6 +121,8 @@ def test_template_parameters_from_the_command_line():
     for wrong in ('{"face_decay": -1}', '{"face_decay": "2"}'):
         with pytest.raises(BoxunetError, match="face_decay must be a finite number"):
             parse_template_parameters(wrong)
+    with pytest.raises(BoxunetError, match="open_meeting_faces must be true or false"):
+        parse_template_parameters('{"open_meeting_faces": 1}')
     with pytest.raises(BoxunetError, match="positive integers"):
         parse_template_parameters('{"network": {"batch_size": 2.5}}')
     with pytest.raises(BoxunetError, match="--template-parameters"):

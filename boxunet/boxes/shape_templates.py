@@ -6,7 +6,8 @@ It is learned without dense labels in two steps:
 1. a network trained from the boxes of every case (boxunet.boxes.box_network) gives the first template: the mean
    of its probabilities in box coordinates, standardized (zero mean, unit variance over the grid) as logits,
    lowered by ``face_decay`` at the box faces (a tight box touches its structure in a few voxels of each face;
-   the network's mean, which only knows that every slice holds some, does not);
+   the network's mean, which only knows that every slice holds some, does not), except where another label's box
+   meets the face from outside (``open_meeting_faces``): there two structures meet and this one reaches the face;
 2. ``rounds`` times, every case's ConvCRF runs with the template as its shape prior (in place of the inscribed
    ellipsoid; the appearance model and tightness as with ``convcrf``), and the template becomes the logit of the
    share of cases whose mask holds each grid voxel (clipped to [``CLIP``, 1 - ``CLIP``]).
@@ -41,6 +42,7 @@ class TemplateParameters:
     rounds: int = 4
     grid: int = 24
     face_decay: float = 2.0
+    open_meeting_faces: bool = True
 
     def __post_init__(self):
         if type(self.rounds) is not int or type(self.grid) is not int or self.rounds < 0 or self.grid < 2:
@@ -48,6 +50,8 @@ class TemplateParameters:
                                "at least 2")
         if type(self.face_decay) not in (int, float) or not 0 <= self.face_decay < float("inf"):
             raise BoxunetError("shape templates: face_decay must be a finite number, not negative")
+        if type(self.open_meeting_faces) is not bool:
+            raise BoxunetError("shape templates: open_meeting_faces must be true or false")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,12 +83,47 @@ def standardized_logits(mean_grid: np.ndarray) -> np.ndarray:
     return ((mean_grid - mean_grid.mean()) / max(float(mean_grid.std()), 1e-6)).astype(np.float32)
 
 
-def face_logits(grid: int, strength: float) -> np.ndarray:
+def face_logits(grid: int, strength: float, cover: np.ndarray | None = None) -> np.ndarray:
     """Logits over a ``grid``^3 box grid that lower its faces: ``-strength`` on the outermost grid voxels, a factor
-    e less per voxel inward."""
-    depth = np.minimum(np.arange(grid), np.arange(grid)[::-1])
-    nearest = np.minimum.reduce(np.meshgrid(depth, depth, depth, indexing="ij"))
-    return (-strength * np.exp(-nearest)).astype(np.float32)
+    e less per voxel inward; where ``cover`` (``face_cover``'s layout) says another box meets a face, that face is
+    lowered by ``strength`` x (1 - cover) instead."""
+    cover = np.zeros((6, grid, grid), np.float32) if cover is None else cover
+    depth = np.exp(-np.arange(grid, dtype=np.float64))
+    lowered = np.zeros((grid,) * 3)
+    for axis in range(3):
+        for side in (0, 1):
+            decay = np.expand_dims(depth if side == 0 else depth[::-1], tuple(a for a in range(3) if a != axis))
+            lowered = np.maximum(lowered, decay * np.expand_dims(strength * (1 - cover[2 * axis + side]), axis))
+    return (-lowered).astype(np.float32)
+
+
+def _meets_face(box: Box, other: Box, axis: int, side: int) -> bool:
+    """Whether ``other`` reaches ``box``'s face (``side`` 0: low, 1: high) along ``axis`` from beyond it, touching or
+    overlapping it, without enclosing ``box`` along that axis."""
+    low, high, other_low, other_high = box.min[axis], box.max[axis], other.min[axis], other.max[axis]
+    if side == 0:
+        return other_low < low <= other_high < high
+    return low < other_low <= high < other_high
+
+
+def _cell_shares(box: Box, other: Box, axis: int, grid: int) -> np.ndarray:
+    """The share of each of ``grid`` cells of ``box`` along ``axis`` that ``other`` overlaps."""
+    edges = box.min[axis] + box.size[axis] * np.arange(grid + 1) / grid
+    overlap = np.minimum(edges[1:], other.max[axis]) - np.maximum(edges[:-1], other.min[axis])
+    return np.clip(overlap / np.diff(edges), 0, 1)
+
+
+def face_cover(box: Box, others: list[Box], grid: int) -> np.ndarray:
+    """Where boxes of other labels meet ``box``'s faces from outside (``_meets_face``): (6, ``grid``, ``grid``), the
+    faces ordered axis 0 low, axis 0 high, axis 1 low, ..., each the share of its grid cells such a box covers."""
+    cover = np.zeros((6, grid, grid), np.float32)
+    for other in (other for other in others if other.label != box.label):
+        for axis in range(3):
+            across = [_cell_shares(box, other, rest, grid) for rest in range(3) if rest != axis]
+            for side in (0, 1):
+                if _meets_face(box, other, axis, side):
+                    cover[2 * axis + side] = np.maximum(cover[2 * axis + side], np.outer(*across))
+    return cover
 
 
 def share_logits(share: np.ndarray) -> np.ndarray:
@@ -110,6 +149,12 @@ def _mean_grids(grids: list[dict[int, list[np.ndarray]]], box_labels: tuple[int,
         if stack:
             means[label] = np.mean(stack, 0)
     return means
+
+
+def _mean_covers(cases: list[TemplateCase], box_labels: tuple[int, ...], grid: int) -> dict[int, np.ndarray]:
+    """Per box label, the mean over its boxes of ``face_cover``."""
+    return _mean_grids([{label: [face_cover(box, list(case.boxes), grid) for box in case.boxes if box.label == label]
+                         for label in box_labels} for case in cases], box_labels)
 
 
 def _network_grids(network, case: TemplateCase, box_labels: tuple[int, ...], parameters: TemplateParameters,
@@ -190,8 +235,10 @@ def learn_shape_templates(cases: list[TemplateCase], box_labels: tuple[int, ...]
                                                    network_digest, print if progress else None)
     means = _mean_grids([_network_grids(network, case, box_labels, parameters, torch_device) for case in cases],
                         box_labels)
-    faces = face_logits(parameters.grid, parameters.face_decay)
-    templates = {label: standardized_logits(mean) + faces for label, mean in means.items()}
+    grid = parameters.grid
+    covers = _mean_covers(cases, box_labels, grid) if parameters.open_meeting_faces else {}
+    templates = {label: standardized_logits(mean) + face_logits(grid, parameters.face_decay, covers.get(label))
+                 for label, mean in means.items()}
     fills = []
     for round_index in range(parameters.rounds):
         items = [(case, box_labels, templates, crf_parameters, parameters.grid, device) for case in cases]
@@ -200,4 +247,6 @@ def learn_shape_templates(cases: list[TemplateCase], box_labels: tuple[int, ...]
         shares = _mean_grids(grids, box_labels)
         templates = {label: share_logits(share) for label, share in shares.items()}
         fills.append({str(label): round(float(share.mean()), 4) for label, share in shares.items()})
-    return templates, {"network_losses": losses, "network_trained_now": trained_now, "fill_per_round": fills}
+    meeting = {str(label): [round(float(face.mean()), 4) for face in cover] for label, cover in covers.items()}
+    return templates, {"network_losses": losses, "network_trained_now": trained_now, "fill_per_round": fills,
+                       "meeting_face_cover": meeting}
