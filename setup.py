@@ -41,6 +41,7 @@ setup(
         "connected-components-3d>=3.12",
         "tqdm>=4.60",
         "matplotlib>=3.6",
+        "surface-distance>=0.1",  # DeepMind's surface elements: the convention of the official KiTS metrics
     ],
     extras_require={"test": ["pytest>=7", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
                     "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"]},

@@ -1,18 +1,19 @@
 """Overlap, volume and surface metrics, the KiTS composite, folder evaluation and boxunet_evaluate,
 checked against hand-computed numbers."""
-import itertools
 import json
 import math
 import re
 
 import numpy as np
 import pytest
+import surface_distance as deepmind
 
 from boxunet.cli.evaluate import main as evaluate_main
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.case_masks import CaseMasks
 from boxunet.evaluation.kits import kits_regions
 from boxunet.evaluation.metrics import case_metrics, evaluate_folders, label_metrics
-from boxunet.evaluation.surface import surface_dice, surface_distance_metrics
+from boxunet.evaluation.surface import surface_distances, surface_metrics
 from boxunet.io.images import Geometry, write_image
 
 
@@ -26,7 +27,7 @@ def test_dice_of_two_overlapping_boxes():
     # 4x4x4 boxes shifted by 2 along x: overlap 4 * 4 * 2 = 32, each box 64 voxels, volume 8 * 8 * 8
     reference = _box((8, 8, 8), (0, 0, 0), (4, 4, 4))
     prediction = _box((8, 8, 8), (0, 0, 2), (4, 4, 6))
-    metrics = label_metrics(reference, prediction, (1, 1, 1), surface_metrics=False)
+    metrics = label_metrics(reference, prediction, (1, 1, 1), surface=False)
     assert metrics == {"TP": 32, "FP": 32, "FN": 32, "TN": 512 - 96, "n_ref": 64, "n_pred": 64,
                        "Dice": 0.5, "IoU": pytest.approx(1 / 3), "volume_difference_ml": 0.0}
     # ignoring the predicted-only half (x 4..5) removes the false positives: Dice 2 * 32 / (64 + 32)
@@ -45,7 +46,7 @@ def test_both_empty_gives_nan():
 def test_case_metrics_for_labels_and_regions():
     reference = np.array([[[0, 1, 1, 2, 2, 0]]])
     prediction = np.array([[[0, 1, 2, 2, 0, 1]]])
-    metrics = case_metrics(reference, prediction, [1, 2, (1, 2)], (1, 1, 1), surface_metrics=False)
+    metrics = case_metrics(CaseMasks(reference, prediction, (1, 1, 1)), [1, 2, (1, 2)], surface=False)
     assert list(metrics) == ["1", "2", "(1, 2)"]
     # label 1: TP 1, FP 1 (x 5), FN 1 (x 2) -> 2 / 4; label 2: TP 1, FP 1 (x 2), FN 1 (x 4) -> 0.5
     assert metrics["1"]["Dice"] == 0.5 and metrics["2"]["Dice"] == 0.5
@@ -107,69 +108,99 @@ def test_geometry_mismatch_and_missing_prediction_raise(tmp_path):
 SPACING = (3.0, 1.0, 2.0)  # mm along (z, y, x)
 
 
-def test_hd95_and_assd_of_two_cubes_shifted_along_x():
-    # 3x3x3 cubes, the prediction shifted by 2 voxels = 4 mm along x. A cube's surface is its 26 voxels
-    # around the centre. Reference slabs x 1, 2, 3; prediction slabs x 3, 4, 5. Reference surface to the
-    # nearest prediction surface: slab x 3 (9 voxels) is shared -> 0; slab x 2 (8 voxels) is 1 voxel from the
-    # all-surface slab x 3 -> 2 mm; slab x 1 (9 voxels) -> 4 mm; no prediction voxel is closer, as all have
-    # x >= 3. The other direction is the mirror image. Sorted, each direction is 9 x 0, 8 x 2, 9 x 4:
-    # its 95th percentile (position 0.95 * 25 = 23.75, between two 4s) is 4 mm, so HD95 = 4 mm;
-    # ASSD = 2 * (8 * 2 + 9 * 4) / 52 = 2 mm.
-    reference = _box((5, 5, 7), (1, 1, 1), (4, 4, 4))
-    prediction = _box((5, 5, 7), (1, 1, 3), (4, 4, 6))
-    assert surface_distance_metrics(reference, prediction, SPACING) == {"HD95": 4.0, "ASSD": 2.0}
-    metrics = label_metrics(reference, prediction, SPACING)
-    assert (metrics["HD95"], metrics["ASSD"], metrics["volume_difference_ml"]) == (4.0, 2.0, 0.0)
+def _metrics(reference, prediction, spacing, tolerance_mm=None):
+    return surface_metrics(reference, prediction, spacing, tolerance_mm)
 
 
-def _brute_force_surface_distances(a, b, spacing):
-    def surface_points(mask):
-        padded = np.pad(mask, 1)  # the image border counts as outside
-        points = []
-        for index in zip(*np.nonzero(mask)):
-            for axis, step in itertools.product(range(mask.ndim), (-1, 1)):
-                neighbour = np.array(index) + 1
-                neighbour[axis] += step
-                if not padded[tuple(neighbour)]:
-                    points.append(np.array(index) * spacing)
-                    break
-        return np.array(points)
-
-    points_a, points_b = surface_points(a), surface_points(b)
-    pairwise = np.linalg.norm(points_a[:, None] - points_b[None], axis=-1)
-    a_to_b, b_to_a = pairwise.min(1), pairwise.min(0)
-    return {"HD95": max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95)),
-            "ASSD": np.concatenate([a_to_b, b_to_a]).mean()}
+def test_surface_elements_of_a_voxel_and_its_neighbour_by_hand():
+    # A single voxel's surface elements are its 8 corners, each the same triangle cutting the corner. Shifted by one
+    # voxel along x (2 mm), 4 corners of each are shared (distance 0) and 4 lie 2 mm away: the 95th percentile
+    # of each direction is 2 mm, the pooled mean 1 mm, and half of each surface lies within 1 mm.
+    reference, prediction = _box((3, 3, 4), (1, 1, 1), (2, 2, 2)), _box((3, 3, 4), (1, 1, 2), (2, 2, 3))
+    assert _metrics(reference, prediction, SPACING, 1.0) == {"HD95": 2.0, "ASSD": 1.0, "SurfaceDice": 0.5}
+    assert _metrics(reference, prediction, SPACING, 2.0)["SurfaceDice"] == 1.0
+    distances = surface_distances(reference, prediction, SPACING)
+    corner = np.sqrt(3.0 ** 2 * 1.0 ** 2 + 3.0 ** 2 * 2.0 ** 2 + 1.0 ** 2 * 2.0 ** 2) / 8  # the triangle's area
+    assert distances.reference_areas == pytest.approx([corner] * 8)
+    assert distances.reference_to_prediction.tolist() == [0, 0, 0, 0, 2, 2, 2, 2]
 
 
-@pytest.mark.parametrize("shape, reference_box, prediction_box, spacing", [
-    # boxes touching the image border, shifted along every axis, anisotropic spacing
-    ((4, 7, 8), ((0, 1, 0), (3, 6, 5)), ((1, 2, 2), (4, 7, 8)), SPACING),
-    ((9, 8), ((0, 1), (5, 4)), ((2, 2), (9, 8)), (0.5, 1.5)),  # 2D
-])
-def test_surface_distances_match_a_brute_force_over_surface_pairs(shape, reference_box, prediction_box, spacing):
-    reference, prediction = _box(shape, *reference_box), _box(shape, *prediction_box)
-    expected = _brute_force_surface_distances(reference, prediction, np.asarray(spacing))
-    assert surface_distance_metrics(reference, prediction, spacing) == pytest.approx(expected)
+def _shell(shape, centre, radius, thickness):
+    grid = np.indices(shape).transpose(1, 2, 3, 0) - np.asarray(centre)
+    distance = np.linalg.norm(grid * np.asarray([1.0, 1.0, 0.6]), axis=-1)
+    return (distance <= radius) & (distance > radius - thickness)
+
+
+def _hard_pairs():
+    """Masks hard for surface metrics: a thin curved shell against its shifted and thickened copy, a tube touching
+    two image borders against a noisy copy, a flat one-slice plate, a 2D ring."""
+    rng = np.random.default_rng(3)
+    shell = _shell((14, 20, 22), (7, 10, 11), 8, 1.5)
+    tube = np.zeros((12, 16, 18), bool)
+    for z in range(12):
+        y, x = int(8 + 5 * np.sin(z / 2)), int(8 + 5 * np.cos(z / 2))
+        tube[z, max(y - 2, 0):y + 2, max(x - 2, 0):x + 2] = True
+    tube[:, :, :2] |= tube[:, :, 2:4]  # reaches the x = 0 border too
+    noisy = tube ^ (rng.random(tube.shape) < 0.08)
+    plate, plate_shifted = _box((5, 12, 12), (2, 1, 1), (3, 11, 9)), _box((5, 12, 12), (3, 0, 2), (4, 12, 12))
+    yy, xx = np.indices((30, 26))
+    ring = np.abs(np.hypot(yy - 15, xx - 12) - 9) < 1.5
+    return [(shell, np.roll(shell, 2, axis=1) | _shell((14, 20, 22), (7, 10, 11), 6, 1), (0.8, 0.8, 4.0)),
+            (shell, np.roll(shell, 1, axis=0), (4.0, 0.8, 0.8)),
+            (tube, noisy, (4.0, 0.8, 0.8)), (tube, noisy, (1.0, 1.0, 1.0)),
+            (plate, plate_shifted, (3.0, 0.7, 0.7)), (ring, np.roll(ring, 3, axis=1), (0.6, 1.7))]
+
+
+def _by_distance(distances, areas):
+    order = np.lexsort((areas, np.round(distances, 9)))
+    return distances[order], areas[order]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the library's scipy.ndimage.filters
+@pytest.mark.parametrize("index", range(6))
+def test_surface_metrics_equal_deepmind_surface_distance(index):
+    reference, prediction, spacing = _hard_pairs()[index]
+    expected = deepmind.compute_surface_distances(reference, prediction, spacing)
+    distances = surface_distances(reference, prediction, spacing)
+    pairs = (((distances.reference_to_prediction, distances.reference_areas),
+              (expected["distances_gt_to_pred"], expected["surfel_areas_gt"])),
+             ((distances.prediction_to_reference, distances.prediction_areas),
+              (expected["distances_pred_to_gt"], expected["surfel_areas_pred"])))
+    for mine, theirs in pairs:  # the same elements; equal distances may differ in the last bit
+        for a, b in zip(_by_distance(*mine), _by_distance(*theirs)):
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1e-9
+    reference_average, prediction_average = deepmind.compute_average_surface_distance(expected)
+    reference_area, prediction_area = expected["surfel_areas_gt"].sum(), expected["surfel_areas_pred"].sum()
+    assd = (reference_average * reference_area + prediction_average * prediction_area) / (
+        reference_area + prediction_area)
+    surface_dices = []
+    for tolerance in (0.5, 1.0330772532390826, 1.6, 4.0):
+        metrics = _metrics(reference, prediction, spacing, tolerance)
+        surface_dices.append(metrics["SurfaceDice"])
+        assert metrics["HD95"] == pytest.approx(deepmind.compute_robust_hausdorff(expected, 95), abs=1e-6)
+        assert metrics["ASSD"] == pytest.approx(assd, abs=1e-6)
+        assert metrics["SurfaceDice"] == pytest.approx(
+            deepmind.compute_surface_dice_at_tolerance(expected, tolerance), abs=1e-6)
+    assert metrics["HD95"] > 0 and 0 < surface_dices[0] < 1, "a case that tells the conventions apart"
 
 
 def test_surface_distances_of_identical_and_empty_masks():
     cube = _box((4, 4, 3), (1, 1, 0), (3, 3, 2))
     empty = np.zeros_like(cube)
-    assert surface_distance_metrics(cube, cube, SPACING) == {"HD95": 0.0, "ASSD": 0.0}
-    assert all(math.isnan(v) for v in surface_distance_metrics(empty, empty, SPACING).values())
+    assert _metrics(cube, cube, SPACING, 1.0) == {"HD95": 0.0, "ASSD": 0.0, "SurfaceDice": 1.0}
+    assert all(math.isnan(v) for v in _metrics(empty, empty, SPACING, 1.0).values())
     # one mask empty -> the image diagonal: sqrt((4 * 3)^2 + (4 * 1)^2 + (3 * 2)^2) = sqrt(196) = 14 mm
-    assert surface_distance_metrics(cube, empty, SPACING) == {"HD95": 14.0, "ASSD": 14.0}
-    assert surface_distance_metrics(empty, cube, SPACING) == {"HD95": 14.0, "ASSD": 14.0}
+    assert _metrics(cube, empty, SPACING, 1.0) == {"HD95": 14.0, "ASSD": 14.0, "SurfaceDice": 0.0}
+    assert _metrics(empty, cube, SPACING) == {"HD95": 14.0, "ASSD": 14.0}
     # 2D: sqrt((3 * 1)^2 + (2 * 2)^2) = 5 mm
-    assert surface_distance_metrics(np.zeros((3, 2), bool), np.ones((3, 2), bool), (1, 2))["HD95"] == 5.0
+    assert _metrics(np.zeros((3, 2), bool), np.ones((3, 2), bool), (1, 2))["HD95"] == 5.0
 
 
 def test_volume_difference_in_ml():
     # 9 predicted and 27 reference voxels of 3 * 1 * 2 = 6 mm^3: (9 - 27) * 6 / 1000 ml
     reference = _box((5, 5, 5), (0, 0, 0), (3, 3, 3))
     prediction = _box((5, 5, 5), (0, 0, 0), (1, 3, 3))
-    metrics = label_metrics(reference, prediction, SPACING, surface_metrics=False)
+    metrics = label_metrics(reference, prediction, SPACING, surface=False)
     assert metrics["volume_difference_ml"] == pytest.approx(-0.108)
     assert "HD95" not in metrics and "ASSD" not in metrics
 
@@ -184,18 +215,6 @@ def test_kits_hecs_are_recognised_by_name():
     # the region version of KiTS21/23
     assert kits_regions({"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}) == {
         "kidney_and_masses": (1, 2, 3), "masses": (2, 3), "tumor": (2,)}
-
-
-def test_surface_dice_on_hand_made_masks():
-    # reference x 0..3, prediction x 0..4 on a 1 x 1 x 8 line, spacing 1 mm: the surface of each is the whole
-    # mask (every voxel touches the image border in y and z); reference voxels lie 0..1 mm from the
-    # prediction, prediction voxel x = 4 lies 1 mm from the reference: all within 1 mm, 8 / 9 within 0.5 mm
-    reference, prediction = np.zeros((1, 1, 8), bool), np.zeros((1, 1, 8), bool)
-    reference[0, 0, :4], prediction[0, 0, :5] = True, True
-    assert surface_dice(reference, prediction, (1.0, 1.0, 1.0), 1.0) == pytest.approx(1.0)
-    assert surface_dice(reference, prediction, (1.0, 1.0, 1.0), 0.5) == pytest.approx(8 / 9)
-    assert surface_dice(reference, prediction, (1.0, 1.0, 2.0), 1.0) == pytest.approx(8 / 9)
-    assert surface_dice(reference, np.zeros_like(reference), (1.0, 1.0, 1.0), 1.0) == 0.0
 
 
 def test_kits_composite_per_case_and_mean(tmp_path):
@@ -217,7 +236,8 @@ def test_kits_composite_per_case_and_mean(tmp_path):
     assert hecs["kidney_and_masses"]["Dice"] == pytest.approx((8 / 11 + 2 / 3) / 2)
     assert hecs["masses"]["Dice"] == pytest.approx((2 / 6 + 1) / 2)
     assert hecs["tumor"]["Dice"] == pytest.approx((1 / 2 + 1) / 2)
-    assert summary["kits"]["tolerance_mm"] == {"kidney_and_masses": 1.03, "masses": 1.13, "tumor": 1.15}
+    assert summary["kits"]["tolerance_mm"] == {"kidney_and_masses": 1.0330772532390826, "masses": 1.1328796488598762,
+                                               "tumor": 1.1498198361434828}
     assert "kits_composite" not in evaluate_folders(reference, prediction, [1, 2], ".nii.gz")
 
 

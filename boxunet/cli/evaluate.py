@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=min(8, default_num_processes()),
                         help="worker processes (default: %(default)s)")
     parser.add_argument("--no-surface", action="store_true", help="skip HD95, ASSD and KiTS Surface Dice (much faster)")
+    parser.add_argument("--nsd-tolerance", type=float, nargs="+", metavar="MM",
+                        help="also report Surface Dice (normalized surface distance) at this tolerance in mm: one "
+                             "value for every foreground label or region, or one each in their order")
     return parser
 
 
@@ -56,15 +59,20 @@ def format_summary(summary: dict, names: dict[str, str]) -> str:
     rows = [(f"{key} {names[key]}" if key in names else key, metrics) for key, metrics in summary["mean"].items()]
     rows.append(("foreground mean", summary["foreground_mean"]))
     width = max(len(label) for label, _ in rows + [("kidney_and_masses", None)])
-    lines = [f"{'label':<{width}}  {'Dice':>8}  {'HD95 mm':>8}"]
-    lines += [f"{label:<{width}}  {number(m.get('Dice')):>8}  {number(m.get('HD95')):>8}" for label, m in rows]
+    with_nsd = "nsd_tolerance_mm" in summary
+    lines = [f"{'label':<{width}}  {'Dice':>8}  {'HD95 mm':>8}" + (f"  {'SD':>8}" if with_nsd else "")]
+    lines += [f"{label:<{width}}  {number(m.get('Dice')):>8}  {number(m.get('HD95')):>8}"
+              + (f"  {number(m.get('SurfaceDice')):>8}" if with_nsd else "") for label, m in rows]
+    if with_nsd:
+        tolerances = ", ".join(f"{key} {value:g}" for key, value in summary["nsd_tolerance_mm"].items())
+        lines.append(f"(SD: Surface Dice at the tolerance in mm: {tolerances})")
     if "kits_composite" in summary:
         lines.append(f"{'KiTS composite':<{width}}  {number(summary['kits_composite']['mean']):>8}")
         tolerances = summary["kits"]["tolerance_mm"]
         lines.append(f"{'KiTS HEC':<{width}}  {'Dice':>8}  {'SD':>8}  (Surface Dice at the HEC's tolerance in mm)")
         for name, metrics in summary["kits"]["mean"].items():
             lines.append(f"{name:<{width}}  {number(metrics['Dice']):>8}  {number(metrics.get('SurfaceDice')):>8}  "
-                         f"({tolerances[name]} mm)")
+                         f"({tolerances[name]:.4f} mm)")
     if "case_classification" in summary:
         classification = summary["case_classification"]
         recall = ", ".join(f"{name} {number(value)}" for name, value in classification["recall"].items())
@@ -83,12 +91,14 @@ def evaluate(arguments: argparse.Namespace) -> tuple[dict, dict[str, str], Path]
         case_classification = description.case_classification
         # the trainer's choice: every foreground region, or every label value (background included)
         labels = description.label_set.evaluation_targets
+    if arguments.nsd_tolerance and arguments.no_surface:
+        raise BoxunetError("--nsd-tolerance needs the surface metrics that --no-surface skips")
     output = arguments.output or arguments.prediction_folder / "summary.json"
     summary = evaluate_folders(arguments.reference_folder, arguments.prediction_folder, labels,
                                arguments.file_ending or file_ending, output,
                                num_processes=max(1, arguments.num_processes),
                                surface_metrics=not arguments.no_surface, label_names=label_names,
-                               case_classification=case_classification)
+                               case_classification=case_classification, nsd_tolerance_mm=arguments.nsd_tolerance)
     names = {metric_key(value): name for name, value in (label_names or {}).items()}
     return summary, names, output
 

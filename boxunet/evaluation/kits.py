@@ -7,18 +7,21 @@ conversion (``kidney: [1, 2, 3], masses: [2, 3], tumor: 2``).
 
 * KiTS19 composite: per case the mean of Dice(kidney and masses) and Dice(tumor); when one term is NaN
   (reference and prediction both empty) the other alone.
-* Per HEC and case, Dice and Surface Dice at the HEC's tolerance (``KITS_SURFACE_TOLERANCE_MM``, the KiTS21
-  values: about the 95th percentile of the inter-rater surface distances) with KiTS's empty-case rule:
-  both empty scores 1, exactly one empty scores 0.
+* Per HEC and case, Dice and Surface Dice (boxunet.evaluation.surface, DeepMind surface-distance's surface
+  elements) at the HEC's tolerance (``KITS_SURFACE_TOLERANCE_MM``, the official values at full precision: about the
+  95th percentile of KiTS21's inter-rater surface distances) with KiTS's empty-case rule: both empty scores 1,
+  exactly one empty scores 0. These are the numbers of the official evaluation (kits23/evaluation/metrics.py).
 """
+from boxunet.evaluation.case_masks import CaseMasks
 from boxunet.evaluation.surface import surface_dice
 
-KITS_SURFACE_TOLERANCE_MM = {"kidney_and_masses": 1.03, "masses": 1.13, "tumor": 1.15}
+KITS_SURFACE_TOLERANCE_MM = {"kidney_and_masses": 1.0330772532390826, "masses": 1.1328796488598762,
+                             "tumor": 1.1498198361434828}
 
 
 def _label_value(value) -> int | None:
     """A single label value (an int, or a one-element list); None otherwise."""
-    if isinstance(value, list) and len(value) == 1:
+    if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -30,10 +33,10 @@ def kits_regions(labels: dict) -> dict[str, tuple[int, ...]] | None:
     tumor, kidney = _label_value(by_name.get("tumor")), by_name.get("kidney")
     if tumor is None or kidney is None:
         return None
-    if isinstance(kidney, list) and len(kidney) > 1:  # KiTS21/23 regions
+    if isinstance(kidney, (list, tuple)) and len(kidney) > 1:  # KiTS21/23 regions
         everything = tuple(sorted(kidney))
         masses = by_name.get("masses")
-        masses = tuple(sorted(masses)) if isinstance(masses, list) else (tumor,)
+        masses = tuple(sorted(masses)) if isinstance(masses, (list, tuple)) else (tumor,)
     else:
         kidney, cyst = _label_value(kidney), _label_value(by_name.get("cyst"))
         if kidney is None:
@@ -45,18 +48,20 @@ def kits_regions(labels: dict) -> dict[str, tuple[int, ...]] | None:
     return {"kidney_and_masses": everything, "masses": masses, "tumor": (tumor,)}
 
 
-def kits_case_scores(masks: dict[str, tuple], spacing, surface: bool = True) -> dict[str, dict[str, float]]:
-    """Dice and (with ``surface``) Surface Dice per HEC with KiTS's empty-case rule; ``masks`` maps each HEC
-    name to (reference, prediction) boolean masks."""
+def kits_case_scores(case: CaseMasks, regions: dict[str, tuple[int, ...]],
+                     surface: bool = True) -> dict[str, dict[str, float]]:
+    """Dice and (with ``surface``) Surface Dice of every HEC in ``regions`` (``kits_regions``) of one case, with
+    KiTS's empty-case rule."""
     scores = {}
-    for name, (reference, prediction) in masks.items():
-        reference_empty, prediction_empty = not reference.any(), not prediction.any()
-        if reference_empty or prediction_empty:
-            value = 1.0 if reference_empty and prediction_empty else 0.0
+    for name, region in regions.items():
+        reference, prediction = case.pair(region)
+        reference_voxels, predicted_voxels = int(reference.sum()), int(prediction.sum())
+        if reference_voxels == 0 or predicted_voxels == 0:
+            value = 1.0 if reference_voxels == predicted_voxels == 0 else 0.0
             scores[name] = {"Dice": value, "SurfaceDice": value} if surface else {"Dice": value}
             continue
         overlap = int((reference & prediction).sum())
-        scores[name] = {"Dice": 2 * overlap / (int(reference.sum()) + int(prediction.sum()))}
+        scores[name] = {"Dice": 2 * overlap / (reference_voxels + predicted_voxels)}
         if surface:
-            scores[name]["SurfaceDice"] = surface_dice(reference, prediction, spacing, KITS_SURFACE_TOLERANCE_MM[name])
+            scores[name]["SurfaceDice"] = surface_dice(case.distances(region), KITS_SURFACE_TOLERANCE_MM[name])
     return scores

@@ -2,8 +2,9 @@
 ``summary.json``).
 
 A region is a tuple of label values evaluated as one mask (voxels whose label is any of them). Dice, IoU,
-HD95 and ASSD are NaN when reference and prediction are both empty; means skip NaN values. Surface
-distances follow ``boxunet.evaluation.surface``; the KiTS19 composite ``boxunet.evaluation.kits``.
+HD95, ASSD and Surface Dice are NaN when reference and prediction are both empty; means skip NaN values. Surface
+distances follow ``boxunet.evaluation.surface`` (DeepMind surface-distance's surface elements), computed once per
+label or region and case; the KiTS metrics ``boxunet.evaluation.kits``.
 """
 import functools
 import warnings
@@ -12,15 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from boxunet.errors import BoxunetError
+from boxunet.evaluation.case_masks import CaseMasks, LabelOrRegion
 from boxunet.evaluation.case_classification import classification_summary, predicted_case_classes
 from boxunet.evaluation.kits import KITS_SURFACE_TOLERANCE_MM, kits_case_scores, kits_regions
-from boxunet.evaluation.surface import surface_distance_metrics
+from boxunet.evaluation.surface import SurfaceDistances, surface_metrics
 from boxunet.io.atomic import write_json
 from boxunet.io.dataset_json import CaseClassification
 from boxunet.io.images import read_image
 from boxunet.parallel import map_in_processes
-
-LabelOrRegion = int | tuple[int, ...]
 
 
 def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
@@ -31,10 +31,12 @@ def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
 
 
 def label_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, ignore: np.ndarray | None = None,
-                  surface_metrics: bool = True) -> dict:
+                  surface: bool = True, tolerance_mm: float | None = None,
+                  distances: SurfaceDistances | None = None) -> dict:
     """Confusion counts, sizes, Dice, IoU, ``volume_difference_ml`` (prediction minus reference) and, with
-    ``surface_metrics``, HD95 and ASSD in mm of two boolean masks with voxel ``spacing`` (mm, array axis
-    order). Voxels where ``ignore`` is True are removed from both masks first."""
+    ``surface``, HD95 and ASSD in mm (and Surface Dice at ``tolerance_mm`` when given) of two boolean masks with
+    voxel ``spacing`` (mm, array axis order); ``distances``, when given, are the masks' surface distances.
+    Voxels where ``ignore`` is True are removed from both masks first."""
     valid = np.ones(reference.shape, dtype=bool) if ignore is None else ~ignore
     reference, prediction = reference & valid, prediction & valid
     tp = int(np.count_nonzero(reference & prediction))
@@ -46,8 +48,8 @@ def label_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, ignore
                "Dice": 2 * tp / (union + tp) if union else float("nan"),
                "IoU": tp / union if union else float("nan"),
                "volume_difference_ml": (n_pred - n_ref) * float(np.prod(spacing)) / 1000}
-    if surface_metrics:
-        metrics.update(surface_distance_metrics(reference, prediction, spacing))
+    if surface:
+        metrics.update(surface_metrics(reference, prediction, spacing, tolerance_mm, distances))
     return metrics
 
 
@@ -56,19 +58,19 @@ def metric_key(label_or_region) -> str:
     return str(tuple(label_or_region)) if isinstance(label_or_region, (list, tuple)) else str(label_or_region)
 
 
-def _mask(labels: np.ndarray, label_or_region) -> np.ndarray:
-    if isinstance(label_or_region, (list, tuple)):
-        return np.isin(labels, list(label_or_region))
-    return labels == label_or_region
-
-
-def case_metrics(reference_labels: np.ndarray, predicted_labels: np.ndarray,
-                 labels_or_regions: list[LabelOrRegion], spacing, surface_metrics: bool = True) -> dict[str, dict]:
-    """``label_metrics`` of every label or region of two label maps, keyed by ``metric_key``. The background
-    (label 0) gets no surface distances: they would cost two distance transforms of the whole image."""
-    return {metric_key(item): label_metrics(_mask(reference_labels, item), _mask(predicted_labels, item), spacing,
-                                            surface_metrics=surface_metrics and item not in (0, (0,)))
-            for item in labels_or_regions}
+def case_metrics(case: CaseMasks, labels_or_regions: list[LabelOrRegion], surface: bool = True,
+                 tolerances_mm: dict[str, float] | None = None) -> dict[str, dict]:
+    """``label_metrics`` of every label or region of one case, keyed by ``metric_key``, with Surface Dice where
+    ``tolerances_mm`` (by key) gives a tolerance. The background (label 0) gets no surface distances: they would
+    cost the surface of the whole image."""
+    metrics = {}
+    for item in labels_or_regions:
+        key, with_surface = metric_key(item), surface and item not in (0, (0,))
+        reference, prediction = case.pair(item)
+        metrics[key] = label_metrics(reference, prediction, case.spacing, surface=with_surface,
+                                     tolerance_mm=(tolerances_mm or {}).get(key),
+                                     distances=case.distances(item) if with_surface else None)
+    return metrics
 
 
 def _read(case_id: str, path: Path):
@@ -78,8 +80,19 @@ def _read(case_id: str, path: Path):
         raise BoxunetError(f"case {case_id!r}: {error}") from None
 
 
-def _evaluate_case(files: tuple[str, Path, Path], labels_or_regions: list[LabelOrRegion], surface_metrics: bool,
-                   kits: dict | None) -> dict:
+def _check_label_values(case_id: str, path: Path, labels: np.ndarray, allowed: tuple[int, ...] | None) -> None:
+    if allowed is None:
+        return
+    outside = ~np.isin(labels, allowed)
+    if outside.any():
+        values = np.unique(labels[outside]).tolist()
+        raise BoxunetError(f"case {case_id!r}: {path} holds label value(s) {values[:10]} that the dataset does not "
+                           f"have (its labels: {list(allowed)})")
+
+
+def _evaluate_case(files: tuple[str, Path, Path], labels_or_regions: list[LabelOrRegion], surface: bool,
+                   kits: dict | None, tolerances_mm: dict[str, float] | None,
+                   allowed_values: tuple[int, ...] | None) -> dict:
     case_id, reference_file, prediction_file = files
     reference, reference_geometry = _read(case_id, reference_file)
     prediction, prediction_geometry = _read(case_id, prediction_file)
@@ -87,15 +100,18 @@ def _evaluate_case(files: tuple[str, Path, Path], labels_or_regions: list[LabelO
     if difference:
         raise BoxunetError(f"case {case_id!r}: prediction {prediction_file} does not match reference "
                            f"{reference_file}: {difference}")
+    for path, labels in ((reference_file, reference), (prediction_file, prediction)):
+        _check_label_values(case_id, path, labels, allowed_values)
     spacing = reference_geometry.spacing
     if reference_geometry.is_2d:  # evaluate the image plane, not a slab of the placeholder z spacing
         reference, prediction, spacing = reference[0], prediction[0], spacing[1:]
+    case = CaseMasks(reference, prediction, spacing)
     result = {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
-              "metrics": case_metrics(reference, prediction, labels_or_regions, spacing, surface_metrics)}
+              "metrics": case_metrics(case, labels_or_regions, surface, tolerances_mm)}
     if kits is not None:
-        masks = {name: (_mask(reference, region), _mask(prediction, region)) for name, region in kits.items()}
-        result["kits_composite"] = _nanmean([dice(*masks["kidney_and_masses"]), dice(*masks["tumor"])])
-        result["kits"] = kits_case_scores(masks, spacing, surface_metrics)
+        result["kits_composite"] = _nanmean([dice(*case.pair(kits["kidney_and_masses"])),
+                                             dice(*case.pair(kits["tumor"]))])
+        result["kits"] = kits_case_scores(case, kits, surface)
     return result
 
 
@@ -110,16 +126,46 @@ def _mean_of(metric_dicts: list[dict]) -> dict:
     return {name: _nanmean([m[name] for m in metric_dicts]) for name in metric_dicts[0]} if metric_dicts else {}
 
 
+def nsd_tolerances(labels_or_regions: list[LabelOrRegion], tolerance_mm) -> dict[str, float] | None:
+    """Surface Dice tolerances (mm) by ``metric_key`` from ``tolerance_mm``: None, one value for every foreground
+    label or region, or one per foreground label or region in their order; each finite and positive."""
+    if tolerance_mm is None:
+        return None
+    values = list(tolerance_mm) if isinstance(tolerance_mm, (list, tuple)) else [tolerance_mm]
+    foreground = [metric_key(item) for item in labels_or_regions if item not in (0, (0,))]
+    if len(values) not in (1, len(foreground)):
+        raise BoxunetError(f"Surface Dice tolerance: {len(values)} values for {len(foreground)} labels or regions "
+                           f"({', '.join(foreground)}); give one for all or one each")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise BoxunetError(f"Surface Dice tolerance {value!r}: must be a positive number of mm")
+    return dict(zip(foreground, values * len(foreground) if len(values) == 1 else values))
+
+
+def _dataset_label_values(label_names: dict | None) -> tuple[int, ...] | None:
+    """Every label value dataset.json's "labels" name (regions flattened)."""
+    if not label_names:
+        return None
+    values = set()
+    for value in label_names.values():
+        values.update(value if isinstance(value, (list, tuple)) else [value])
+    return tuple(sorted(values))
+
+
 def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_regions: list[LabelOrRegion],
                      file_ending: str, output_file: Path | None = None, num_processes: int = 1,
                      case_ids: list[str] | None = None, surface_metrics: bool = True,
-                     label_names: dict | None = None, case_classification: CaseClassification | None = None) -> dict:
+                     label_names: dict | None = None, case_classification: CaseClassification | None = None,
+                     nsd_tolerance_mm=None) -> dict:
     """Evaluate every ``<case><file_ending>`` of ``reference_folder`` (only ``case_ids`` when given) against
     the same file name in ``prediction_folder``; return (and write to ``output_file`` if given) the summary.
 
     The summary holds ``metric_per_case``, ``mean`` (per label or region, NaN-skipping mean over cases) and
     ``foreground_mean`` (mean of the per-label means, label 0 excluded). Without ``surface_metrics`` HD95
-    and ASSD are neither computed nor reported. When ``label_names`` (dataset.json "labels") are KiTS's,
+    and ASSD are neither computed nor reported; with them and ``nsd_tolerance_mm`` (``nsd_tolerances``) every
+    foreground label or region also gets ``SurfaceDice`` and the summary ``nsd_tolerance_mm``. With
+    ``label_names`` (dataset.json "labels"), a label value outside them in either file is an error naming the case.
+    When ``label_names`` are KiTS's,
     every case and the summary also get ``kits_composite`` and ``kits`` (Dice and Surface Dice of the
     HECs, see boxunet.evaluation.kits). With a ``case_classification`` (dataset.json) and case classes in the
     prediction folder's report, the summary gets ``case_classification`` (boxunet.evaluation.case_classification).
@@ -127,6 +173,7 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
     or a prediction whose geometry differs from its reference raises a BoxunetError before anything is
     written; predictions without a reference are ignored.
     """
+    tolerances = nsd_tolerances(labels_or_regions, nsd_tolerance_mm) if surface_metrics else None
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
     for folder in (reference_folder, prediction_folder):
         if not folder.is_dir():
@@ -142,13 +189,16 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
                            f"{reference_folder}: {', '.join(missing)}")
     pairs = [(p.name[:-len(file_ending)], p, prediction_folder / p.name) for p in references]
     kits = kits_regions(label_names) if label_names else None
-    evaluate = functools.partial(_evaluate_case, labels_or_regions=list(labels_or_regions),
-                                 surface_metrics=surface_metrics, kits=kits)
+    evaluate = functools.partial(_evaluate_case, labels_or_regions=list(labels_or_regions), surface=surface_metrics,
+                                 kits=kits, tolerances_mm=tolerances,
+                                 allowed_values=_dataset_label_values(label_names))
     per_case = map_in_processes(evaluate, pairs, num_processes, "evaluation", progress=False)
     keys = [metric_key(item) for item in labels_or_regions]
     mean = {key: _mean_of([case["metrics"][key] for case in per_case]) for key in keys}
     foreground = [mean[metric_key(item)] for item in labels_or_regions if item not in (0, (0,))]
     summary = {"metric_per_case": per_case, "mean": mean, "foreground_mean": _mean_of(foreground)}
+    if tolerances is not None:
+        summary["nsd_tolerance_mm"] = tolerances
     if kits is not None:
         summary["kits_composite"] = {"mean": _nanmean([case["kits_composite"] for case in per_case])}
         summary["kits"] = {"tolerance_mm": KITS_SURFACE_TOLERANCE_MM,
