@@ -196,6 +196,20 @@ def test_surface_distances_of_identical_and_empty_masks():
     assert _metrics(np.zeros((3, 2), bool), np.ones((3, 2), bool), (1, 2))["HD95"] == 5.0
 
 
+def test_case_metrics_on_the_foreground_crop_equal_those_of_the_whole_image():
+    reference = np.zeros((6, 9, 10), np.uint8)
+    reference[2:4, 3:6, 4:7], reference[3, 4, 5] = 1, 2
+    prediction = np.zeros_like(reference)
+    prediction[2:5, 3:5, 4:8] = 1
+    metrics = case_metrics(CaseMasks(reference, prediction, SPACING), [0, 1, 2, (1, 2)], tolerances_mm={"1": 1.0})
+    for item, key in ((0, "0"), (1, "1"), (2, "2"), ((1, 2), "(1, 2)")):
+        whole = label_metrics(np.isin(reference, item), np.isin(prediction, item), SPACING, surface=item != 0,
+                              tolerance_mm=1.0 if key == "1" else None)
+        assert metrics[key] == pytest.approx(whole), key
+    # label 2 is missing from the prediction: the whole image's diagonal, sqrt(18^2 + 9^2 + 20^2)
+    assert metrics["2"]["HD95"] == pytest.approx(np.sqrt(805)) and metrics["0"]["TN"] == 2 * 2 * 3  # foreground in both
+
+
 def test_volume_difference_in_ml():
     # 9 predicted and 27 reference voxels of 3 * 1 * 2 = 6 mm^3: (9 - 27) * 6 / 1000 ml
     reference = _box((5, 5, 5), (0, 0, 0), (3, 3, 3))

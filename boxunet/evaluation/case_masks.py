@@ -16,22 +16,43 @@ def label_values(label_or_region: LabelOrRegion) -> tuple[int, ...]:
 def region_mask(labels: np.ndarray, label_or_region: LabelOrRegion) -> np.ndarray:
     """Voxels of ``labels`` whose value is the label, or any value of the region."""
     values = label_values(label_or_region)
-    return labels == values[0] if len(values) == 1 else np.isin(labels, values)
+    if len(values) == 1:
+        return labels == values[0]
+    if values == tuple(range(values[0], values[-1] + 1)):  # consecutive values: two comparisons
+        return (labels >= values[0]) & (labels <= values[-1])
+    return np.isin(labels, values)
+
+
+def _foreground_window(reference_labels: np.ndarray, predicted_labels: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of every non-zero voxel of either label map (empty slices when there is none)."""
+    foreground = (reference_labels != 0) | (predicted_labels != 0)
+    window = []
+    for axis in range(foreground.ndim):
+        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(foreground.ndim) if a != axis)))
+        window.append(slice(int(present[0]), int(present[-1]) + 1) if present.size else slice(0, 0))
+    return tuple(window)
 
 
 class CaseMasks:
-    """The masks and surface distances of one case's labels or regions, computed when first asked for."""
+    """The masks and surface distances of one case's labels or regions, computed when first asked for. Masks of
+    labels and regions without the background are cut to the bounding box of both maps' foreground (``shape`` is
+    the whole image's): their counts and surfaces are those of the whole image."""
 
     def __init__(self, reference_labels: np.ndarray, predicted_labels: np.ndarray, spacing):
         self.reference_labels, self.predicted_labels, self.spacing = reference_labels, predicted_labels, spacing
+        self.shape = reference_labels.shape
+        window = _foreground_window(reference_labels, predicted_labels)
+        self._foreground = reference_labels[window], predicted_labels[window]
         self._masks: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._distances: dict[tuple[int, ...], SurfaceDistances] = {}
 
     def pair(self, label_or_region: LabelOrRegion) -> tuple[np.ndarray, np.ndarray]:
-        """The (reference, prediction) boolean masks of a label or region."""
+        """The (reference, prediction) boolean masks of a label or region: of the whole image when it holds the
+        background (0), else of the foreground's bounding box."""
         key = label_values(label_or_region)
         if key not in self._masks:
-            self._masks[key] = (region_mask(self.reference_labels, key), region_mask(self.predicted_labels, key))
+            maps = (self.reference_labels, self.predicted_labels) if 0 in key else self._foreground
+            self._masks[key] = (region_mask(maps[0], key), region_mask(maps[1], key))
         return self._masks[key]
 
     def distances(self, label_or_region: LabelOrRegion) -> SurfaceDistances | None:

@@ -12,6 +12,8 @@ conversion (``kidney: [1, 2, 3], masses: [2, 3], tumor: 2``).
   95th percentile of KiTS21's inter-rater surface distances) with KiTS's empty-case rule: both empty scores 1,
   exactly one empty scores 0. These are the numbers of the official evaluation (kits23/evaluation/metrics.py).
 """
+import numpy as np
+
 from boxunet.evaluation.case_masks import CaseMasks
 from boxunet.evaluation.surface import surface_dice
 
@@ -55,12 +57,12 @@ def kits_case_scores(case: CaseMasks, regions: dict[str, tuple[int, ...]],
     scores = {}
     for name, region in regions.items():
         reference, prediction = case.pair(region)
-        reference_voxels, predicted_voxels = int(reference.sum()), int(prediction.sum())
+        reference_voxels, predicted_voxels = np.count_nonzero(reference), np.count_nonzero(prediction)
         if reference_voxels == 0 or predicted_voxels == 0:
             value = 1.0 if reference_voxels == predicted_voxels == 0 else 0.0
             scores[name] = {"Dice": value, "SurfaceDice": value} if surface else {"Dice": value}
             continue
-        overlap = int((reference & prediction).sum())
+        overlap = np.count_nonzero(reference & prediction)
         scores[name] = {"Dice": 2 * overlap / (reference_voxels + predicted_voxels)}
         if surface:
             scores[name]["SurfaceDice"] = surface_dice(case.distances(region), KITS_SURFACE_TOLERANCE_MM[name])

@@ -32,24 +32,26 @@ def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
 
 def label_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, ignore: np.ndarray | None = None,
                   surface: bool = True, tolerance_mm: float | None = None,
-                  distances: SurfaceDistances | None = None) -> dict:
+                  distances: SurfaceDistances | None = None, image_shape: tuple[int, ...] | None = None) -> dict:
     """Confusion counts, sizes, Dice, IoU, ``volume_difference_ml`` (prediction minus reference) and, with
     ``surface``, HD95 and ASSD in mm (and Surface Dice at ``tolerance_mm`` when given) of two boolean masks with
-    voxel ``spacing`` (mm, array axis order); ``distances``, when given, are the masks' surface distances.
-    Voxels where ``ignore`` is True are removed from both masks first."""
-    valid = np.ones(reference.shape, dtype=bool) if ignore is None else ~ignore
-    reference, prediction = reference & valid, prediction & valid
+    voxel ``spacing`` (mm, array axis order); ``distances``, when given, are the masks' surface distances;
+    ``image_shape``, when the masks are a crop of a larger image with nothing of either outside (without ``ignore``):
+    that image's shape. Voxels where ``ignore`` is True are removed from both masks first."""
+    if ignore is not None:
+        reference, prediction = reference & ~ignore, prediction & ~ignore
     tp = int(np.count_nonzero(reference & prediction))
     n_ref, n_pred = int(np.count_nonzero(reference)), int(np.count_nonzero(prediction))
     fp, fn = n_pred - tp, n_ref - tp
-    tn = int(np.count_nonzero(valid)) - tp - fp - fn
+    voxels = int(np.prod(image_shape)) if image_shape is not None else reference.size
+    tn = voxels - (0 if ignore is None else int(np.count_nonzero(ignore))) - tp - fp - fn
     union = tp + fp + fn
     metrics = {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_ref": n_ref, "n_pred": n_pred,
                "Dice": 2 * tp / (union + tp) if union else float("nan"),
                "IoU": tp / union if union else float("nan"),
                "volume_difference_ml": (n_pred - n_ref) * float(np.prod(spacing)) / 1000}
     if surface:
-        metrics.update(surface_metrics(reference, prediction, spacing, tolerance_mm, distances))
+        metrics.update(surface_metrics(reference, prediction, spacing, tolerance_mm, distances, image_shape))
     return metrics
 
 
@@ -69,7 +71,8 @@ def case_metrics(case: CaseMasks, labels_or_regions: list[LabelOrRegion], surfac
         reference, prediction = case.pair(item)
         metrics[key] = label_metrics(reference, prediction, case.spacing, surface=with_surface,
                                      tolerance_mm=(tolerances_mm or {}).get(key),
-                                     distances=case.distances(item) if with_surface else None)
+                                     distances=case.distances(item) if with_surface else None,
+                                     image_shape=case.shape)
     return metrics
 
 
@@ -81,8 +84,11 @@ def _read(case_id: str, path: Path):
 
 
 def _check_label_values(case_id: str, path: Path, labels: np.ndarray, allowed: tuple[int, ...] | None) -> None:
-    if allowed is None:
+    if allowed is None or labels.size == 0:
         return
+    low, high = labels.min(), labels.max()
+    if allowed == tuple(range(allowed[0], allowed[-1] + 1)) and allowed[0] <= low and high <= allowed[-1]:
+        return  # the usual case, cheaply: every value within a range of consecutive labels
     outside = ~np.isin(labels, allowed)
     if outside.any():
         values = np.unique(labels[outside]).tolist()

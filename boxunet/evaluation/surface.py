@@ -125,15 +125,16 @@ def surface_dice(distances: SurfaceDistances, tolerance_mm: float) -> float:
 
 
 def surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, tolerance_mm: float | None = None,
-                    distances: SurfaceDistances | None = None) -> dict[str, float]:
+                    distances: SurfaceDistances | None = None,
+                    image_shape: tuple[int, ...] | None = None) -> dict[str, float]:
     """``{"HD95", "ASSD"}`` in mm and, with ``tolerance_mm``, ``"SurfaceDice"`` of two boolean masks of the same
     2D or 3D shape, with the empty-mask rules of the module docstring; ``distances``: the masks' surface distances
-    when already computed."""
+    when already computed; ``image_shape``: the whole image's when the masks are a crop of it."""
     reference_empty, prediction_empty = not reference.any(), not prediction.any()
     if reference_empty and prediction_empty:
         metrics = {"HD95": float("nan"), "ASSD": float("nan"), "SurfaceDice": float("nan")}
     elif reference_empty or prediction_empty:
-        worst = image_diagonal_mm(reference.shape, spacing)
+        worst = image_diagonal_mm(image_shape or reference.shape, spacing)
         metrics = {"HD95": worst, "ASSD": worst, "SurfaceDice": 0.0}
     else:
         distances = distances or surface_distances(reference, prediction, spacing)
