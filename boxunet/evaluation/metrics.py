@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.case_masks import CaseMasks, LabelOrRegion
 from boxunet.evaluation.case_classification import classification_summary, predicted_case_classes
+from boxunet.evaluation.case_masks import CaseMasks, LabelOrRegion
 from boxunet.evaluation.kits import KITS_SURFACE_TOLERANCE_MM, kits_case_scores, kits_regions
 from boxunet.evaluation.surface import SurfaceDistances, surface_metrics
 from boxunet.io.atomic import write_json
