@@ -13,7 +13,7 @@ methods that learn across cases: ``boxunet_pseudo_labels -d ... --method templat
 
     python benchmarks/kits23_pseudo_masks.py ../shared/data/kits23_labels [--cases 50] [--margin 0]
         [--modality ct|mri] [--dense kidney|kidney+cyst|none] [--tumor-hu 35 120] [--noise-hu 12]
-        [--parameters '{"crf": {"pairwise_weight": 4}}'] [-o report.json] [--write-dataset FOLDER]
+        [--parameters '{"crf": {"pairwise_weight": 4}}'] [--spacing MM] [-o report.json] [--write-dataset FOLDER]
 """
 import argparse
 import json
@@ -79,20 +79,24 @@ def paint_mri(labels: np.ndarray, spacing, rng: np.random.Generator, channels: i
     return image
 
 
-def read_case(path: Path, context_mm: float = 30.0) -> tuple[np.ndarray, tuple]:
-    """The label map (z, y, x order of the SimpleITK array) cropped to its labels plus ``context_mm``."""
+def read_case(path: Path, context_mm: float = 30.0, spacing_mm: float | None = None) -> tuple[np.ndarray, tuple]:
+    """The label map (z, y, x order of the SimpleITK array) cropped to its labels plus ``context_mm``; with
+    ``spacing_mm``, resampled (nearest neighbour) to that isotropic spacing."""
     image = sitk.ReadImage(str(path))
     labels = sitk.GetArrayFromImage(image).astype(np.uint8)
     spacing = tuple(reversed(image.GetSpacing()))
     found = np.argwhere(labels > 0)
     lower = [max(0, int(v) - int(np.ceil(context_mm / s))) for v, s in zip(found.min(0), spacing)]
     upper = [min(n, int(v) + 1 + int(np.ceil(context_mm / s))) for v, s, n in zip(found.max(0), spacing, labels.shape)]
-    return labels[tuple(slice(lo, hi) for lo, hi in zip(lower, upper))], spacing
+    labels = labels[tuple(slice(lo, hi) for lo, hi in zip(lower, upper))]
+    if spacing_mm is None:
+        return labels, spacing
+    return ndimage.zoom(labels, [s / spacing_mm for s in spacing], order=0), (spacing_mm,) * 3
 
 
 def evaluate_case(path: Path, seed: int, margin: int, dense_values: list[int], parameters: PseudoMaskParameters,
                   arguments) -> dict:
-    labels, spacing = read_case(path)
+    labels, spacing = read_case(path, spacing_mm=arguments.spacing)
     reference = labels == TUMOR
     rng = np.random.default_rng(seed)
     if arguments.modality == "mri":
@@ -143,6 +147,7 @@ def main() -> None:
     parser.add_argument("--tumor-hu", type=float, nargs=2, default=(35.0, 120.0),
                         help="range of the tumor's mean HU (soft tissue ~45, kidney 140-220; default: %(default)s)")
     parser.add_argument("--noise-hu", type=float, default=12.0, help="image noise sigma (default: %(default)s)")
+    parser.add_argument("--spacing", type=float, help="resample every case to this isotropic spacing in mm first")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--write-dataset", type=Path, help="also write the painted cases as a raw dataset here")
     arguments = parser.parse_args()

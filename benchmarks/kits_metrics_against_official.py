@@ -2,8 +2,9 @@
 the wall time of both with the same number of processes (documentation/evaluation.md, benchmarks.md).
 
 Each label map is the reference; four predictions are made from it: every structure dilated by one voxel, eroded by
-one voxel, the map shifted by 2 voxels along each axis, and noise on the boundary (a third of the voxels on either
-side of each structure's surface flipped). Both tools evaluate the same folders:
+one voxel, the map shifted by 2 voxels along each axis, and noise on the foreground's boundary (a third of its
+surface voxels set to background, a third of the background voxels touching it set to kidney). Both tools
+evaluate the same folders:
 
 - the official code: kits23/evaluation/metrics.py's ``compute_metrics_for_case`` from a checkout of neheller/kits23
   (``KITS23_CHECKOUT``), over the cases in a ``multiprocessing.Pool`` as its ``evaluate_predictions`` does;

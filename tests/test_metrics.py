@@ -10,7 +10,7 @@ import surface_distance as deepmind
 
 from boxunet.cli.evaluate import main as evaluate_main
 from boxunet.errors import BoxunetError
-from boxunet.evaluation.case_masks import CaseMasks
+from boxunet.evaluation.case_masks import CaseMasks, region_mask
 from boxunet.evaluation.kits import kits_regions
 from boxunet.evaluation.metrics import case_metrics, evaluate_folders, label_metrics
 from boxunet.evaluation.surface import surface_distances, surface_metrics
@@ -30,9 +30,9 @@ def test_dice_of_two_overlapping_boxes():
     metrics = label_metrics(reference, prediction, (1, 1, 1), surface=False)
     assert metrics == {"TP": 32, "FP": 32, "FN": 32, "TN": 512 - 96, "n_ref": 64, "n_pred": 64,
                        "Dice": 0.5, "IoU": pytest.approx(1 / 3), "volume_difference_ml": 0.0}
-    # ignoring the predicted-only half (x 4..5) removes the false positives: Dice 2 * 32 / (64 + 32)
-    ignored = label_metrics(reference, prediction, (1, 1, 1), ignore=_box((8, 8, 8), (0, 0, 4), (8, 8, 6)))
-    assert (ignored["FP"], ignored["TN"], ignored["Dice"]) == (0, 512 - 128 - 64, pytest.approx(2 / 3))
+    # the same masks as a crop of a 10 x 8 x 8 image: 128 more true negatives
+    cropped = label_metrics(reference, prediction, (1, 1, 1), surface=False, image_shape=(10, 8, 8))
+    assert cropped["TN"] == 640 - 96 and cropped["Dice"] == 0.5
 
 
 def test_both_empty_gives_nan():
@@ -184,6 +184,17 @@ def test_surface_metrics_equal_deepmind_surface_distance(index):
     assert metrics["HD95"] > 0 and 0 < surface_dices[0] < 1, "a case that tells the conventions apart"
 
 
+def test_float_label_maps_and_integer_masks():
+    # a float map's 1.5 is no label: region (1, 2, 3) takes the values 1, 2 and 3 only, as np.isin and the official
+    # code do; masks of 0/1 integers are read as boolean
+    labels = np.array([[[0.0, 1.5, 2.0, 3.0]]], dtype=np.float32)
+    assert region_mask(labels, (1, 2, 3)).tolist() == [[[False, False, True, True]]]
+    assert region_mask(labels.astype(np.int16), (1, 2, 3)).tolist() == [[[False, True, True, True]]]
+    cube = _box((6, 6, 6), (1, 1, 1), (4, 4, 4))
+    shifted = np.roll(cube, 1, axis=2)
+    assert _metrics(cube.astype(np.int64), shifted.astype(np.int64), SPACING) == _metrics(cube, shifted, SPACING)
+
+
 def test_surface_distances_of_identical_and_empty_masks():
     cube = _box((4, 4, 3), (1, 1, 0), (3, 3, 2))
     empty = np.zeros_like(cube)
@@ -241,7 +252,7 @@ def test_kits_composite_per_case_and_mean(tmp_path):
     _write(reference, "b.nii.gz", [[[1, 1, 0, 0, 0, 0, 0, 0]]])
     _write(prediction, "b.nii.gz", [[[1, 0, 0, 0, 0, 0, 0, 0]]])
     names = {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}
-    summary = evaluate_folders(reference, prediction, [1, 2, 3], ".nii.gz", label_names=names, surface_metrics=False)
+    summary = evaluate_folders(reference, prediction, [1, 2, 3], ".nii.gz", label_names=names, surface=False)
     composites = [case["kits_composite"] for case in summary["metric_per_case"]]
     assert composites == pytest.approx([(8 / 11 + 1 / 2) / 2, 2 / 3])
     assert summary["kits_composite"] == {"mean": pytest.approx(((8 / 11 + 1 / 2) / 2 + 2 / 3) / 2)}

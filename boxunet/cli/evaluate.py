@@ -97,7 +97,7 @@ def evaluate(arguments: argparse.Namespace) -> tuple[dict, dict[str, str], Path]
     summary = evaluate_folders(arguments.reference_folder, arguments.prediction_folder, labels,
                                arguments.file_ending or file_ending, output,
                                num_processes=max(1, arguments.num_processes),
-                               surface_metrics=not arguments.no_surface, label_names=label_names,
+                               surface=not arguments.no_surface, label_names=label_names,
                                case_classification=case_classification, nsd_tolerance_mm=arguments.nsd_tolerance)
     names = {metric_key(value): name for name, value in (label_names or {}).items()}
     return summary, names, output

@@ -18,7 +18,8 @@ def region_mask(labels: np.ndarray, label_or_region: LabelOrRegion) -> np.ndarra
     values = label_values(label_or_region)
     if len(values) == 1:
         return labels == values[0]
-    if values == tuple(range(values[0], values[-1] + 1)):  # consecutive values: two comparisons
+    if np.issubdtype(labels.dtype, np.integer) and values == tuple(range(values[0], values[-1] + 1)):
+        # consecutive values of an integer map: two comparisons
         return (labels >= values[0]) & (labels <= values[-1])
     return np.isin(labels, values)
 

@@ -30,21 +30,18 @@ def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
     return 2 * tp / total if total else float("nan")
 
 
-def label_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, ignore: np.ndarray | None = None,
-                  surface: bool = True, tolerance_mm: float | None = None,
-                  distances: SurfaceDistances | None = None, image_shape: tuple[int, ...] | None = None) -> dict:
+def label_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, surface: bool = True,
+                  tolerance_mm: float | None = None, distances: SurfaceDistances | None = None,
+                  image_shape: tuple[int, ...] | None = None) -> dict:
     """Confusion counts, sizes, Dice, IoU, ``volume_difference_ml`` (prediction minus reference) and, with
     ``surface``, HD95 and ASSD in mm (and Surface Dice at ``tolerance_mm`` when given) of two boolean masks with
     voxel ``spacing`` (mm, array axis order); ``distances``, when given, are the masks' surface distances;
-    ``image_shape``, when the masks are a crop of a larger image with nothing of either outside (without ``ignore``):
-    that image's shape. Voxels where ``ignore`` is True are removed from both masks first."""
-    if ignore is not None:
-        reference, prediction = reference & ~ignore, prediction & ~ignore
+    ``image_shape``, when the masks are a crop of a larger image with nothing of either outside: that image's
+    shape."""
     tp = int(np.count_nonzero(reference & prediction))
     n_ref, n_pred = int(np.count_nonzero(reference)), int(np.count_nonzero(prediction))
     fp, fn = n_pred - tp, n_ref - tp
-    voxels = int(np.prod(image_shape)) if image_shape is not None else reference.size
-    tn = voxels - (0 if ignore is None else int(np.count_nonzero(ignore))) - tp - fp - fn
+    tn = (int(np.prod(image_shape)) if image_shape is not None else reference.size) - tp - fp - fn
     union = tp + fp + fn
     metrics = {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_ref": n_ref, "n_pred": n_pred,
                "Dice": 2 * tp / (union + tp) if union else float("nan"),
@@ -86,9 +83,10 @@ def _read(case_id: str, path: Path):
 def _check_label_values(case_id: str, path: Path, labels: np.ndarray, allowed: tuple[int, ...] | None) -> None:
     if allowed is None or labels.size == 0:
         return
-    low, high = labels.min(), labels.max()
-    if allowed == tuple(range(allowed[0], allowed[-1] + 1)) and allowed[0] <= low and high <= allowed[-1]:
-        return  # the usual case, cheaply: every value within a range of consecutive labels
+    consecutive = allowed == tuple(range(allowed[0], allowed[-1] + 1))
+    if consecutive and np.issubdtype(labels.dtype, np.integer) and allowed[0] <= labels.min() <= labels.max() <= \
+            allowed[-1]:
+        return  # the usual case, cheaply: an integer map within a range of consecutive labels
     outside = ~np.isin(labels, allowed)
     if outside.any():
         values = np.unique(labels[outside]).tolist()
@@ -160,14 +158,14 @@ def _dataset_label_values(label_names: dict | None) -> tuple[int, ...] | None:
 
 def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_regions: list[LabelOrRegion],
                      file_ending: str, output_file: Path | None = None, num_processes: int = 1,
-                     case_ids: list[str] | None = None, surface_metrics: bool = True,
+                     case_ids: list[str] | None = None, surface: bool = True,
                      label_names: dict | None = None, case_classification: CaseClassification | None = None,
                      nsd_tolerance_mm=None) -> dict:
     """Evaluate every ``<case><file_ending>`` of ``reference_folder`` (only ``case_ids`` when given) against
     the same file name in ``prediction_folder``; return (and write to ``output_file`` if given) the summary.
 
     The summary holds ``metric_per_case``, ``mean`` (per label or region, NaN-skipping mean over cases) and
-    ``foreground_mean`` (mean of the per-label means, label 0 excluded). Without ``surface_metrics`` HD95
+    ``foreground_mean`` (mean of the per-label means, label 0 excluded). Without ``surface`` HD95
     and ASSD are neither computed nor reported; with them and ``nsd_tolerance_mm`` (``nsd_tolerances``) every
     foreground label or region also gets ``SurfaceDice`` and the summary ``nsd_tolerance_mm``. With
     ``label_names`` (dataset.json "labels"), a label value outside them in either file is an error naming the case.
@@ -179,7 +177,9 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
     or a prediction whose geometry differs from its reference raises a BoxunetError before anything is
     written; predictions without a reference are ignored.
     """
-    tolerances = nsd_tolerances(labels_or_regions, nsd_tolerance_mm) if surface_metrics else None
+    if nsd_tolerance_mm is not None and not surface:
+        raise BoxunetError("a Surface Dice tolerance needs the surface metrics (surface=False skips them)")
+    tolerances = nsd_tolerances(labels_or_regions, nsd_tolerance_mm)
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
     for folder in (reference_folder, prediction_folder):
         if not folder.is_dir():
@@ -195,7 +195,7 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, labels_or_
                            f"{reference_folder}: {', '.join(missing)}")
     pairs = [(p.name[:-len(file_ending)], p, prediction_folder / p.name) for p in references]
     kits = kits_regions(label_names) if label_names else None
-    evaluate = functools.partial(_evaluate_case, labels_or_regions=list(labels_or_regions), surface=surface_metrics,
+    evaluate = functools.partial(_evaluate_case, labels_or_regions=list(labels_or_regions), surface=surface,
                                  kits=kits, tolerances_mm=tolerances,
                                  allowed_values=_dataset_label_values(label_names))
     per_case = map_in_processes(evaluate, pairs, num_processes, "evaluation", progress=False)

@@ -1,5 +1,6 @@
 """Surface distances of two boolean masks in the convention of DeepMind's ``surface-distance`` (the library the
-official KiTS21/23 evaluation uses), computed faster and with numbers equal to it.
+official KiTS21/23 evaluation uses), computed faster and with numbers equal to it (to the last bit but for exact
+ties between nearest elements).
 
 Convention (``surface_distance.compute_surface_distances``):
 
@@ -70,7 +71,8 @@ def _crops(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, n
 
 def _nearest_distances(points: np.ndarray, targets: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Distance in mm from each grid point to the nearest target: found with a k-d tree, then computed from the
-    index offsets in the order scipy's distance transform uses (axis by axis), so the floats are the library's."""
+    index offsets in the order scipy's distance transform uses (axis by axis), so the floats are the library's
+    (up to the last bit where two nearest targets tie at offsets that sum in another order)."""
     scale = np.asarray(spacing)
     nearest = cKDTree(targets * scale).query(points * scale, k=1)[1]
     offsets = (points - targets[nearest]).astype(np.float64)
@@ -90,6 +92,7 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing) ->
     their distances to the other surface: a k-d tree's nearest neighbours, the same distances as the library's
     Euclidean distance transforms."""
     spacing = tuple(float(s) for s in spacing)
+    reference, prediction = np.asarray(reference, dtype=bool), np.asarray(prediction, dtype=bool)
     table, kernel = _area_table_and_kernel(spacing)
     reference_crop, prediction_crop = _crops(reference, prediction)
     reference_points, reference_areas = _surface_elements(reference_crop, table, kernel)

@@ -68,7 +68,7 @@ def determine_postprocessing(reference_folder: Path, prediction_folder: Path, la
     def evaluate(folder: Path, output_file: Path | None = None) -> dict:
         return evaluate_folders(reference_folder=reference_folder, prediction_folder=folder,
                                 labels_or_regions=targets, file_ending=file_ending, output_file=output_file,
-                                num_processes=num_processes, surface_metrics=False, case_ids=case_ids)
+                                num_processes=num_processes, surface=False, case_ids=case_ids)
 
     before = evaluate(prediction_folder)
     names = [path.name for path in label_map_files(prediction_folder, file_ending)
