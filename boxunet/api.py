@@ -26,7 +26,6 @@ from boxunet.inference.export import probabilities_to_segmentation
 from boxunet.inference.in_memory import check_image_data, predict_preprocessed_case, preprocess_for, with_previous_stage
 from boxunet.inference.model import TrainedModel, load_trained_model
 from boxunet.inference.onnx_model import ONNX_FILE_NAME, load_onnx_model
-from boxunet.inference.precision import PRECISIONS
 from boxunet.inference.predictor import (BackgroundPool, PredictionSettings, model_postprocessing, predict_folder,
                                          preprocess_image)
 from boxunet.io.boxes import Box, box_problem, parse_boxes
@@ -34,6 +33,7 @@ from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import DatasetFolders, find_dataset_folder
 from boxunet.io.images import Geometry, array_to_image, image_to_array
 from boxunet.io.model_folder import find_model_folder, model_folder_name, parse_model_folder_name
+from boxunet.nets.precision import PRECISIONS
 from boxunet.paths import raw_root, results_root
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.postprocessing.apply import apply_postprocessing, load_postprocessing

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from boxunet.boxes.anchors import box_level, level_anchors, nearest_negatives, overlaps_any, sample_negatives
-from boxunet.boxes.region_mining import (RegionMiningParameters, box_maps, normalize_channels, train_region_miner,
-                                         training_slices)
+from boxunet.boxes.region_mining import (RegionMiningParameters, _flat, box_maps, normalize_channels,
+                                         train_region_miner, training_slices)
 from boxunet.cli.pseudo_labels import main as pseudo_labels_main
+from boxunet.cli.pseudo_labels import parse_mining_parameters
+from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box, write_boxes
 from boxunet.io.images import Geometry, write_image
 from boxunet.nets.acol import ACoLHead, RegionMiner, erase_salient, normalized_map, roi_features
@@ -110,8 +112,9 @@ def test_region_miner_learns_to_tell_boxes_from_anchors_and_maps_each_box():
     assert len(samples) == 6 * 4 and samples[0][1].tolist() == [[cases[0][1].min[1], cases[0][1].min[2],
                                                                   cases[0][1].max[1], cases[0][1].max[2]]]
     parameters = RegionMiningParameters(epochs=8, learning_rate=1e-2, negatives=16, pyramid_channels=16,
-                                        hidden_channels=32, roi_size=7)
+                                        hidden_channels=32, roi_size=7, patience=0)
     miner, losses = train_region_miner(samples, 1, parameters)
+    assert len(losses) == 8
     assert losses[-1] < 0.6 * losses[0]
     image, box, mask = cases[0]
     maps = box_maps(miner, normalize_channels(image), box)
@@ -122,34 +125,42 @@ def test_region_miner_learns_to_tell_boxes_from_anchors_and_maps_each_box():
     assert maps["fused"][inside].mean() > maps["fused"][~inside].mean()
 
 
-def _disk_dataset(raw_root, cases: int = 6):
-    """A box dataset of noisy 6 x 64 x 64 images with a bright disk (label 1, known only by its box)."""
+def _disk_dataset(raw_root, cases: int = 6, thin: bool = False, unboxed_label: bool = False):
+    """A box dataset of noisy 6 x 64 x 64 images with a bright disk (label 1, known only by its box); ``thin``: the
+    disk and its box on one slice; ``unboxed_label``: a second box label that no case has a box of."""
     folder = raw_root / "Dataset001_Disks"
     for sub in ("imagesTr", "labelsTr", "boxesTr"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for seed in range(cases):
         image, box, mask = _disk_case(seed)
+        if thin:
+            for z in (1, 3, 4):
+                image[0, z][mask[z]] -= 2.0
+                mask[z] = False
+            box = Box(1, (2, *box.min[1:]), (3, *box.max[1:]))
         geometry = Geometry((3.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), mask.shape)
         write_image(image[0], geometry, folder / "imagesTr" / f"d_{seed}_0000.nii.gz")
         write_image(mask.astype(np.uint8), geometry, folder / "labelsTr" / f"d_{seed}.nii.gz")
         write_boxes([box], folder / "boxesTr" / f"d_{seed}.json")
+    labels = {"background": 0, "lesion": 1} | ({"cyst": 2} if unboxed_label else {})
     (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "MR"}, "labels": {"background": 0, "lesion": 1}, "numTraining": cases,
-        "file_ending": ".nii.gz", "box_labels": [1]}))
+        "channel_names": {"0": "MR"}, "labels": labels, "numTraining": cases,
+        "file_ending": ".nii.gz", "box_labels": [1, 2] if unboxed_label else [1]}))
     return folder
 
 
 def test_pseudo_labels_acol_end_to_end_beats_the_boxes_and_reuses_its_miner(roots):
     _disk_dataset(roots["raw"])
     mining = json.dumps({"epochs": 8, "learning_rate": 1e-2, "negatives": 16, "pyramid_channels": 16,
-                         "hidden_channels": 32, "roi_size": 7})
+                         "hidden_channels": 32, "roi_size": 7, "patience": 0})
     pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining])
     folder = roots["preprocessed"] / "Dataset001_Disks" / "pseudo_labels" / "stage1"
     report = json.loads((folder / "report.json").read_text())
     mean = report["mean"]["1"]
     assert report["method"] == "acol" and report["mining"]["epochs"] == 8
     assert report["region_miners"]["1"]["trained_now"] and len(report["region_miners"]["1"]["losses"]) == 8
-    assert {"dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask"} <= set(mean)
+    # ACoL's own maps, its masks and, beside them, the default ConvCRF method's masks of the same cases
+    assert {"dice_boxes", "dice_cam", "dice_acol", "dice_convcrf", "dice_pseudo_mask"} <= set(mean)
     assert mean["dice_pseudo_mask"] > mean["dice_boxes"] + 0.05  # a disk fills pi/4 of its box: boxes 0.79
     assert (folder / "d_0.nii.gz").is_file() and (folder / "region_miner_label1.pth").is_file()
     stamp = (folder / "region_miner_label1.pth").stat().st_mtime_ns
@@ -167,3 +178,51 @@ def test_pseudo_labels_acol_end_to_end_beats_the_boxes_and_reuses_its_miner(root
     for method, bad in (("acol", '{"epoch": 3}'), ("acol", '{"batch_size": 0}'), ("convcrf", '{"epochs": 3}')):
         with pytest.raises(SystemExit, match="--mining-parameters"):
             pseudo_labels_main(["-d", "1", "--quiet", "--method", method, "--mining-parameters", bad])
+
+
+def test_mining_presets_and_bad_parameters():
+    default = parse_mining_parameters("{}")
+    assert (default.epochs, default.negatives, default.hidden_channels, default.max_slices_per_box,
+            default.patience) == (12, 32, 128, 8, 3)
+    seed = parse_mining_parameters('{"preset": "fan2022"}')  # [Fan 2022]'s settings, for GPUs
+    assert (seed.epochs, seed.negatives, seed.hidden_channels, seed.max_slices_per_box, seed.patience) == (
+        50, 256, 512, 16, 0)
+    assert parse_mining_parameters('{"preset": "fan2022", "epochs": 3}').epochs == 3
+    for text, message in (('{"preset": "gpu"}', "preset 'gpu': choose one of cpu, fan2022"),
+                          ('{"epochs": 2.5}', "wrong type: epochs=2.5"), ('{"epochs": "2"}', "wrong type: epochs='2'"),
+                          ('{"negatives": -1}', "out of range: negatives=-1"), ('{"epoch": 3}', "epoch"),
+                          ('[3]', "--mining-parameters")):
+        with pytest.raises(BoxunetError, match=message):
+            parse_mining_parameters(text)
+
+
+def test_training_stops_when_the_loss_has_flattened():
+    assert _flat([1.0, 0.5, 0.49, 0.495], patience=2, min_improvement=0.05)  # best before 0.5, then >= 0.475
+    assert not _flat([1.0, 0.5, 0.4, 0.45], patience=2, min_improvement=0.05)
+    assert not _flat([1.0, 1.0, 1.0], patience=0, min_improvement=0.05) and not _flat([1.0, 1.0], 2, 0.05)
+    samples = [s for seed in range(2) for s in training_slices(normalize_channels(_disk_case(seed)[0]),
+                                                               [_disk_case(seed)[1]], 1)]
+    parameters = RegionMiningParameters(epochs=30, negatives=8, pyramid_channels=8, hidden_channels=8, roi_size=5,
+                                        patience=1, min_improvement=0.99)
+    assert len(train_region_miner(samples, 1, parameters)[1]) == 2  # no epoch can fall by 99 %
+
+
+def test_acol_on_one_slice_boxes_and_an_unboxed_label_with_progress(roots, capsys):
+    _disk_dataset(roots["raw"], cases=4, thin=True, unboxed_label=True)
+    mining = json.dumps({"epochs": 3, "learning_rate": 1e-2, "negatives": 16, "pyramid_channels": 16,
+                         "hidden_channels": 32, "roi_size": 7})
+    pseudo_labels_main(["-d", "1", "--method", "acol", "--mining-parameters", mining, "--no-pictures"])
+    folder = roots["preprocessed"] / "Dataset001_Disks" / "pseudo_labels" / "stage1"
+    report = json.loads((folder / "report.json").read_text())
+    assert list(report["region_miners"]) == ["1"], "label 2 has no box in any case: no miner, nothing to map"
+    assert not (folder / "region_miner_label2.pth").exists() and (folder / "d_0.nii.gz").is_file()
+    assert report["mean"]["1"]["dice_pseudo_mask"] > 0.5
+    output = capsys.readouterr()
+    assert "region miner, label 1" in output.err and "epoch(s) of 1 iterations" in output.out
+    for case in range(4):  # no box at all (nor a labelled voxel): a clear error before any training
+        (roots["raw"] / "Dataset001_Disks" / "boxesTr" / f"d_{case}.json").write_text('{"boxes": []}')
+        write_image(np.zeros((6, 64, 64), np.uint8), Geometry((3.0, 1.0, 1.0), (0.0, 0.0, 0.0),
+                                                              (1, 0, 0, 0, 1, 0, 0, 0, 1), (6, 64, 64)),
+                    roots["raw"] / "Dataset001_Disks" / "labelsTr" / f"d_{case}.nii.gz")
+    with pytest.raises(SystemExit, match="no training case has a box"):
+        pseudo_labels_main(["-d", "1", "--quiet", "--method", "acol", "--mining-parameters", mining, "--overwrite"])

@@ -11,9 +11,9 @@ from torch import nn
 from boxunet.cli.predict import main as predict_main
 from boxunet.errors import BoxunetError
 from boxunet.inference.model import load_trained_model
-from boxunet.io.model_folder import write_model_files
-from boxunet.inference.precision import autocast, cpu_has_native_bfloat16, resolve_precision
 from boxunet.io.images import Geometry, read_image, write_image
+from boxunet.io.model_folder import write_model_files
+from boxunet.nets.precision import autocast, cpu_has_native_bfloat16, resolve_precision
 from boxunet.planning.plans import load_plans
 from boxunet.training.trainer import Trainer
 

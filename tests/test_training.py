@@ -6,11 +6,11 @@ import torch
 from conftest import install_trainers, plan_tiny_3d_fullres, write_tiny_dataset
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import resolve_precision
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
+from boxunet.nets.precision import resolve_precision
 from boxunet.trainers import get_trainer
-from boxunet.training.distributed import rank_share_of_batch
 from boxunet.training.box.options import BoxThreeStageOptions
+from boxunet.training.distributed import rank_share_of_batch
 from boxunet.training.options import TrainingOptions
 from boxunet.training.progress import TrainingProgress, WaitTimer, duration
 from boxunet.training.run import TrainingRequest, resume_checkpoint, run_training

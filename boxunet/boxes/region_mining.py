@@ -8,7 +8,8 @@ normalized per case and channel (clipped to the 0.5-99.5th percentiles, then zer
 The loss is the cross-entropy of both ACoL branches, with the classes weighted inversely to their counts in
 the batch: [Fan 2022] pairs each slice's few boxes with 256 negatives, and an unweighted loss would be content
 to call everything background. Optimizer and rates are [Fan 2022]'s (SGD, momentum 0.9, weight decay 5e-4,
-learning rate 1e-3, batches of 8 slices); its 50 epochs are the default.
+learning rate 1e-3, batches of 8 slices); the miner's size and length default to the ``cpu`` preset, measured on
+2 CPU cores, and [Fan 2022]'s are the ``fan2022`` preset.
 """
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,43 +17,73 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from boxunet.boxes.anchors import NEGATIVE_SAMPLES, box_level, sample_negatives
+from boxunet.boxes.anchors import box_level, sample_negatives
 from boxunet.boxes.padding import stack_padded
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.io.checkpoint import save_checkpoint
-from boxunet.nets.acol import HIDDEN_CHANNELS, ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
+from boxunet.nets.acol import ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
+from boxunet.nets.precision import autocast, resolve_precision
 
 SIZE_MULTIPLE = 32  # slices are padded to a multiple of the coarsest stride
 
 
+# The seed's settings ([Fan 2022]: 50 epochs, 256 negatives per slice, 512-channel classifiers), for GPUs; on 2 CPU
+# cores an epoch of 40 CT cases takes about 18 minutes with them (documentation/box_supervision.md).
+FAN2022 = {"epochs": 50, "negatives": 256, "hidden_channels": 512, "max_slices_per_box": 16, "patience": 0}
+PRESETS = ("cpu", "fan2022")
+
+
 @dataclass(frozen=True)
 class RegionMiningParameters:
-    """Everything that decides the region miner (stored with it and in the reports)."""
+    """Everything that decides the region miner (stored with it and in the reports). The defaults are the ``cpu``
+    preset, sized by measurement for 2 CPU cores (documentation/box_supervision.md); ``fan2022`` is the seed's."""
 
-    epochs: int = 50
+    epochs: int = 12
     batch_size: int = 8
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    negatives: int = NEGATIVE_SAMPLES
+    negatives: int = 32
     salient_threshold: float = SALIENT_THRESHOLD
     pyramid_channels: int = 64
-    hidden_channels: int = HIDDEN_CHANNELS
+    hidden_channels: int = 128
     roi_size: int = ROI_SIZE
-    max_slices_per_box: int = 16  # evenly spaced over the box: bounds the memory of the training slices
+    max_slices_per_box: int = 8  # evenly spaced over the box: bounds the memory and the time of an epoch
+    patience: int = 3  # stop when the epoch loss has not fallen by min_improvement for this many epochs (0: never)
+    min_improvement: float = 0.02  # relative to the best epoch loss so far
     seed: int = 12345
 
     def __post_init__(self):
+        integers = ("epochs", "batch_size", "negatives", "pyramid_channels", "hidden_channels", "roi_size",
+                    "max_slices_per_box", "patience", "seed")
+        wrong_type = [name for name in integers if type(getattr(self, name)) is not int]
+        wrong_type += [name for name in ("learning_rate", "momentum", "weight_decay", "salient_threshold",
+                                         "min_improvement") if type(getattr(self, name)) not in (int, float)]
+        if wrong_type:
+            raise ValueError(f"wrong type: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong_type)} (integers: "
+                             f"{', '.join(integers)}; the others are numbers)")
         positive = ("epochs", "batch_size", "learning_rate", "pyramid_channels", "hidden_channels", "roi_size",
                     "max_slices_per_box")
         bad = [name for name in positive if not getattr(self, name) > 0]
-        bad += [name for name in ("momentum", "weight_decay", "negatives") if getattr(self, name) < 0]
+        bad += [name for name in ("momentum", "weight_decay", "negatives", "patience", "min_improvement")
+                if getattr(self, name) < 0]
         bad += [] if 0 < self.salient_threshold < 1 else ["salient_threshold"]
         if bad:
             raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} (positive sizes "
-                             "and rates, non-negative momentum, weight decay and negatives, salient_threshold in (0, 1))")
+                             "and rates, non-negative momentum, weight decay, negatives, patience and "
+                             "min_improvement, salient_threshold in (0, 1))")
+
+    @classmethod
+    def from_options(cls, options: dict) -> "RegionMiningParameters":
+        """The parameters of ``options["preset"]`` (``cpu`` when absent) with the other given fields changed."""
+        options = dict(options)
+        preset = options.pop("preset", "cpu")
+        if preset not in PRESETS:
+            raise ValueError(f"preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        return cls(**({**FAN2022, **options} if preset == "fan2022" else options))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,37 +142,62 @@ def balanced_cross_entropy(logits: torch.Tensor, classes: torch.Tensor) -> torch
     return F.cross_entropy(logits.float(), classes, weight=weights.to(logits.device))
 
 
+def _flat(losses: list[float], patience: int, min_improvement: float) -> bool:
+    """Whether the last ``patience`` epoch losses all failed to fall ``min_improvement`` (relative) below the best
+    loss before them."""
+    if patience == 0 or len(losses) <= patience:
+        return False
+    best_before = min(losses[:-patience])
+    return min(losses[-patience:]) > best_before * (1 - min_improvement)
+
+
 def train_region_miner(samples: list[tuple[np.ndarray, np.ndarray]], in_channels: int,
                        parameters: RegionMiningParameters, device: torch.device = torch.device("cpu"),
-                       log=None) -> tuple[RegionMiner, list[float]]:
-    """Train the ACoL classifier on ``samples`` (``training_slices`` of every case); the trained network
-    (eval mode) and the mean loss of every epoch."""
+                       progress: bool = False, name: str = "region miner") -> tuple[RegionMiner, list[float]]:
+    """Train the ACoL classifier on ``samples`` (``training_slices`` of every case) in the precision training uses
+    on ``device`` (boxunet.nets.precision), with a progress bar over the iterations; stop early when the epoch
+    loss has flattened (``patience``). The trained network (eval mode) and the mean loss of every epoch."""
     torch.manual_seed(parameters.seed)
     rng = np.random.default_rng(parameters.seed)
     miner = RegionMiner(in_channels, parameters.pyramid_channels, parameters.roi_size, parameters.salient_threshold,
                         parameters.hidden_channels).to(device)
     optimizer = torch.optim.SGD(miner.parameters(), lr=parameters.learning_rate, momentum=parameters.momentum,
                                 weight_decay=parameters.weight_decay)
+    precision = resolve_precision(device)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    batches = -(-len(samples) // parameters.batch_size)
     losses = []
     miner.train()
-    for epoch in range(parameters.epochs):
-        order, epoch_losses = rng.permutation(len(samples)), []
-        for first in range(0, len(order), parameters.batch_size):
-            batch = [samples[i] for i in order[first:first + parameters.batch_size]]
-            image_index, levels, rectangles, classes = _batch_targets(batch, rng, parameters.negatives)
-            outputs = miner(_pad_batch([image for image, _ in batch]).to(device),
-                            torch.tensor(image_index, device=device), torch.tensor(levels, device=device),
-                            torch.tensor(np.asarray(rectangles), dtype=torch.float32, device=device))
-            target = torch.tensor(classes, device=device)
-            loss = balanced_cross_entropy(outputs["logits_a"], target) + \
-                balanced_cross_entropy(outputs["logits_b"], target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            epoch_losses.append(float(loss.detach()))
-        losses.append(float(np.mean(epoch_losses)))
-        if log is not None:
-            log(f"region miner epoch {epoch}: loss {losses[-1]:.4f}")
+    with tqdm(total=parameters.epochs * batches, desc=name, unit="it", disable=not progress, leave=False) as bar:
+        for epoch in range(parameters.epochs):
+            order, epoch_losses = rng.permutation(len(samples)), []
+            for first in range(0, len(order), parameters.batch_size):
+                batch = [samples[i] for i in order[first:first + parameters.batch_size]]
+                image_index, levels, rectangles, classes = _batch_targets(batch, rng, parameters.negatives)
+                with autocast(device, precision):  # the loss runs in float32
+                    outputs = miner(_pad_batch([image for image, _ in batch]).to(device),
+                                    torch.tensor(image_index, device=device), torch.tensor(levels, device=device),
+                                    torch.tensor(np.asarray(rectangles), dtype=torch.float32, device=device))
+                target = torch.tensor(classes, device=device)
+                loss = balanced_cross_entropy(outputs["logits_a"], target) + \
+                    balanced_cross_entropy(outputs["logits_b"], target)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                epoch_losses.append(float(loss.detach()))
+                bar.update()
+                bar.set_postfix(epoch=f"{epoch + 1}/{parameters.epochs}", loss=f"{np.mean(epoch_losses):.4f}")
+            losses.append(float(np.mean(epoch_losses)))
+            if _flat(losses, parameters.patience, parameters.min_improvement):
+                break
+    if progress:
+        print(f"{name}: {len(losses)} epoch(s) of {batches} iterations ({precision}), loss {losses[0]:.4f} -> "
+              f"{losses[-1]:.4f}" + (" (stopped: the loss had flattened)" if len(losses) < parameters.epochs else ""))
     return miner.eval(), losses
 
 
@@ -150,15 +206,17 @@ def box_maps(miner: RegionMiner, image: np.ndarray, box: Box, device: torch.devi
              chunk: int = 8) -> dict[str, np.ndarray]:
     """The fused (ACoL) and branch-A (CAM) localization maps of one box of a normalized case ``(C, Z, H, W)``:
     per slice of the box, the map bilinearly resized to the box's rectangle; ``{"fused", "cam"}``, each
-    float32 of the box's shape, in [0, 1]. Slices go through the network ``chunk`` at a time."""
+    float32 of the box's shape, in [0, 1]. Slices go through the network ``chunk`` at a time, in the precision
+    of training on ``device``."""
     rectangle = torch.tensor([[box.min[1], box.min[2], box.max[1], box.max[2]]], dtype=torch.float32)
     level = box_level(rectangle[0].tolist())
-    maps = {"fused": [], "cam": []}
+    maps, precision = {"fused": [], "cam": []}, resolve_precision(device)
     for first in range(box.min[0], box.max[0], chunk):
         slices = range(first, min(first + chunk, box.max[0]))
-        outputs = miner(_pad_batch([image[:, z] for z in slices]).to(device),
-                        torch.arange(len(slices), device=device), torch.full((len(slices),), level, device=device),
-                        rectangle.expand(len(slices), 4).to(device))
+        with autocast(device, precision):
+            outputs = miner(_pad_batch([image[:, z] for z in slices]).to(device),
+                            torch.arange(len(slices), device=device), torch.full((len(slices),), level, device=device),
+                            rectangle.expand(len(slices), 4).to(device))
         for key, name in (("fused", "fused"), ("cam", "map_a")):
             resized = F.interpolate(outputs[name][:, None].float(), size=box.size[1:], mode="bilinear",
                                     align_corners=False)

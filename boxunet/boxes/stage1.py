@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from boxunet.boxes.case_masks import case_pseudo_masks
-from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters
+from boxunet.boxes.pseudo_masks import METHODS, PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.region_mining import (RegionMiningParameters, normalize_channels, save_region_miner,
                                          stored_region_miner, train_region_miner, training_slices)
 from boxunet.boxes.shape_templates import TemplateCase, TemplateParameters, learn_shape_templates
@@ -223,6 +223,11 @@ def _run_case(job: _CaseJob) -> dict:
     result, map_masks = case_pseudo_masks(image, geometry.spacing, job.boxes, job.box_labels, reference, job.method,
                                           job.parameters, job.device, job.template_file, job.miner_files)
     seconds = time.perf_counter() - start
+    if job.method == "acol" and reference is not None and np.isin(reference, job.box_labels).any():
+        # the report sets ACoL's masks beside those of the default method on the same case
+        convcrf = pseudo_masks(image, geometry.spacing, list(job.boxes), list(job.box_labels), reference, "convcrf",
+                               job.parameters, job.device)
+        map_masks["convcrf"] = {label: convcrf == label for label in job.box_labels}
     record = {"case_id": job.case.case_id, "settings": _settings(job), "seconds": round(seconds, 3),
               "labels": _case_metrics(result, reference, job.boxes, job.box_labels, map_masks)}
     image_file, record_file = _outputs(job)
@@ -239,7 +244,8 @@ def _means(records: list[dict], box_labels: tuple[int, ...]) -> dict:
     for label in box_labels:
         entries = [r["labels"][str(label)] for r in records]
         summary = {"seconds_per_case": round(float(np.mean([r["seconds"] for r in records])), 3)}
-        for key, value in mean_scores(entries, ("dice_boxes", "dice_cam", "dice_acol", "dice_pseudo_mask")).items():
+        for key, value in mean_scores(entries, ("dice_boxes", "dice_cam", "dice_acol", "dice_convcrf",
+                                                "dice_pseudo_mask")).items():
             summary[key] = value
             summary["cases_with_reference"] = sum(1 for e in entries if key in e and not np.isnan(e[key]))
         means[str(label)] = summary
@@ -270,15 +276,19 @@ def plan_jobs(request: PseudoLabelRequest) -> tuple[DatasetFolders, list[_CaseJo
     output_folder = stage1_folder(folders.preprocessed)
     names = tuple((label, description.label_set.value_names.get(label, f"label {label}"))
                   for label in description.box_labels)
+    # a box label without a box in any case has nothing to mine and no box to map: it gets no miner
+    mined = sorted({box.label for _, boxes, _ in checks for box in boxes})
+    if request.method == "acol" and not mined:
+        raise BoxunetError(f"{folder}: --method acol: no training case has a box to mine regions from")
     miner_files = tuple((label, str(output_folder / f"region_miner_label{label}.pth"))
-                        for label in description.box_labels) if request.method == "acol" else ()
+                        for label in mined) if request.method == "acol" else ()
     jobs = [_CaseJob(case, tuple(boxes), tuple(description.box_labels), tuple(present),
                      stage1_mask_path(folders.preprocessed, case.case_id, description.file_ending), request.method,
                      parameters, request.device, request.mining if request.method == "acol" else None,
                      miner_files, label_names=names if request.pictures else None)
             for case, (_, boxes, present) in zip(cases, checks)]
     if request.method == "acol":
-        digests = tuple((label, json_digest(miner_settings(jobs, label))) for label in description.box_labels)
+        digests = tuple((label, json_digest(miner_settings(jobs, label))) for label in mined)
         jobs = [replace(job, miner_digests=digests) for job in jobs]
     if request.method == "template":
         jobs = [replace(job, templates=request.templates, template_file=str(output_folder / "shape_templates.json"))
@@ -306,7 +316,7 @@ def prepare_region_miners(jobs: list[_CaseJob], progress: bool) -> dict[str, dic
             samples[label] += training_slices(normalized, list(job.boxes), label, job.mining.max_slices_per_box)
     for label, (path, settings) in todo.items():
         miner, losses = train_region_miner(samples.pop(label), channels, jobs[0].mining, torch.device(jobs[0].device),
-                                           print if progress else None)
+                                           progress, f"region miner, label {label}")
         save_region_miner(miner, settings, losses, Path(path))
         report[str(label)] = {"trained_now": True, "losses": losses}
     return report

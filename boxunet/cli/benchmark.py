@@ -19,9 +19,9 @@ from pathlib import Path
 from boxunet.benchmarking import environment_with, measure_command, summarize
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import PRECISIONS
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.dataset_locator import find_dataset_folder
+from boxunet.nets.precision import PRECISIONS
 from boxunet.paths import raw_root
 
 

@@ -7,8 +7,8 @@ import torch
 
 from boxunet.cli.common import run_cli
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import PRECISIONS
 from boxunet.inference.predictor import PredictionSettings
+from boxunet.nets.precision import PRECISIONS
 from boxunet.parallel import check_part, default_num_processes
 from boxunet.planning.planner import DEFAULT_PLANS_NAME
 from boxunet.prediction import PredictionRequest

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "ellipsoid: for anatomy whose shape in its box is alike across cases)")
     parser.add_argument("--mining-parameters", default="{}",
                         help='with --method acol: JSON overriding the region miner\'s parameters, e.g. '
-                             '\'{"epochs": 20, "negatives": 128}\' (documentation/box_supervision.md)')
+                             '\'{"epochs": 20, "negatives": 64}\'; the defaults are the "cpu" preset, '
+                             '\'{"preset": "fan2022"}\' gives the paper\'s settings (for a GPU; '
+                             'documentation/box_supervision.md)')
     parser.add_argument("--template-parameters", default="{}",
                         help='with --method template: JSON overriding the templates\' parameters, e.g. '
                              '\'{"rounds": 4, "network": {"iterations": 400}}\' (documentation/box_supervision.md)')
@@ -41,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a small grid search; the chosen values go into report.json)")
     parser.add_argument("--tune-cases", type=int, default=10, help="at most this many cases for --tune")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default: 1)")
-    parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("-device", "--device", choices=("cpu", "cuda"),
+                        default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the ConvCRF and the learned methods' networks run, in the precision training "
+                             "uses there (default: cuda when there is a GPU, as boxunet_train)")
     parser.add_argument("--overwrite", action="store_true", help="recompute cases that are already written")
     parser.add_argument("--num-parts", type=int, default=1,
                         help="split the cases into this many disjoint parts, e.g. one per machine (default: 1)")
@@ -69,7 +74,7 @@ def parse_parameters(text: str) -> PseudoMaskParameters:
 def parse_mining_parameters(text: str) -> RegionMiningParameters:
     """RegionMiningParameters with the fields given as JSON changed."""
     try:
-        return RegionMiningParameters(**json.loads(text))
+        return RegionMiningParameters.from_options(json.loads(text))
     except (ValueError, TypeError) as error:
         raise BoxunetError(f"--mining-parameters {text!r}: {error}") from None
 

@@ -26,7 +26,6 @@ from tqdm import tqdm
 from boxunet.errors import BoxunetError, DatasetError, Problem
 from boxunet.inference.export import export_prediction
 from boxunet.inference.model import TrainedModel
-from boxunet.inference.precision import resolve_precision
 from boxunet.inference.resume import (case_inputs, earlier_details, kept_cases, made_with, part_files, part_suffix,
                                       report_file, settings_file)
 from boxunet.io.atomic import write_json
@@ -38,6 +37,7 @@ from boxunet.io.locks import exclusive_folder
 from boxunet.io.model_folder import write_model_files
 from boxunet.io.verification import (dimension_problems, first_channel_geometries, image_data_problems,
                                      orientation_warnings)
+from boxunet.nets.precision import resolve_precision
 from boxunet.parallel import share_of
 from boxunet.paths import DATASET_JSON
 from boxunet.planning.plans import ConfigurationPlan, Plans

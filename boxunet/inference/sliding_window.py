@@ -9,7 +9,7 @@ The Gaussian is a product of one profile per axis and the windows form a grid, s
 a voxel is the product of per-axis sums: it is never stored as a volume. Logits are accumulated in
 float32, on the device when it is CUDA (falling back to the CPU when the device runs out of memory),
 otherwise on the CPU. Several networks (the folds of a model) are averaged window by window.
-The forward passes run under ``precision`` (see ``boxunet.inference.precision``).
+The forward passes run under ``precision`` (see ``boxunet.nets.precision``).
 """
 import functools
 import itertools
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from boxunet.inference.precision import autocast
+from boxunet.nets.precision import autocast
 
 CPU = torch.device("cpu")
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import autocast
 from boxunet.inference.sliding_window import pad_to_window, patch_windows
 from boxunet.io.dataset_json import parse_case_classification
+from boxunet.nets.precision import autocast
 from boxunet.nets.two_step import TwoStepUNet
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.previous_stage import network_input_channels

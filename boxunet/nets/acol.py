@@ -137,5 +137,5 @@ class RegionMiner(nn.Module):
                 chosen = ((levels == level) & (image_index == image)).nonzero(as_tuple=True)[0]
                 if len(chosen):
                     features[chosen] = roi_features(feature_map[image:image + 1], boxes[chosen], 2 ** level,
-                                                     self.roi_size)
+                                                     self.roi_size).to(features.dtype)  # autocast samples in fp32
         return self.head(features)

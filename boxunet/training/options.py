@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import PRECISIONS
+from boxunet.nets.precision import PRECISIONS
 
 SCHEDULES = ("poly", "paper")
 
@@ -33,7 +33,7 @@ class TrainingOptions:
     save_probabilities: bool = False
     progress_bar: bool = True
     schedule: str = "poly"  # "poly": SGD + poly decay (nnU-Net); "paper": Adam 1e-3, exponential decay ([Yang 2020])
-    precision: str = "auto"  # autocast of the steps (boxunet.inference.precision.resolve_precision)
+    precision: str = "auto"  # autocast of the steps (boxunet.nets.precision.resolve_precision)
 
     # options that change nothing in the result; a resumed run takes them from the command line
     RUNTIME: ClassVar[tuple[str, ...]] = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")

@@ -17,10 +17,10 @@ from torch import nn
 from tqdm import tqdm
 
 from boxunet.errors import BoxunetError
-from boxunet.inference.precision import autocast, resolve_precision
 from boxunet.inference.sliding_window import predict_sliding_window
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.checkpoint import load_checkpoint, save_checkpoint
+from boxunet.nets.precision import autocast, resolve_precision
 from boxunet.nets.unet import build_network, deep_supervision_scales
 from boxunet.planning.plans import ConfigurationPlan, Plans
 from boxunet.preprocessing.grid_labels import open_target

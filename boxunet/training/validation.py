@@ -13,10 +13,10 @@ from tqdm import tqdm
 from boxunet.evaluation.case_classification import REPORT_FILE
 from boxunet.evaluation.metrics import evaluate_folders
 from boxunet.inference.export import export_prediction
-from boxunet.inference.precision import resolve_precision
 from boxunet.io.atomic import write_json
 from boxunet.io.dataset_json import parse_dataset_json
 from boxunet.io.model_folder import write_model_files
+from boxunet.nets.precision import resolve_precision
 from boxunet.training.distributed import all_gather_objects
 
 STEP_SIZE = 0.5

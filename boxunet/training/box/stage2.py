@@ -30,7 +30,6 @@ from boxunet.boxes.stage1 import stage1_mask_path, stage1_settings
 from boxunet.errors import BoxunetError
 from boxunet.evaluation.pictures import picture_path, write_box_picture
 from boxunet.inference.export import logits_to_segmentation, revert_preprocessing
-from boxunet.inference.precision import resolve_precision
 from boxunet.inference.regions import predict_box_regions
 from boxunet.io.atomic import read_json, write_json
 from boxunet.io.boxes import Box, case_boxes, read_boxes
@@ -39,6 +38,7 @@ from boxunet.io.checkpoint import load_checkpoint
 from boxunet.io.dataset_json import load_dataset_json
 from boxunet.io.images import read_channels, read_image, write_image
 from boxunet.io.stamps import file_stamp
+from boxunet.nets.precision import resolve_precision
 from boxunet.preprocessing.grid_labels import has_target, open_target, raw_labels_to_grid, target_path, write_target
 from boxunet.training.box.losses import ClassWeightedDecision, box_loss
 from boxunet.training.box.options import BoxThreeStageOptions
