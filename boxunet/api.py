@@ -367,10 +367,10 @@ def pseudo_masks(image, boxes, dense_labels=None, *, dataset=None, box_labels=No
         parameters = replace(parameters, tightness=parameters.tightness and description.tight_boxes)
         stage1 = stage1_folder(folders.preprocessed)
         template_file = str(stage1 / "shape_templates.json")
-        miner_files = tuple((label, str(stage1 / f"region_miner_label{label}.pth")) for label in box_labels)
-        learned = [template_file] if method == "template" else [path for _, path in miner_files] if method == "acol" \
-            else []
-        missing = [path for path in learned if not Path(path).is_file()]
+        miner_files = tuple((label, str(stage1 / f"region_miner_label{label}.pth")) for label in box_labels
+                            if (stage1 / f"region_miner_label{label}.pth").is_file())  # none: a label without boxes
+        missing = [template_file] if method == "template" and not Path(template_file).is_file() else \
+            [str(stage1 / "region_miner_label*.pth")] if method == "acol" and not miner_files else []
         if missing:
             raise BoxunetError(f"--method {method} of dataset {folders.name}: {', '.join(missing)} missing; run "
                                f"boxunet_pseudo_labels -d {dataset} --method {method} first")

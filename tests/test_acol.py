@@ -1,11 +1,13 @@
 """[Fan 2022]'s region mining pieces on hand-made data: anchors, negative sampling, box features, ACoL erasing."""
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from boxunet.api import pseudo_masks
 from boxunet.boxes.anchors import box_level, level_anchors, nearest_negatives, overlaps_any, sample_negatives
 from boxunet.boxes.region_mining import (RegionMiningParameters, _flat, box_maps, normalize_channels,
                                          train_region_miner, training_slices)
@@ -13,7 +15,7 @@ from boxunet.cli.pseudo_labels import main as pseudo_labels_main
 from boxunet.cli.pseudo_labels import parse_mining_parameters
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box, write_boxes
-from boxunet.io.images import Geometry, write_image
+from boxunet.io.images import Geometry, read_image, write_image
 from boxunet.nets.acol import ACoLHead, RegionMiner, erase_salient, normalized_map, roi_features
 
 
@@ -190,8 +192,10 @@ def test_mining_presets_and_bad_parameters():
     assert parse_mining_parameters('{"preset": "fan2022", "epochs": 3}').epochs == 3
     for text, message in (('{"preset": "gpu"}', "preset 'gpu': choose one of cpu, fan2022"),
                           ('{"epochs": 2.5}', "wrong type: epochs=2.5"), ('{"epochs": "2"}', "wrong type: epochs='2'"),
-                          ('{"negatives": -1}', "out of range: negatives=-1"), ('{"epoch": 3}', "epoch"),
-                          ('[3]', "--mining-parameters")):
+                          ('{"negatives": -1}', "out of range: negatives=-1"),
+                          ('{"min_improvement": 1}', "out of range: min_improvement=1"),
+                          ('{"seed": -1}', "out of range: seed=-1"), ('{"precision": "fp8"}', "precision='fp8'"),
+                          ('{"epoch": 3}', "unexpected keyword argument 'epoch'"), ('[3]', "must be a JSON object")):
         with pytest.raises(BoxunetError, match=message):
             parse_mining_parameters(text)
 
@@ -205,6 +209,9 @@ def test_training_stops_when_the_loss_has_flattened():
     parameters = RegionMiningParameters(epochs=30, negatives=8, pyramid_channels=8, hidden_channels=8, roi_size=5,
                                         patience=1, min_improvement=0.99)
     assert len(train_region_miner(samples, 1, parameters)[1]) == 2  # no epoch can fall by 99 %
+    for precision in ("fp32", "fp16"):  # fp16 trains with a gradient scaler, as on CUDA
+        losses = train_region_miner(samples, 1, replace(parameters, patience=0, epochs=2, precision=precision))[1]
+        assert len(losses) == 2 and np.isfinite(losses).all()
 
 
 def test_acol_on_one_slice_boxes_and_an_unboxed_label_with_progress(roots, capsys):
@@ -218,7 +225,13 @@ def test_acol_on_one_slice_boxes_and_an_unboxed_label_with_progress(roots, capsy
     assert not (folder / "region_miner_label2.pth").exists() and (folder / "d_0.nii.gz").is_file()
     assert report["mean"]["1"]["dice_pseudo_mask"] > 0.5
     output = capsys.readouterr()
-    assert "region miner, label 1" in output.err and "epoch(s) of 1 iterations" in output.out
+    assert "region miner, label 1" in output.err and "epoch(s) of 1 iteration(s)" in output.out
+    # the Python API on the same dataset: label 1's miner maps a box of label 1; label 2 has none to map with
+    image = read_image(roots["raw"] / "Dataset001_Disks" / "imagesTr" / "d_0_0000.nii.gz")[0]
+    box = Box(1, (2, 10, 10), (3, 30, 30))
+    assert pseudo_masks(image, [box], dataset="1", spacing=(3.0, 1.0, 1.0)).shape == (6, 64, 64)
+    with pytest.raises(BoxunetError, match=r"box label\(s\) \[2\]: no region miner"):
+        pseudo_masks(image, [Box(2, (2, 10, 10), (3, 30, 30))], dataset="1", spacing=(3.0, 1.0, 1.0))
     for case in range(4):  # no box at all (nor a labelled voxel): a clear error before any training
         (roots["raw"] / "Dataset001_Disks" / "boxesTr" / f"d_{case}.json").write_text('{"boxes": []}')
         write_image(np.zeros((6, 64, 64), np.uint8), Geometry((3.0, 1.0, 1.0), (0.0, 0.0, 0.0),

@@ -9,6 +9,7 @@ import torch
 from boxunet.boxes.pseudo_masks import PseudoMaskParameters, pseudo_masks
 from boxunet.boxes.region_mining import box_maps, load_region_miner, normalize_channels
 from boxunet.boxes.shape_templates import template_map
+from boxunet.errors import BoxunetError
 from boxunet.io.atomic import read_json
 from boxunet.io.boxes import Box
 
@@ -18,11 +19,16 @@ def _localization_maps(image: np.ndarray, boxes: tuple[Box, ...], box_labels: tu
     """The fused ACoL map of every box of a case (``image`` raw), and per box label the masks of its boxes' CAM
     and fused maps thresholded at 0.5 (for the report)."""
     miners = {label: load_region_miner(Path(path), image.shape[0], torch.device(device)) for label, path in miner_files}
+    unmined = sorted({box.label for box in boxes} - set(miners))
+    if unmined:
+        raise BoxunetError(f"box label(s) {unmined}: no region miner (no case had a box of the label when the miners "
+                           "were trained); run boxunet_pseudo_labels --method acol again")
     normalized = normalize_channels(image)
     fused_maps = []
     thresholded = {name: {label: np.zeros(image.shape[1:], bool) for label in box_labels} for name in ("cam", "acol")}
     for box in boxes:
-        maps = box_maps(miners[box.label], normalized, box, torch.device(device))
+        miner, parameters = miners[box.label]
+        maps = box_maps(miner, normalized, box, torch.device(device), precision=parameters.precision)
         fused_maps.append(maps["fused"])
         for name, key in (("cam", "cam"), ("acol", "fused")):
             thresholded[name][box.label][box.slices] |= maps[key] > 0.5

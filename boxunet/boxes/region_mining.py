@@ -25,7 +25,7 @@ from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.io.checkpoint import save_checkpoint
 from boxunet.nets.acol import ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
-from boxunet.nets.precision import autocast, resolve_precision
+from boxunet.nets.precision import PRECISIONS, autocast, resolve_precision
 
 SIZE_MULTIPLE = 32  # slices are padded to a multiple of the coarsest stride
 
@@ -54,6 +54,7 @@ class RegionMiningParameters:
     max_slices_per_box: int = 8  # evenly spaced over the box: bounds the memory and the time of an epoch
     patience: int = 3  # stop when the epoch loss has not fallen by min_improvement for this many epochs (0: never)
     min_improvement: float = 0.02  # relative to the best epoch loss so far
+    precision: str = "auto"  # autocast of training and maps, as boxunet_train's --precision
     seed: int = 12345
 
     def __post_init__(self):
@@ -71,14 +72,20 @@ class RegionMiningParameters:
         bad += [name for name in ("momentum", "weight_decay", "negatives", "patience", "min_improvement")
                 if getattr(self, name) < 0]
         bad += [] if 0 < self.salient_threshold < 1 else ["salient_threshold"]
+        bad += [] if self.min_improvement < 1 else ["min_improvement"]
+        bad += [] if self.seed >= 0 else ["seed"]
+        bad += [] if self.precision in PRECISIONS else ["precision"]
         if bad:
             raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} (positive sizes "
-                             "and rates, non-negative momentum, weight decay, negatives, patience and "
-                             "min_improvement, salient_threshold in (0, 1))")
+                             "and rates; non-negative momentum, weight decay, negatives, patience and seed; "
+                             f"salient_threshold in (0, 1), min_improvement in [0, 1), precision one of "
+                             f"{', '.join(PRECISIONS)})")
 
     @classmethod
     def from_options(cls, options: dict) -> "RegionMiningParameters":
         """The parameters of ``options["preset"]`` (``cpu`` when absent) with the other given fields changed."""
+        if not isinstance(options, dict):
+            raise ValueError("must be a JSON object of parameter names and values")
         options = dict(options)
         preset = options.pop("preset", "cpu")
         if preset not in PRESETS:
@@ -107,7 +114,7 @@ def slice_rectangles(boxes: list[Box], label: int, index: int) -> np.ndarray:
 
 
 def training_slices(image: np.ndarray, boxes: list[Box], label: int,
-                    max_slices_per_box: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+                    max_slices_per_box: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(slice (C, H, W) float16, rectangles (M, 4))`` for the slices of a normalized case ``(C, Z, H, W)``
     crossed by boxes of ``label``: at most ``max_slices_per_box`` per box, evenly spaced over it."""
     indices = set()
@@ -163,7 +170,7 @@ def train_region_miner(samples: list[tuple[np.ndarray, np.ndarray]], in_channels
                         parameters.hidden_channels).to(device)
     optimizer = torch.optim.SGD(miner.parameters(), lr=parameters.learning_rate, momentum=parameters.momentum,
                                 weight_decay=parameters.weight_decay)
-    precision = resolve_precision(device)
+    precision = resolve_precision(device, parameters.precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     batches = -(-len(samples) // parameters.batch_size)
     losses = []
@@ -196,21 +203,21 @@ def train_region_miner(samples: list[tuple[np.ndarray, np.ndarray]], in_channels
             if _flat(losses, parameters.patience, parameters.min_improvement):
                 break
     if progress:
-        print(f"{name}: {len(losses)} epoch(s) of {batches} iterations ({precision}), loss {losses[0]:.4f} -> "
+        print(f"{name}: {len(losses)} epoch(s) of {batches} iteration(s) ({precision}), loss {losses[0]:.4f} -> "
               f"{losses[-1]:.4f}" + (" (stopped: the loss had flattened)" if len(losses) < parameters.epochs else ""))
     return miner.eval(), losses
 
 
 @torch.no_grad()
 def box_maps(miner: RegionMiner, image: np.ndarray, box: Box, device: torch.device = torch.device("cpu"),
-             chunk: int = 8) -> dict[str, np.ndarray]:
+             chunk: int = 8, precision: str = "auto") -> dict[str, np.ndarray]:
     """The fused (ACoL) and branch-A (CAM) localization maps of one box of a normalized case ``(C, Z, H, W)``:
     per slice of the box, the map bilinearly resized to the box's rectangle; ``{"fused", "cam"}``, each
-    float32 of the box's shape, in [0, 1]. Slices go through the network ``chunk`` at a time, in the precision
-    of training on ``device``."""
+    float32 of the box's shape, in [0, 1]. Slices go through the network ``chunk`` at a time, in ``precision``
+    (boxunet.nets.precision) on ``device``."""
     rectangle = torch.tensor([[box.min[1], box.min[2], box.max[1], box.max[2]]], dtype=torch.float32)
     level = box_level(rectangle[0].tolist())
-    maps, precision = {"fused": [], "cam": []}, resolve_precision(device)
+    maps, precision = {"fused": [], "cam": []}, resolve_precision(device, precision)
     for first in range(box.min[0], box.max[0], chunk):
         slices = range(first, min(first + chunk, box.max[0]))
         with autocast(device, precision):
@@ -242,8 +249,10 @@ def stored_region_miner(path: Path) -> tuple[dict, list[float]] | None:
         return None
 
 
-def load_region_miner(path: Path, in_channels: int, device: torch.device) -> RegionMiner:
-    """A stored miner in eval mode; a clear error when the file is missing or corrupt."""
+def load_region_miner(path: Path, in_channels: int,
+                      device: torch.device) -> tuple[RegionMiner, RegionMiningParameters]:
+    """A stored miner in eval mode and the parameters it was trained with; a clear error when the file is missing or
+    corrupt."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         parameters = RegionMiningParameters(**state["settings"]["mining"])
@@ -253,4 +262,4 @@ def load_region_miner(path: Path, in_channels: int, device: torch.device) -> Reg
     except Exception as error:
         raise BoxunetError(f"region miner {path} cannot be loaded ({type(error).__name__}); delete it and rerun "
                            "boxunet_pseudo_labels --method acol to train it again") from None
-    return miner.to(device).eval()
+    return miner.to(device).eval(), parameters

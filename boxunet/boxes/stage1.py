@@ -8,11 +8,12 @@ labels of the box labels when the dataset has them (they are read for the report
 run resumes: a case whose outputs exist with the same method and parameters, made from the same unchanged files
 (image, label map, box file: boxunet.io.stamps), is not recomputed; an edited box remakes its case's masks.
 
-``--method acol`` first trains one region miner per box label on every case's slices ([Fan 2022],
-boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases (their
-boxes and image files) and the mining parameters are the same; a case's masks are recomputed whenever a
-miner changes. Each case's boxes get their fused ACoL maps, refined by the ConvCRF.
-Its report adds the Dice of the CAM (branch A) and of the fused map alone, each thresholded at 0.5.
+``--method acol`` first trains one region miner per box label that has a box in some case on every case's slices
+([Fan 2022], boxunet.boxes.region_mining), stored as ``region_miner_label<L>.pth`` and reused while the cases
+(their boxes and image files) and the mining parameters are the same; a case's masks are recomputed whenever a
+miner changes. Each case's boxes get their fused ACoL maps, refined by the ConvCRF. Its report adds the Dice of
+the CAM (branch A) and of the fused map alone, each thresholded at 0.5, and of the default ``convcrf`` method's
+masks of the same case (made for the report only).
 
 ``--method template`` first learns one shape template per box label from every case (a network trained from
 the boxes, then rounds of ConvCRF masks; boxunet.boxes.shape_templates), stored as ``shape_templates.json``

@@ -5,8 +5,8 @@ complementary learning (ACoL).
   (C2..C5), fused top-down into P2..P5 with ``pyramid_channels`` channels (FPN).
 * ``roi_features``: the features of a box on its pyramid level, sampled bilinearly on an ``R x R`` grid
   over the box (the role RoIAlign plays in [Fan 2022]).
-* ``ACoLHead``: two classifiers A and B (conv 3x3 to 512 channels, ReLU, conv 1x1 to 2 classes; [Fan 2022]'s
-  layers), each giving a class map whose spatial mean is the box's logits (CAM). A's foreground map,
+* ``ACoLHead``: two classifiers A and B (conv 3x3 to ``hidden`` channels, 512 in [Fan 2022], ReLU, conv 1x1 to
+  2 classes; [Fan 2022]'s layers), each giving a class map whose spatial mean is the box's logits (CAM). A's foreground map,
   ReLU'd and min-max normalized, erases the box features where it exceeds the salient threshold delta
   (0.6); B classifies what is left, so it must find the parts A did not use. The fused localization map
   is the element-wise maximum of both normalized maps, in [0, 1].
@@ -65,8 +65,9 @@ def roi_features(feature_map: torch.Tensor, boxes: torch.Tensor, stride: int, si
     """``(N, C, size, size)`` features of ``boxes`` ``(N, 4)`` (pixels, ``[y0, x0, y1, x1]``) of one image, sampled
     bilinearly from its ``feature_map`` ``(1, C, H, W)`` at the centres of a ``size x size`` grid over each
     box (one ``grid_sample`` for all boxes); a feature cell ``i`` covers pixels ``[i * stride, (i + 1) * stride)``."""
-    steps = (torch.arange(size, dtype=feature_map.dtype, device=feature_map.device) + 0.5) / size
-    boxes = boxes.to(feature_map.dtype)
+    # positions in float32 whatever the features' precision (bfloat16 rounds pixel 301 to 300)
+    steps = (torch.arange(size, dtype=torch.float32, device=feature_map.device) + 0.5) / size
+    boxes = boxes.float()
     ys = boxes[:, 0:1] + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (N, size) pixel rows
     xs = boxes[:, 1:2] + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
     height, width = feature_map.shape[-2:]
@@ -74,7 +75,7 @@ def roi_features(feature_map: torch.Tensor, boxes: torch.Tensor, stride: int, si
     grid_y = (2 * ys / (stride * height) - 1)[:, :, None].expand(count, size, size)
     grid_x = (2 * xs / (stride * width) - 1)[:, None, :].expand(count, size, size)
     grid = torch.stack([grid_x, grid_y], dim=-1).reshape(1, count * size, size, 2)
-    sampled = F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(feature_map.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return sampled.reshape(feature_map.shape[1], count, size, size).transpose(0, 1)
 
 
@@ -137,5 +138,5 @@ class RegionMiner(nn.Module):
                 chosen = ((levels == level) & (image_index == image)).nonzero(as_tuple=True)[0]
                 if len(chosen):
                     features[chosen] = roi_features(feature_map[image:image + 1], boxes[chosen], 2 ** level,
-                                                     self.roi_size).to(features.dtype)  # autocast samples in fp32
+                                                     self.roi_size).to(features.dtype)  # sampled in fp32
         return self.head(features)
