@@ -6,9 +6,9 @@ complementary learning (ACoL).
 * ``roi_features``: the features of a box on its pyramid level, sampled bilinearly on an ``R x R`` grid
   over the box (the role RoIAlign plays in [Fan 2022]).
 * ``ACoLHead``: two classifiers A and B (conv 3x3 to ``hidden`` channels, 512 in [Fan 2022], ReLU, conv 1x1 to
-  2 classes; [Fan 2022]'s layers), each giving a class map whose spatial mean is the box's logits (CAM). A's foreground map,
-  ReLU'd and min-max normalized, erases the box features where it exceeds the salient threshold delta
-  (0.6); B classifies what is left, so it must find the parts A did not use. The fused localization map
+  2 classes; [Fan 2022]'s layers), each giving a class map whose spatial mean is the box's logits (CAM). A's
+  foreground map, ReLU'd and min-max normalized, erases the box features where it exceeds the salient threshold
+  delta (0.6); B classifies what is left, so it must find the parts A did not use. The fused localization map
   is the element-wise maximum of both normalized maps, in [0, 1].
 """
 import torch
