@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from boxunet.boxes.anchors import box_level, sample_negatives
+from boxunet.boxes.anchors import NEGATIVE_SAMPLES, box_level, sample_negatives
 from boxunet.boxes.padding import stack_padded
 from boxunet.errors import BoxunetError
 from boxunet.io.boxes import Box
 from boxunet.io.checkpoint import save_checkpoint
-from boxunet.nets.acol import ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
+from boxunet.nets.acol import HIDDEN_CHANNELS, ROI_SIZE, SALIENT_THRESHOLD, RegionMiner
 from boxunet.nets.precision import PRECISIONS, autocast, resolve_precision
 
 SIZE_MULTIPLE = 32  # slices are padded to a multiple of the coarsest stride
@@ -32,7 +32,8 @@ SIZE_MULTIPLE = 32  # slices are padded to a multiple of the coarsest stride
 
 # The seed's settings ([Fan 2022]: 50 epochs, 256 negatives per slice, 512-channel classifiers), for GPUs; on 2 CPU
 # cores an epoch of 40 CT cases takes about 18 minutes with them (documentation/box_supervision.md).
-FAN2022 = {"epochs": 50, "negatives": 256, "hidden_channels": 512, "max_slices_per_box": 16, "patience": 0}
+FAN2022 = {"epochs": 50, "negatives": NEGATIVE_SAMPLES, "hidden_channels": HIDDEN_CHANNELS, "max_slices_per_box": 16,
+           "patience": 0}
 PRESETS = ("cpu", "fan2022")
 
 
