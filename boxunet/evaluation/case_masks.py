@@ -3,6 +3,7 @@ regions computed once each (a KiTS HEC that is also an evaluated region, or a la
 them)."""
 import numpy as np
 
+from boxunet.cropping import mask_bbox
 from boxunet.evaluation.surface import SurfaceDistances, surface_distances
 
 LabelOrRegion = int | tuple[int, ...]
@@ -27,11 +28,9 @@ def region_mask(labels: np.ndarray, label_or_region: LabelOrRegion) -> np.ndarra
 def _foreground_window(reference_labels: np.ndarray, predicted_labels: np.ndarray) -> tuple[slice, ...]:
     """The bounding box of every non-zero voxel of either label map (empty slices when there is none)."""
     foreground = (reference_labels != 0) | (predicted_labels != 0)
-    window = []
-    for axis in range(foreground.ndim):
-        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(foreground.ndim) if a != axis)))
-        window.append(slice(int(present[0]), int(present[-1]) + 1) if present.size else slice(0, 0))
-    return tuple(window)
+    if not foreground.any():
+        return (slice(0, 0),) * foreground.ndim
+    return tuple(slice(lo, hi) for lo, hi in mask_bbox(foreground))
 
 
 class CaseMasks:

@@ -26,6 +26,8 @@ from scipy.ndimage import correlate
 from scipy.spatial import cKDTree
 from surface_distance import lookup_tables
 
+from boxunet.cropping import mask_bbox
+
 
 @dataclass(frozen=True)
 class SurfaceDistances:
@@ -61,11 +63,8 @@ def _surface_elements(mask: np.ndarray, table: np.ndarray, kernel: np.ndarray) -
 
 def _crops(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both masks cut to the bounding box of their union, one empty voxel appended along every axis."""
-    union = reference | prediction
-    bounds = [np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
-              for axis in range(union.ndim)]
-    window = tuple(slice(int(b[0]), int(b[-1]) + 1) for b in bounds)
-    padding = [(0, 1)] * union.ndim
+    window = tuple(slice(lo, hi) for lo, hi in mask_bbox(reference | prediction))
+    padding = [(0, 1)] * reference.ndim
     return np.pad(reference[window], padding), np.pad(prediction[window], padding)
 
 
