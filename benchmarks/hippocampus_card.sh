@@ -9,7 +9,8 @@
 #   K: BoxThreeStage's group networks (default 3); MODELS: any of FullySupervised nnunet BoxThreeStage (default
 #   all three, in that order; nnunet needs NNUNET_BIN).
 # Data roots come from boxunet_raw / boxunet_preprocessed / boxunet_results; nnU-Net's go under
-# $boxunet_results/nnunet_card. Every step resumes (--c, finished folds are skipped).
+# $boxunet_results/nnunet_card. Every step resumes (--c, finished folds are skipped; boxunet folds keep a checkpoint
+# after every epoch, so a killed run loses at most one epoch).
 set -euo pipefail
 epochs=${1:?EPOCHS}
 folds=${2:-0}
@@ -27,7 +28,7 @@ train_boxunet() {  # TRAINER: train the folds, then predict and score the test i
     local trainer=$1 fold options
     for fold in $folds; do
         [ -f "$boxunet_results/$dataset/${trainer}__boxunetPlans__3d_fullres/fold_$fold/checkpoint_final.pth" ] && continue
-        options=(--epochs "$epochs" --iters-per-epoch 250 --c --quiet)
+        options=(--epochs "$epochs" --iters-per-epoch 250 --save-every 1 --c --quiet)
         [ "$trainer" = BoxThreeStage ] && options+=(--k "$k")
         /usr/bin/time -v -o "$card/${trainer}_fold_$fold.time" \
             boxunet_train 4 3d_fullres "$fold" -tr "$trainer" "${options[@]}"
