@@ -371,6 +371,12 @@ def test_box_datasets_default_to_the_three_stage_trainer(box_dataset):
     assert trainer(epochs=7, group_epochs=3).options.group_epochs == 3
     with pytest.raises(BoxunetError, match="--k -1"):
         trainer(group_networks=-1)
+    with pytest.raises(BoxunetError, match="--group-epochs 0: give at least 1"):
+        trainer(group_epochs=0)
+    fold = setup.output
+    with pytest.raises(SystemExit, match=r"--epochs 0 \(at least 1\), --save-every 0 \(at least 1\)$"):
+        train_main(["1", "3d_fullres", "1", "--epochs", "0", "--save-every", "0", "-device", "cpu"])
+    assert not (fold.parent / "fold_1").exists(), "refused before the fold's folder is made"
     with pytest.raises(SystemExit, match="--k --loss: BoxFill does not use them"):
         train_main(["1", "3d_fullres", "0", "-tr", "BoxFill", "--k", "0", "--loss", "wce", "-device", "cpu"])
 

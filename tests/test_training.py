@@ -11,7 +11,7 @@ from boxunet.nets.precision import resolve_precision
 from boxunet.trainers import get_trainer
 from boxunet.training.box.options import BoxThreeStageOptions
 from boxunet.training.distributed import rank_share_of_batch
-from boxunet.training.options import TrainingOptions
+from boxunet.training.options import TrainingOptions, result_options
 from boxunet.training.progress import TrainingProgress, WaitTimer, duration
 from boxunet.training.run import TrainingRequest, resume_checkpoint, run_training
 from boxunet.training.schedules import paper_learning_rate, poly_learning_rate
@@ -175,6 +175,9 @@ def test_resume_picks_the_furthest_checkpoint_and_keeps_the_run_options(tmp_path
     pinned = BoxThreeStageOptions(group_epochs=300).resumed(saved, ("group_epochs",))
     assert pinned.group_epochs == 300
     assert TrainingOptions(epochs=500).resumed(saved, ("epochs",)).epochs == 500, "the engine's options resume too"
+    # how often checkpoints are written changes no result: taken from the command line, not compared
+    assert saved["save_every"] == 10 and BoxThreeStageOptions(save_every=1).resumed(saved, ()).save_every == 1
+    assert result_options(TrainingOptions(save_every=1)) == result_options(TrainingOptions())
 
 
 @pytest.mark.slow

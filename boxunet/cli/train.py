@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     run_cli(check_trainer_arguments, trainer, argv)
     parser = build_parser([trainer.options_class])
     arguments = parser.parse_args(argv)
-    options, given = trainer.options_class.from_arguments(arguments)
+    options, given = run_cli(trainer.options_class.from_arguments, arguments)
     request = TrainingRequest(arguments.dataset, arguments.configuration, arguments.fold, trainer, arguments.plans,
                               arguments.device, arguments.num_gpus, arguments.continue_training, arguments.val_only,
                               options, explicit_options=given)

@@ -36,9 +36,21 @@ class TrainingOptions:
     precision: str = "auto"  # autocast of the steps (boxunet.nets.precision.resolve_precision)
 
     # options that change nothing in the result; a resumed run takes them from the command line
-    RUNTIME: ClassVar[tuple[str, ...]] = ("augmentation_workers", "save_probabilities", "compile", "progress_bar")
+    RUNTIME: ClassVar[tuple[str, ...]] = ("augmentation_workers", "save_every", "save_probabilities", "compile",
+                                          "progress_bar")
     # options that define the model: a resumed run cannot change them (epochs, iterations, lr can)
     MODEL_DEFINING: ClassVar[tuple[str, ...]] = ("schedule",)
+
+    def __post_init__(self):
+        """Counts that would train nothing, or never save, are refused before a run writes anything."""
+        at_least = {"--epochs": (self.epochs, 1), "--iters-per-epoch": (self.iterations_per_epoch, 1),
+                    "--save-every": (self.save_every, 1), "--val-iters": (self.validation_iterations, 0)}
+        wrong = [f"{flag} {value!r} (at least {least})" for flag, (value, least) in at_least.items()
+                 if type(value) is not int or value < least]
+        if not self.initial_lr > 0:
+            wrong.append(f"--initial-lr {self.initial_lr!r} (positive)")
+        if wrong:
+            raise BoxunetError(f"training options out of range: {', '.join(wrong)}")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -51,7 +63,7 @@ class TrainingOptions:
         parser.add_argument("--val-iters", type=int, dest="validation_iterations",
                             help=f"default: {defaults.validation_iterations}")
         parser.add_argument("--initial-lr", type=float, dest="initial_lr", help=f"default: {defaults.initial_lr}")
-        parser.add_argument("--save-every", type=int, dest="save_every",
+        parser.add_argument("--save-every", type=int, dest="save_every", default=defaults.save_every,
                             help=f"write checkpoint_latest.pth every N epochs (default: {defaults.save_every})")
         parser.add_argument("--seed", type=int, help=f"default: {defaults.seed}")
         parser.add_argument("--schedule", choices=SCHEDULES,

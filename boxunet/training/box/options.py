@@ -22,6 +22,9 @@ class BoxThreeStageOptions(TrainingOptions):
                                                                                   "box_loss")
 
     def __post_init__(self):
+        super().__post_init__()
+        if self.group_epochs is not None and self.group_epochs < 1:
+            raise BoxunetError(f"--group-epochs {self.group_epochs}: give at least 1 (or leave it out: --epochs)")
         if self.group_networks is not None and self.group_networks < 0:
             raise BoxunetError(f"--k {self.group_networks}: give 0 (no stage 2) or more group networks")
         if self.box_loss not in BOX_LOSSES:
