@@ -5,7 +5,8 @@ It is learned without dense labels in two steps:
 
 1. a network trained from the boxes of every case (boxunet.boxes.box_network) gives the first template: the mean
    of its probabilities in box coordinates, standardized (zero mean, unit variance over the grid) as logits,
-   lowered by ``face_decay`` at the box faces (a tight box touches its structure in a few voxels of each face;
+   lowered by ``face_decay`` at the box faces, a factor e less every ``face_width`` of the box inward (a tight box
+   touches its structure in a few voxels of each face, and a rounded structure thins out towards them;
    the network's mean, which only knows that every slice holds some, does not), except where another label's box
    meets the face from outside (``open_meeting_faces``): there two structures meet and this one reaches the face;
 2. ``rounds`` times, every case's ConvCRF runs with the template as its shape prior (in place of the inscribed
@@ -39,9 +40,10 @@ class TemplateParameters:
     """How the shape templates are learned; stored with them."""
 
     network: BoxNetworkParameters = field(default_factory=BoxNetworkParameters)
-    rounds: int = 4
+    rounds: int = 1
     grid: int = 24
     face_decay: float = 2.0
+    face_width: float = 0.125
     open_meeting_faces: bool = True
 
     def __post_init__(self):
@@ -50,6 +52,8 @@ class TemplateParameters:
                                "at least 2")
         if type(self.face_decay) not in (int, float) or not 0 <= self.face_decay < float("inf"):
             raise BoxunetError("shape templates: face_decay must be a finite number, not negative")
+        if type(self.face_width) not in (int, float) or not 0 < self.face_width < float("inf"):
+            raise BoxunetError("shape templates: face_width must be a positive finite number (a share of the box)")
         if type(self.open_meeting_faces) is not bool:
             raise BoxunetError("shape templates: open_meeting_faces must be true or false")
 
@@ -83,12 +87,12 @@ def standardized_logits(mean_grid: np.ndarray) -> np.ndarray:
     return ((mean_grid - mean_grid.mean()) / max(float(mean_grid.std()), 1e-6)).astype(np.float32)
 
 
-def face_logits(grid: int, strength: float, cover: np.ndarray | None = None) -> np.ndarray:
+def face_logits(grid: int, strength: float, cover: np.ndarray | None = None, width: float = 1.0) -> np.ndarray:
     """Logits over a ``grid``^3 box grid that lower its faces: ``-strength`` on the outermost grid voxels, a factor
-    e less per voxel inward; where ``cover`` (``face_cover``'s layout) says another box meets a face, that face is
-    lowered by ``strength`` x (1 - cover) instead."""
+    e less every ``width`` voxels inward; where ``cover`` (``face_cover``'s layout) says another box meets a face,
+    that face is lowered by ``strength`` x (1 - cover) instead."""
     cover = np.zeros((6, grid, grid), np.float32) if cover is None else cover
-    depth = np.exp(-np.arange(grid, dtype=np.float64))
+    depth = np.exp(-np.arange(grid, dtype=np.float64) / width)
     lowered = np.zeros((grid,) * 3)
     for axis in range(3):
         for side in (0, 1):
@@ -237,7 +241,8 @@ def learn_shape_templates(cases: list[TemplateCase], box_labels: tuple[int, ...]
                         box_labels)
     grid = parameters.grid
     covers = _mean_covers(cases, box_labels, grid) if parameters.open_meeting_faces else {}
-    templates = {label: standardized_logits(mean) + face_logits(grid, parameters.face_decay, covers.get(label))
+    templates = {label: standardized_logits(mean) + face_logits(grid, parameters.face_decay, covers.get(label),
+                                                                parameters.face_width * grid)
                  for label, mean in means.items()}
     fills = []
     for round_index in range(parameters.rounds):

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                              'documentation/box_supervision.md)')
     parser.add_argument("--template-parameters", default="{}",
                         help='with --method template: JSON overriding the templates\' parameters, e.g. '
-                             '\'{"rounds": 4, "network": {"iterations": 400}}\' (documentation/box_supervision.md)')
+                             '\'{"rounds": 2, "network": {"iterations": 400}}\' (documentation/box_supervision.md)')
     parser.add_argument("--parameters", default="{}",
                         help='JSON overriding parameters, e.g. \'{"rounds": 3, "crf": {"pairwise_weight": 6}}\' '
                              "(defaults and meaning: documentation/box_supervision.md)")
