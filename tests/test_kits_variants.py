@@ -64,8 +64,10 @@ def test_landmark_heatmaps_peak_at_each_kidneys_extreme_pixels():
                 "bottom": [(9, 6), (20, 27)], "center": [(7, 6), (16, 27)]}
     for channel, points in enumerate(expected.values()):
         slice_ = heatmaps[channel, 1]
+        neighbourhood_max = [[slice_[max(0, y - 1):y + 2, max(0, x - 1):x + 2].max() for x in range(40)]
+                             for y in range(30)]
         local_maxima = [(y, x) for y in range(30) for x in range(40)
-                        if slice_[y, x] > 0.5 and slice_[y, x] == slice_[max(0, y - 1):y + 2, max(0, x - 1):x + 2].max()]
+                        if slice_[y, x] > 0.5 and slice_[y, x] == neighbourhood_max[y][x]]
         assert sorted(local_maxima) == points
         assert slice_.max() == pytest.approx(1.0)
 
@@ -221,11 +223,13 @@ def test_two_step_loss_is_the_ternary_loss_plus_binary_cross_entropy():
     assert float(cross_entropy(logits, (target > 0).long())) == pytest.approx((-np.log(0.25) - np.log(0.75)) / 2)
 
 
-def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
-    """Train fold 0 of the tiny dataset with ``trainer``, predict its images; the fold folder and the report."""
+def _train_and_predict(roots, output, trainer: str, epochs: int = 2, num_gpus: int = 1):
+    """Train fold 0 of the tiny dataset with ``trainer`` (``num_gpus`` > 1: that many gloo processes on the CPU),
+    predict its images; the fold folder and the report."""
     options = TrainingOptions(epochs=epochs, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
-    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=get_trainer(trainer), device="cpu", options=options))
+    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=get_trainer(trainer), device="cpu",
+                                          num_gpus=num_gpus, options=options))
     assert folder.parent.name == f"{trainer}__boxunetPlans__3d_fullres"
     summary = json.loads((folder / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"0", "1", "2"}
@@ -241,13 +245,7 @@ def _train_and_predict(roots, output, trainer: str, epochs: int = 2):
 
 
 @pytest.mark.slow
-def test_two_step_attention_trains_validates_and_predicts(dense_tiny, tmp_path):
-    folder, _ = _train_and_predict(dense_tiny, tmp_path / "out", "TwoStepAttention")
-    assert "pseudo Dice [kidney" in (folder / "training_log.txt").read_text()
-
-
-@pytest.mark.slow
-def test_case_classification_is_learnt_voted_reported_and_evaluated(roots, tmp_path, capsys):
+def test_two_step_attention_learns_votes_reports_and_evaluates_the_case_classes(roots, tmp_path, capsys):
     folder = write_tiny_dataset(roots["raw"], num_cases=6, with_boxes=False, shape=(16, 48, 40))
     description = json.loads((folder / "dataset.json").read_text())
     truth = {f"case_{i:03d}": ("malignant" if i % 2 else "benign") for i in range(6)}
@@ -255,6 +253,7 @@ def test_case_classification_is_learnt_voted_reported_and_evaluated(roots, tmp_p
     (folder / "dataset.json").write_text(json.dumps(description))
     plan_tiny_3d_fullres()
     model, report = _train_and_predict(roots, tmp_path / "out", "TwoStepAttention")
+    assert "pseudo Dice [kidney" in (model / "training_log.txt").read_text()
     validation = json.loads((model / "validation" / "summary.json").read_text())["case_classification"]
     assert validation["name"] == "malignancy" and validation["cases"] == 2
     assert sum(map(sum, (row.values() for row in validation["confusion"].values()))) == 2
@@ -270,8 +269,9 @@ def test_case_classification_is_learnt_voted_reported_and_evaluated(roots, tmp_p
 
 
 def test_case_class_summary_votes_and_patch_targets():
-    summary = classification_summary({"a": "x", "b": "x", "c": "y", "d": "y"}, {"a": "x", "b": "y", "c": "y", "d": None},
-                                     ["x", "y"], ["a", "b", "c", "d", "e"])
+    truth = {"a": "x", "b": "x", "c": "y", "d": "y"}
+    predicted = {"a": "x", "b": "y", "c": "y", "d": None}
+    summary = classification_summary(truth, predicted, ["x", "y"], ["a", "b", "c", "d", "e"])
     assert summary["cases"] == 4 and summary["accuracy"] == 0.5
     assert summary["recall"] == {"x": 0.5, "y": 0.5} and summary["confusion"]["y"] == {"x": 0, "y": 1, "none": 1}
     assert majority_class(np.array([[2, 2, 1], [0.9, 1.3, 0.8]]), ["a", "b", "c"]) == "b"  # tie: the higher sum
@@ -319,22 +319,6 @@ def test_localization_ensemble_reads_kits19_and_kits23_labels():
         {"kidney_and_tumor": [1, 2, 3], "kidney": [1], "tumor": [2]}
     with pytest.raises(BoxunetError, match="need KiTS labels"):
         kits_label_values({"background": 0, "liver": 1, "tumor": 2})
-
-
-@pytest.mark.slow
-def test_coarse_to_fine_trains_every_stage_and_reports_the_kidney_check(dense_tiny, tmp_path):
-    folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSCoarseToFine")
-    stages = json.loads((folder / "stage_configurations.json").read_text())
-    assert list(stages) == ["coarse", "correction", "fine", "tumor", "tumor_2d"]
-    assert len(stages["tumor_2d"]["patch_size"]) == 2 and len(stages["fine"]["patch_size"]) == 3
-    index = json.loads((dense_tiny["preprocessed"] / "Dataset001_Tiny" / "boxunetPlans_3d_fullres_kits_kidney" /
-                        "derived_cases.json").read_text())
-    assert index["case_000"] == ["case_000_k0"]  # one kidney per tiny case
-    assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
-    for details in report["details"].values():
-        # the tiny kidneys (about 1.3 ml) are all below 18.3 ml: no kidney counts, every case is abnormal
-        assert details["coarse_kidney_count"] == 0 and details["abnormal"] is True
-        assert details["tumor_network"] in ("3d", "2d", None)
 
 
 # ------------------------------------------------------------------------------ pipelines with stand-in networks
@@ -438,14 +422,22 @@ def test_localization_ensemble_falls_back_to_the_landmark_box():
 
 
 @pytest.mark.slow
-def test_a_pipeline_trains_and_validates_on_two_gloo_processes(dense_tiny):
-    options = TrainingOptions(epochs=1, iterations_per_epoch=2, validation_iterations=1, augmentation_workers=0,
-                              progress_bar=False)
-    folder = run_training(TrainingRequest("1", "3d_fullres", "0", trainer=KiTSCoarseToFine, device="cpu",
-                                          num_gpus=2, options=options))
+def test_coarse_to_fine_trains_every_stage_on_two_gloo_processes_and_reports_the_kidney_check(dense_tiny, tmp_path):
+    folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSCoarseToFine", epochs=1, num_gpus=2)
     assert all((folder / stage.name / "checkpoint_final.pth").is_file() for stage in KiTSCoarseToFine.stages)
     assert json.loads((folder / "debug.json").read_text())["world_size"] == 2
     # each rank validated one of the two held-out cases; their details were gathered into one report
     details = json.loads((folder / "validation" / "prediction_report.json").read_text())["details"]
     splits = json.loads((dense_tiny["preprocessed"] / "Dataset001_Tiny" / "splits_final.json").read_text())
     assert sorted(details) == sorted(splits[0]["val"])
+    stages = json.loads((folder / "stage_configurations.json").read_text())
+    assert list(stages) == ["coarse", "correction", "fine", "tumor", "tumor_2d"]
+    assert len(stages["tumor_2d"]["patch_size"]) == 2 and len(stages["fine"]["patch_size"]) == 3
+    index = json.loads((dense_tiny["preprocessed"] / "Dataset001_Tiny" / "boxunetPlans_3d_fullres_kits_kidney" /
+                        "derived_cases.json").read_text())
+    assert index["case_000"] == ["case_000_k0"]  # one kidney per tiny case
+    assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
+    for details in report["details"].values():
+        # the tiny kidneys (about 1.3 ml) are all below 18.3 ml: no kidney counts, every case is abnormal
+        assert details["coarse_kidney_count"] == 0 and details["abnormal"] is True
+        assert details["tumor_network"] in ("3d", "2d", None)
