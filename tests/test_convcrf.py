@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from boxunet.boxes.convcrf import CRFParameters, mean_field
+from boxunet.boxes.convcrf import CRFParameters, PairwiseKernels, mean_field
 
 
 def brute_force_mean_field(unary, features, spacing, parameters, fixed):
@@ -34,8 +34,9 @@ def brute_force_mean_field(unary, features, spacing, parameters, fixed):
     return q.T.reshape(unary.shape)
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["kernels kept", "kernels computed on every pass"])
 @pytest.mark.parametrize("normalize,classes", [(False, 3), (True, 3), (True, 2)])
-def test_mean_field_matches_dense_reference(normalize, classes):
+def test_mean_field_matches_dense_reference(normalize, classes, kept):
     rng = np.random.default_rng(0)
     shape, spacing = (5, 6, 7), (2.5, 0.8, 1.0)
     unary = rng.normal(size=(classes,) + shape)
@@ -46,6 +47,10 @@ def test_mean_field_matches_dense_reference(normalize, classes):
                                normalize=normalize, pairwise_weight=1.5)
     assert parameters.window_radius(spacing) == (1, 3, 3)
     expected = brute_force_mean_field(unary, features, spacing, parameters, fixed)
-    result = mean_field(torch.tensor(unary[None]), torch.tensor(features[None]), spacing, parameters,
-                        fixed=torch.tensor(fixed[None, None]))
-    np.testing.assert_allclose(result[0].double().numpy(), expected, atol=1e-5)
+    kernels = PairwiseKernels(torch.tensor(features[None]), None, spacing, parameters, 10 ** 6 if kept else 0)
+    for _ in range(2):  # the second call reuses the kernels (and their sum) of the first
+        result = mean_field(torch.tensor(unary[None]), torch.tensor(features[None]), spacing, parameters,
+                            fixed=torch.tensor(fixed[None, None]), kernels=kernels)
+        np.testing.assert_allclose(result[0].double().numpy(), expected, atol=1e-5)
+    # 3 x 7 x 7 window: 73 offsets o > 0; their pairs take 4 bytes each
+    assert len(kernels.offsets) == 73 and kernels.kept == kept

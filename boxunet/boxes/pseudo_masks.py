@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from boxunet.boxes.convcrf import CRFParameters, mean_field
+from boxunet.boxes.convcrf import CRFParameters, PairwiseKernels, mean_field
 from boxunet.boxes.padding import stack_padded
 from boxunet.io.boxes import Box, box_mask
 
@@ -180,6 +180,7 @@ def _crf_batch(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParam
     if any(tuple(s) != shape for s in shapes):  # padding: excluded from every kernel
         valid = torch.from_numpy(stack_padded([np.ones(s, bool) for s in shapes], shape, False))[:, None].to(device)
     features = torch.from_numpy(stack_padded([r.features for r in regions], shape, 0.0)).to(device)
+    kernels = PairwiseKernels(features, valid, spacing_mm, parameters.crf)  # the same in every round
     for _ in range(max(1, parameters.rounds)):
         logits = []
         for region, u, belief, weight in zip(regions, unknown, beliefs, weights):
@@ -190,7 +191,8 @@ def _crf_batch(regions: list[CRFRegion], spacing_mm, parameters: PseudoMaskParam
             logits.append(np.where(u > 0, logit, -30.0).astype(np.float32))
         logit = stack_padded(logits, shape, -30.0)
         unary = torch.from_numpy(np.stack([np.zeros_like(logit), logit], axis=1)).to(device)
-        q = mean_field(unary, features, spacing_mm, parameters.crf, fixed=fixed, valid=valid)[:, 1].cpu().numpy()
+        q = mean_field(unary, features, spacing_mm, parameters.crf, fixed=fixed, valid=valid,
+                       kernels=kernels)[:, 1].cpu().numpy()
         beliefs = [q[index][tuple(slice(0, n) for n in s)] * u for index, (s, u) in enumerate(zip(shapes, unknown))]
     return beliefs
 
