@@ -88,9 +88,26 @@ def tiny_dataset(roots):
 
 
 def plan_tiny_3d_fullres(dataset: str = "1") -> None:
-    """Plan and preprocess 3d_fullres of a tiny dataset (small memory budget, one process, quiet)."""
+    """Plan and preprocess 3d_fullres of a tiny dataset (small memory budget, one process, quiet), then narrow
+    its network (``narrow_networks``)."""
     plan_and_preprocess(dataset, PlanAndPreprocessOptions(configurations=["3d_fullres"], gpu_memory_gb=0.25,
                                                           num_processes=1, progress=False))
+    narrow_networks(dataset)
+
+
+def narrow_networks(dataset: str = "1", base: int = 8) -> None:
+    """Give every planned network of the tiny ``dataset`` (a name's number) ``base`` features in its first stage
+    and double them per stage, as a user editing the plans would: the tests' trainings then cost a sixteenth of
+    the planned 32-feature networks' convolutions (the planner itself is tested in test_planning.py)."""
+    import os
+    folder = next(Path(os.environ["boxunet_preprocessed"]).glob(f"Dataset{int(dataset):03d}_*"))
+    path = folder / "boxunet_plans.json"
+    plans = json.loads(path.read_text())
+    for configuration in plans["configurations"].values():
+        architecture = configuration.get("architecture")
+        if architecture:
+            architecture["features_per_stage"] = [base * 2 ** i for i in range(len(architecture["features_per_stage"]))]
+    path.write_text(json.dumps(plans, indent=2))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import write_tiny_dataset
+from conftest import narrow_networks, write_tiny_dataset
 
 from boxunet.cli.predict import main as predict_main
 from boxunet.errors import BoxunetError
@@ -58,6 +58,7 @@ def _cascade_dataset(roots, with_boxes: bool):
     write_tiny_dataset(roots["raw"], num_cases=6, shape=(16, 48, 40), with_boxes=with_boxes)
     plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=["3d_fullres", "3d_lowres"], gpu_memory_gb=0.25,
                                                       num_processes=1, progress=False, force_cascade=True))
+    narrow_networks()
     folder = roots["preprocessed"] / "Dataset001_Tiny"
     cases = [f"case_{i:03d}" for i in range(6)]
     splits = [{"train": cases[3:], "val": cases[:3]}, {"train": cases[:3], "val": cases[3:]}]

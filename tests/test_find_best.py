@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_dataset
+from conftest import narrow_networks, write_tiny_dataset
 
 from boxunet.cli.ensemble import main as ensemble_main
 from boxunet.cli.find_best_configuration import main as find_best_main
@@ -36,6 +36,7 @@ def trained(tmp_path_factory):
     write_tiny_dataset(roots["raw"], num_cases=5, with_boxes=False, shape=(12, 40, 36))
     plan_and_preprocess("1", PlanAndPreprocessOptions(configurations=list(CONFIGURATIONS), gpu_memory_gb=0.25,
                                                       num_processes=1, progress=False))
+    narrow_networks()
     options = TrainingOptions(epochs=1, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
                               save_probabilities=True, progress_bar=False)
     for configuration in CONFIGURATIONS:

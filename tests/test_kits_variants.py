@@ -438,6 +438,8 @@ def test_coarse_to_fine_trains_every_stage_on_two_gloo_processes_and_reports_the
     assert index["case_000"] == ["case_000_k0"]  # one kidney per tiny case
     assert set(report["details"]) == {f"case_{i:03d}" for i in range(6)}
     for details in report["details"].values():
-        # the tiny kidneys (about 1.3 ml) are all below 18.3 ml: no kidney counts, every case is abnormal
-        assert details["coarse_kidney_count"] == 0 and details["abnormal"] is True
+        # the kidney check of the coarse network's answer (a barely trained network: any count) is reported
+        volumes = details["coarse_kidney_volumes_ml"]
+        assert details["coarse_kidney_count"] == len(volumes) and all(v >= MIN_KIDNEY_VOLUME_ML for v in volumes)
+        assert details["abnormal"] is (len(volumes) != 2)
         assert details["tumor_network"] in ("3d", "2d", None)

@@ -205,8 +205,8 @@ def derived_case_ids(folder: Path, case_ids: list[str]) -> list[str]:
 def grid_configuration(plans: Plans, configuration: ConfigurationPlan, folder: Path, case_ids: list[str],
                        conv_dim: int = 3) -> ConfigurationPlan:
     """The configuration of a binary network on the derived cases ``case_ids`` of ``folder``: their median
-    spacing and shape and the patch, batch and network the planner gives them (2D networks on slices with
-    ``conv_dim=2``)."""
+    spacing and shape and the patch, batch and network the planner gives them, as wide in its first stage as
+    ``configuration``'s network (2D networks on slices with ``conv_dim=2``)."""
     cases = PreprocessedCases(folder, case_ids)
     properties = [cases.load(case_id)[2] for case_id in case_ids]
     shapes = np.array([p["shape_after_resampling"] for p in properties], dtype=np.float64)
@@ -214,7 +214,7 @@ def grid_configuration(plans: Plans, configuration: ConfigurationPlan, folder: P
     median_shape = np.median(shapes, axis=0)
     axes = slice(3 - conv_dim, 3)
     patch = plan_patch_and_batch(spacing[axes].tolist(), median_shape[axes].tolist(), 2, plans.gpu_memory_gb,
-                                 float(np.prod(shapes, axis=1).sum()))
+                                 float(np.prod(shapes, axis=1).sum()), configuration.architecture.features_per_stage[0])
     planned = configuration_plan(configuration.name, folder.name, spacing[axes], median_shape[axes], patch,
                                  batch_dice=False, resample_out_of_plane=conv_dim == 3)
     return replace(planned, resampling=configuration.resampling)

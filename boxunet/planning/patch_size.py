@@ -52,8 +52,9 @@ def _initial_patch(spacing: list[float], median_shape: list[float]) -> list[int]
 
 
 def plan_patch_and_batch(spacing: list[float], median_shape: list[float], num_classes: int,
-                         memory_gb: float, dataset_voxels: float) -> PatchPlan:
-    """Largest patch (shaped like the physical aspect, clipped to the median image) that fits ``memory_gb``.
+                         memory_gb: float, dataset_voxels: float, base_features: int = 32) -> PatchPlan:
+    """Largest patch (shaped like the physical aspect, clipped to the median image) that fits ``memory_gb``
+    with a network of ``base_features`` in its first stage (doubling per stage, ``features_per_stage``).
 
     While the estimate exceeds the budget, the axis whose patch is largest relative to the median image
     shrinks by one stride multiple. The batch size then fills the remaining budget, capped so one batch
@@ -66,7 +67,7 @@ def plan_patch_and_batch(spacing: list[float], median_shape: list[float], num_cl
     patch = _initial_patch(spacing, median_shape)
     while True:
         topology = plan_topology(spacing, patch)
-        features = features_per_stage(topology.n_stages, dim)
+        features = features_per_stage(topology.n_stages, dim, base_features)
         estimate = feature_map_estimate(topology, features, num_classes)
         if estimate <= budget:
             break

@@ -58,6 +58,6 @@ def plan_topology(spacing: list[float], patch_size: list[int], min_edge: int = M
 
 
 def features_per_stage(n_stages: int, conv_dim: int, base: int = 32) -> list[int]:
-    """Feature maps per stage: 32 * 2^i, capped at 320 (3D) or 512 (2D)."""
+    """Feature maps per stage: ``base`` * 2^i, capped at 320 (3D) or 512 (2D)."""
     cap = 320 if conv_dim == 3 else 512
     return [min(base * 2 ** i, cap) for i in range(n_stages)]
