@@ -33,8 +33,8 @@ from boxunet.training.data.dataset import PreprocessedCases
 from boxunet.training.data.sampler import ClassBalancedSampler
 from boxunet.training.losses import (AuxiliaryHeadLoss, DeepSupervisionLoss, DiceCELoss,
                                      binary_cross_entropy_of_foreground, cross_entropy, weighted_mse)
-from boxunet.training.run import TrainingRequest, run_training
 from boxunet.training.options import TrainingOptions
+from boxunet.training.run import TrainingRequest, run_training
 
 
 # ------------------------------------------------------------------------------ label assignment ([Zhang 2019])
