@@ -284,7 +284,7 @@ def test_case_class_summary_votes_and_patch_targets():
 
 @pytest.mark.slow
 def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(dense_tiny, tmp_path):
-    folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSLocalizationEnsemble")
+    folder, report = _train_and_predict(dense_tiny, tmp_path / "out", "KiTSLocalizationEnsemble", epochs=1)
     stages = json.loads((folder / "stage_configurations.json").read_text())
     assert list(stages) == ["localization", "kidney_and_tumor", "kidney", "tumor"]
     # the coarse grid is the 3d_fullres grid downsampled x4; the roi grid crops it
@@ -305,7 +305,7 @@ def test_localization_ensemble_trains_every_stage_and_predicts_the_pipeline(dens
         assert details["roi_source"] in ("segmentation", "landmarks", "none") and len(details["roi"]) == 3
     # a second run with the same options reuses every stage
     stamps = {stage: (folder / stage / "checkpoint_final.pth").stat().st_mtime_ns for stage in stages}
-    options = TrainingOptions(epochs=2, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
+    options = TrainingOptions(epochs=1, iterations_per_epoch=3, validation_iterations=1, augmentation_workers=0,
                               progress_bar=False)
     run_training(TrainingRequest("1", "3d_fullres", "0", trainer=KiTSLocalizationEnsemble, device="cpu",
                                  options=options))
