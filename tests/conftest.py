@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated datasets and isolated boxunet roots."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +8,14 @@ import pytest
 import torch
 
 from boxunet.io.boxes import boxes_from_label_map, write_boxes
+from boxunet.io.dataset_locator import find_dataset_folder
 from boxunet.io.images import Geometry, write_image
 from boxunet.io.model_folder import write_model_files
+from boxunet.paths import preprocessed_root
 from boxunet.plan_and_preprocess import PlanAndPreprocessOptions, plan_and_preprocess
-from boxunet.planning.plans import load_plans
+from boxunet.planning.planner import DEFAULT_PLANS_NAME, plans_file
+from boxunet.planning.plans import load_plans, save_plans
+from boxunet.planning.topology import features_per_stage
 from boxunet.training.trainer import Trainer
 
 
@@ -96,18 +101,17 @@ def plan_tiny_3d_fullres(dataset: str = "1") -> None:
 
 
 def narrow_networks(dataset: str = "1", base: int = 8) -> None:
-    """Give every planned network of the tiny ``dataset`` (a name's number) ``base`` features in its first stage
-    and double them per stage, as a user editing the plans would: the tests' trainings then cost a sixteenth of
-    the planned 32-feature networks' convolutions (the planner itself is tested in test_planning.py)."""
-    import os
-    folder = next(Path(os.environ["boxunet_preprocessed"]).glob(f"Dataset{int(dataset):03d}_*"))
-    path = folder / "boxunet_plans.json"
-    plans = json.loads(path.read_text())
-    for configuration in plans["configurations"].values():
-        architecture = configuration.get("architecture")
-        if architecture:
-            architecture["features_per_stage"] = [base * 2 ** i for i in range(len(architecture["features_per_stage"]))]
-    path.write_text(json.dumps(plans, indent=2))
+    """Give every planned network of the tiny ``dataset`` ``base`` features in its first stage (doubling per stage,
+    as the planner's ``features_per_stage``), as a user editing the plans would: the tests' trainings then cost a
+    sixteenth of the planned 32-feature networks' convolutions (the planner itself is tested in test_planning.py)."""
+    path = plans_file(find_dataset_folder(dataset, preprocessed_root()), DEFAULT_PLANS_NAME)
+    plans = load_plans(path)
+    for name, configuration in plans.configurations.items():
+        architecture = configuration.architecture
+        features = features_per_stage(architecture.n_stages, architecture.conv_dim, base)
+        plans.configurations[name] = replace(configuration, architecture=replace(architecture,
+                                                                                 features_per_stage=features))
+    save_plans(plans, path)
 
 
 @pytest.fixture
